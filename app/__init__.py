@@ -1,0 +1,1 @@
+"""WhisperX transcription API: upload audio, poll progress, fetch a speaker-labelled transcript."""

@@ -1,0 +1,1 @@
+"""HTTP layer: schemas, dependencies, error shape and thin routes."""

@@ -1,0 +1,47 @@
+"""GET /health: is the service up, on what device, with which model, how busy."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+
+from fastapi import APIRouter
+
+from app.api.deps import CallerDep, ManagerDep, StoreDep
+from app.api.schemas import GpuMemory, HealthResponse, QueueCounts
+from app.tasks.models import TaskStatus
+
+router = APIRouter(tags=["health"])
+
+
+async def _gpu_memory() -> list[GpuMemory] | None:
+    """Live GPU memory from nvidia-smi: the API process itself never loads torch or CUDA."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    query = ["nvidia-smi", "--query-gpu=name,memory.total,memory.used", "--format=csv,noheader,nounits"]
+    completed = await asyncio.to_thread(subprocess.run, query, capture_output=True, text=True, timeout=5, check=False)
+    if completed.returncode != 0:
+        return None
+    gpus = []
+    for line in completed.stdout.strip().splitlines():
+        name, total, used = (part.strip() for part in line.split(","))
+        gpus.append(GpuMemory(name=name, memory_total_mb=int(total), memory_used_mb=int(used)))
+    return gpus
+
+
+@router.get("/health", response_model=HealthResponse, summary="Service status, model and queue")
+async def health(_caller: CallerDep, manager: ManagerDep, store: StoreDep) -> HealthResponse:
+    state = manager.worker_state()
+    counts = store.count_by_status()
+    status = "degraded" if state.load_error else "ok" if state.loaded else "loading"
+    device = state.info.device if state.info else None
+    return HealthResponse(
+        status=status,
+        device=device,
+        model=state.info.model if state.info else None,
+        model_loaded=state.loaded,
+        model_error=state.load_error,
+        queue=QueueCounts(pending=counts[TaskStatus.PENDING], processing=counts[TaskStatus.PROCESSING]),
+        gpu=await _gpu_memory() if device == "cuda" else None,
+    )

@@ -1,0 +1,142 @@
+"""The seed's transcription endpoints: upload, status, result, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO
+
+from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
+from whisperx.utils import LANGUAGES, TO_LANGUAGE_CODE
+
+from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
+from app.api.schemas import DeleteResponse, Problem, TaskStatusResponse, TranscriptionResult, UploadResponse
+from app.media import SUPPORTED_EXTENSIONS, MediaError, UnsupportedMediaError, probe
+from app.pipeline.base import Job
+from app.tasks.models import Task, TaskStatus
+
+router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"])
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No task with this id"}}
+
+
+def _language_code(language: str | None) -> str | None:
+    if language is None or not language.strip():
+        return None
+    value = language.strip().lower()
+    code = value if value in LANGUAGES else TO_LANGUAGE_CODE.get(value)
+    if code is None:
+        raise HTTPException(
+            422, f"language: {language!r} is not a language Whisper knows; use a code such as en, de or fr, or omit it"
+        )
+    return code
+
+
+def _save(source: BinaryIO, target: Path) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as out:
+        shutil.copyfileobj(source, out, 1024 * 1024)
+        return out.tell()
+
+
+def _task_or_404(store: StoreDep, task_id: str) -> Task:
+    task = store.get(task_id)
+    if task is None:
+        raise HTTPException(404, f"No task with id {task_id!r}; it may have been deleted.")
+    return task
+
+
+@router.post(
+    "/upload",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadResponse,
+    summary="Upload audio or video for transcription",
+    responses={
+        415: {"model": Problem, "description": "Not a supported audio or video format"},
+        422: {"model": Problem, "description": "A form field is invalid, or the file has no audio"},
+    },
+)
+async def upload(
+    response: Response,
+    _caller: CallerDep,
+    settings: SettingsDep,
+    manager: ManagerDep,
+    file: Annotated[UploadFile, File(description=f"Audio or video: {', '.join(SUPPORTED_EXTENSIONS)}")],
+    language: Annotated[str | None, Form(description="Language code such as `en`; omit to detect it")] = None,
+    min_speakers: Annotated[int | None, Form(ge=1, description="Fewest speakers to find")] = None,
+    max_speakers: Annotated[int | None, Form(ge=1, description="Most speakers to find")] = None,
+    enable_diarization: Annotated[bool, Form(description="Label speakers")] = True,
+) -> UploadResponse:
+    code = _language_code(language)
+    if min_speakers is not None and max_speakers is not None and min_speakers > max_speakers:
+        raise HTTPException(422, f"min_speakers ({min_speakers}) cannot be larger than max_speakers ({max_speakers})")
+
+    task_id = str(uuid.uuid4())
+    # A server-chosen name: the client's file name never touches the file system.
+    path = settings.upload_dir / task_id
+    try:
+        if await asyncio.to_thread(_save, file.file, path) == 0:
+            raise HTTPException(422, "The uploaded file is empty.")
+        await probe(path, settings.ffmpeg_timeout_seconds)
+    except UnsupportedMediaError as error:
+        path.unlink(missing_ok=True)
+        raise HTTPException(415, str(error)) from None
+    except MediaError as error:
+        path.unlink(missing_ok=True)
+        raise HTTPException(422, str(error)) from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+    job = Job(
+        task_id=task_id,
+        audio_path=path,
+        language=code,
+        min_speakers=min_speakers,
+        max_speakers=max_speakers,
+        enable_diarization=enable_diarization,
+    )
+    task = manager.submit(job)
+    response.headers["Location"] = router.url_path_for("get_status", task_id=task_id)
+    return UploadResponse(task_id=task.id, status=task.status, message="Task queued; poll the Location URL for progress")
+
+
+@router.get("/status/{task_id}", response_model=TaskStatusResponse, responses=_NOT_FOUND, summary="Task progress")
+async def get_status(task_id: str, _caller: CallerDep, store: StoreDep) -> TaskStatusResponse:
+    task = _task_or_404(store, task_id)
+    return TaskStatusResponse(
+        task_id=task.id,
+        status=task.status,
+        progress=task.progress,
+        message=task.message,
+        created_at=task.created_at,
+        started_at=task.started_at,
+        completed_at=task.completed_at,
+        error=task.error,
+        result=TranscriptionResult.model_validate(task.result) if task.result else None,
+    )
+
+
+@router.get(
+    "/result/{task_id}",
+    response_model=TranscriptionResult,
+    response_model_exclude_none=False,
+    responses={**_NOT_FOUND, 409: {"model": Problem, "description": "The task has not completed"}},
+    summary="Transcript of a completed task",
+)
+async def get_result(task_id: str, _caller: CallerDep, store: StoreDep) -> TranscriptionResult:
+    task = _task_or_404(store, task_id)
+    if task.status is TaskStatus.FAILED:
+        raise HTTPException(409, f"Task {task_id} failed, so it has no result: {task.error}")
+    if task.status is not TaskStatus.COMPLETED or task.result is None:
+        raise HTTPException(409, f"Task {task_id} is {task.status.value} ({task.progress:.0f}%); try again later.")
+    return TranscriptionResult.model_validate(task.result)
+
+
+@router.delete("/task/{task_id}", response_model=DeleteResponse, responses=_NOT_FOUND, summary="Delete a task")
+async def delete_task(task_id: str, _caller: CallerDep, manager: ManagerDep) -> DeleteResponse:
+    if not manager.delete(task_id):
+        raise HTTPException(404, f"No task with id {task_id!r}; it may have been deleted.")
+    return DeleteResponse(task_id=task_id, message="Task deleted; any running work is being stopped")

@@ -1,0 +1,88 @@
+"""The JSON shapes of the API, as the seed specification defines them (extras are additive)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from app.tasks.models import TaskStatus
+
+
+class Word(BaseModel):
+    word: str
+    start: float | None = Field(description="Seconds; null when the word could not be timed")
+    end: float | None
+    score: float | None = Field(None, description="Alignment score or Whisper's word probability")
+    speaker: str | None = None
+
+
+class Segment(BaseModel):
+    start: float
+    end: float
+    text: str
+    speaker: str | None = None
+    words: list[Word]
+
+
+class TranscriptionResult(BaseModel):
+    language: str
+    segments: list[Segment]
+    model: str | None = Field(None, description="Whisper model that transcribed the audio")
+    word_timing: str | None = Field(
+        None, description="How words were timed: `wav2vec2-alignment` or `whisper-word-timestamps`"
+    )
+    diarizer: str | None = Field(None, description="Model that labelled the speakers; null when none ran")
+
+
+class UploadResponse(BaseModel):
+    task_id: str
+    status: TaskStatus
+    message: str
+
+
+class TaskStatusResponse(BaseModel):
+    task_id: str
+    status: TaskStatus
+    progress: float = Field(description="Overall percent, 0–100; never goes backwards")
+    message: str = Field(description="What the task is doing now, or how it ended")
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    error: str | None
+    result: TranscriptionResult | None
+
+
+class DeleteResponse(BaseModel):
+    task_id: str
+    message: str
+
+
+class QueueCounts(BaseModel):
+    pending: int
+    processing: int
+
+
+class GpuMemory(BaseModel):
+    name: str
+    memory_total_mb: int
+    memory_used_mb: int
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="`ok`, `loading` while models load, `degraded` when they failed to load")
+    device: str | None = Field(description="`cpu` or `cuda`; null until the models are loaded")
+    model: str | None
+    model_loaded: bool
+    model_error: str | None = None
+    queue: QueueCounts
+    gpu: list[GpuMemory] | None = None
+
+
+class Problem(BaseModel):
+    """Every error response (RFC 9457 problem details)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str

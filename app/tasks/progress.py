@@ -1,0 +1,44 @@
+"""Turns per-stage progress into one overall percentage that never goes backwards."""
+
+from __future__ import annotations
+
+from app.pipeline.base import Stage
+
+# Relative cost of each stage, from timing the embedded `base` model on CPU;
+# only the stages a job runs count, so the total always reaches 100.
+STAGE_WEIGHTS: dict[Stage, float] = {
+    Stage.DECODE: 3.0,
+    Stage.TRANSCRIBE: 60.0,
+    Stage.ALIGN: 12.0,
+    Stage.DIARIZE: 22.0,
+    Stage.ASSIGN: 3.0,
+}
+
+STAGE_MESSAGES: dict[Stage, str] = {
+    Stage.DECODE: "Decoding audio",
+    Stage.TRANSCRIBE: "Transcribing speech",
+    Stage.ALIGN: "Timing words",
+    Stage.DIARIZE: "Identifying speakers",
+    Stage.ASSIGN: "Assigning speakers to words",
+}
+
+
+class ProgressTracker:
+    def __init__(self, stages: list[Stage]) -> None:
+        total = sum(STAGE_WEIGHTS[stage] for stage in stages)
+        self._start: dict[Stage, float] = {}
+        self._span: dict[Stage, float] = {}
+        done = 0.0
+        for stage in stages:
+            self._start[stage] = 100.0 * done / total
+            self._span[stage] = 100.0 * STAGE_WEIGHTS[stage] / total
+            done += STAGE_WEIGHTS[stage]
+        self.percent = 0.0
+
+    def update(self, stage: Stage, fraction: float) -> float:
+        """Record progress within a stage; returns the overall percent, capped below 100 until done."""
+        fraction = min(max(fraction, 0.0), 1.0)
+        candidate = self._start[stage] + self._span[stage] * fraction
+        # 100 is reserved for the completed status.
+        self.percent = max(self.percent, min(candidate, 99.9))
+        return self.percent

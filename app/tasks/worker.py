@@ -1,0 +1,169 @@
+"""A worker process that owns a loaded pipeline and runs one job at a time.
+
+Inference runs in a child process, not a thread: the event loop keeps answering while the
+models hold the GIL, a cancelled job can be killed for real if it does not stop in time,
+and a crash or out-of-memory kill takes down one task, not the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import multiprocessing
+import os
+import threading
+import traceback
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
+from typing import Any
+
+from app.pipeline.base import Job, PipelineError, PipelineFactory, PipelineInfo, PipelineOutput, Stage
+
+logger = logging.getLogger(__name__)
+
+# Spawn, never fork: the parent may have threads, and CUDA cannot survive a fork.
+_mp = multiprocessing.get_context("spawn")
+
+
+class JobCancelled(Exception):
+    """The job stopped because its task was deleted."""
+
+
+class JobFailed(Exception):
+    """The job failed; the message is meant for the user."""
+
+
+class WorkerDied(Exception):
+    """The worker process ended in the middle of a job (killed, or out of memory)."""
+
+
+def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Any) -> None:
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s [worker] %(name)s: %(message)s")
+    try:
+        pipeline = factory(settings)
+    except Exception as error:  # noqa: BLE001 - any load failure is reported, not raised
+        logger.exception("Could not load the pipeline")
+        conn.send(("load_failed", str(error) or type(error).__name__))
+        return
+    conn.send(("ready", pipeline.info()))
+
+    def report(stage: Stage, fraction: float) -> None:
+        # Checked at every progress step: raising here unwinds the pipeline cooperatively.
+        if cancel.is_set():
+            raise JobCancelled
+        conn.send(("progress", stage, float(fraction)))
+
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:  # the parent went away
+            return
+        if job is None:
+            return
+        try:
+            conn.send(("done", pipeline.run(job, report)))
+        except JobCancelled:
+            conn.send(("cancelled",))
+        except PipelineError as error:
+            conn.send(("failed", str(error)))
+        except Exception as error:  # noqa: BLE001 - the service must outlive a bad job
+            logger.error("Job %s failed:\n%s", job.task_id, traceback.format_exc())
+            conn.send(("failed", f"Transcription failed unexpectedly ({type(error).__name__}); see the server log."))
+        finally:
+            pipeline.release()
+            gc.collect()
+
+
+class WorkerProcess:
+    """Parent-side handle of one worker process."""
+
+    def __init__(self, name: str, factory: PipelineFactory, settings: Any) -> None:
+        self.name = name
+        self._factory = factory
+        self._settings = settings
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._cancel = _mp.Event()
+        self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self.info: PipelineInfo | None = None
+        self.load_error: str | None = None
+
+    async def start(self) -> None:
+        """Spawn the process and wait until its models are loaded (or failed to load)."""
+        parent_conn, child_conn = _mp.Pipe()
+        self._inbox = asyncio.Queue()
+        self._process = _mp.Process(
+            target=_child_main,
+            args=(child_conn, self._cancel, self._factory, self._settings),
+            name=self.name,
+            daemon=True,
+        )
+        self._process.start()
+        child_conn.close()
+        self._conn = parent_conn
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._read, args=(parent_conn, loop), name=f"{self.name}-reader", daemon=True).start()
+        message = await self._inbox.get()
+        if message[0] == "ready":
+            self.info, self.load_error = message[1], None
+            logger.info("%s ready: model %s on %s", self.name, self.info.model, self.info.device)
+        else:
+            self.load_error = message[1] if message[0] == "load_failed" else "the worker process exited while loading"
+            logger.error("%s could not load the models: %s", self.name, self.load_error)
+
+    def _read(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """Forward the child's messages to the event loop; a dedicated thread, so no executor is starved."""
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                message = ("exited",)
+            try:
+                loop.call_soon_threadsafe(self._inbox.put_nowait, message)
+            except RuntimeError:  # the event loop has closed
+                return
+            if message[0] == "exited":
+                return
+
+    async def run(self, job: Job, on_progress: Any) -> PipelineOutput:
+        assert self._conn is not None
+        self._cancel.clear()
+        self._conn.send(job)
+        while True:
+            message = await self._inbox.get()
+            match message:
+                case ("progress", stage, fraction):
+                    on_progress(stage, fraction)
+                case ("done", output):
+                    return output
+                case ("failed", error):
+                    raise JobFailed(error)
+                case ("cancelled",):
+                    raise JobCancelled
+                case _:
+                    raise WorkerDied
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at its next progress step."""
+        self._cancel.set()
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            logger.warning("Killing %s (pid %s)", self.name, self._process.pid)
+            self._process.kill()
+
+    async def stop(self) -> None:
+        if self._process is None:
+            return
+        if self._conn is not None:
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+        await asyncio.to_thread(self._process.join, 5)
+        self.kill()
+        if self._conn is not None:
+            self._conn.close()
+        self._process = None
