@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,20 +19,21 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _describe(error: dict[str, object]) -> str:
-    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "form")]
+def _describe(error: Mapping[str, Any]) -> str:
+    parts: Sequence[object] = error.get("loc", ())
+    location = [str(part) for part in parts if part not in ("body", "query", "path", "form")]
     field = ".".join(location) or "request"
     message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
     return f"{field}: {message}"
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+    exc = cast(StarletteHTTPException, exc)
     return problem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    exc = cast(RequestValidationError, exc)
     return problem(422, "; ".join(_describe(error) for error in exc.errors()))
 
 

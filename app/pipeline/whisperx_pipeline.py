@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from app.config import Settings
-from app.media import decode
+from app.media import MediaError, decode
 from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
 from app.pipeline.models import resolve_whisper_model
 
@@ -29,9 +29,9 @@ class WhisperXPipeline:
         import whisperx
 
         self._settings = settings
-        self.device = "cuda" if settings.device == "cuda" or (
-            settings.device == "auto" and torch.cuda.is_available()
-        ) else "cpu"
+        self.device = (
+            "cuda" if settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available()) else "cpu"
+        )
         self.compute_type = settings.compute_type
         if self.device == "cpu" and self.compute_type in ("float16", "int8_float16"):
             logger.info("COMPUTE_TYPE=%s is not supported on CPU; using int8", self.compute_type)
@@ -105,7 +105,7 @@ class WhisperXPipeline:
         progress(Stage.DECODE, 0.0)
         try:
             audio = decode(job.audio_path, self._settings.ffmpeg_timeout_seconds)
-        except Exception as error:
+        except MediaError as error:
             raise PipelineError(str(error)) from None
         progress(Stage.DECODE, 1.0)
 

@@ -99,9 +99,7 @@ class TaskManager:
         if worker.load_error is not None:
             self._fail(task.id, f"The speech model could not be loaded: {worker.load_error}")
             return
-        self._store.update(
-            task.id, status=TaskStatus.PROCESSING, started_at=utcnow(), message="Starting", progress=0.0
-        )
+        self._store.update(task.id, status=TaskStatus.PROCESSING, started_at=utcnow(), message="Starting", progress=0.0)
         tracker = ProgressTracker(task.job.stages)
 
         def on_progress(stage: Stage, fraction: float) -> None:

@@ -8,6 +8,7 @@ and a crash or out-of-memory kill takes down one task, not the service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -16,7 +17,7 @@ import threading
 import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
-from typing import Any
+from typing import Any, cast
 
 from app.pipeline.base import Job, PipelineError, PipelineFactory, PipelineInfo, PipelineOutput, Stage
 
@@ -43,7 +44,7 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s [worker] %(name)s: %(message)s")
     try:
         pipeline = factory(settings)
-    except Exception as error:  # noqa: BLE001 - any load failure is reported, not raised
+    except Exception as error:
         logger.exception("Could not load the pipeline")
         conn.send(("load_failed", str(error) or type(error).__name__))
         return
@@ -128,7 +129,8 @@ class WorkerProcess:
                 return
 
     async def run(self, job: Job, on_progress: Any) -> PipelineOutput:
-        assert self._conn is not None
+        if self._conn is None:
+            raise RuntimeError(f"{self.name} is not started")
         self._cancel.clear()
         self._conn.send(job)
         while True:
@@ -137,7 +139,7 @@ class WorkerProcess:
                 case ("progress", stage, fraction):
                     on_progress(stage, fraction)
                 case ("done", output):
-                    return output
+                    return cast(PipelineOutput, output)
                 case ("failed", error):
                     raise JobFailed(error)
                 case ("cancelled",):
@@ -158,10 +160,8 @@ class WorkerProcess:
         if self._process is None:
             return
         if self._conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._conn.send(None)
-            except OSError:
-                pass
         await asyncio.to_thread(self._process.join, 5)
         self.kill()
         if self._conn is not None:

@@ -100,7 +100,9 @@ async def upload(
     )
     task = manager.submit(job)
     response.headers["Location"] = router.url_path_for("get_status", task_id=task_id)
-    return UploadResponse(task_id=task.id, status=task.status, message="Task queued; poll the Location URL for progress")
+    return UploadResponse(
+        task_id=task.id, status=task.status, message="Task queued; poll the Location URL for progress"
+    )
 
 
 @router.get("/status/{task_id}", response_model=TaskStatusResponse, responses=_NOT_FOUND, summary="Task progress")

@@ -1,0 +1,93 @@
+"""Fast tier: the whole HTTP stack and real worker processes, running the named FakePipeline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from tests.fakes import FakePipeline
+
+API_KEY = "test-key"
+AUTH = {"X-API-Key": API_KEY}
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "api_keys": f"{API_KEY},second-key",
+        "upload_dir": tmp_path / "uploads",
+        "model_cache_dir": tmp_path / "cache",
+        "max_concurrent_tasks": 1,
+        "cancel_grace_seconds": 1.0,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, FakePipeline)) as test_client:
+        wait_until(lambda: test_client.get("/health", headers=AUTH).json()["model_loaded"])
+        yield test_client
+
+
+@pytest.fixture
+def make_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., TestClient]]:
+    """A client on an app whose FakePipeline workers get the given FAKE_* environment."""
+    opened: list[TestClient] = []
+
+    def factory(fake_env: dict[str, str] | None = None, **settings: Any) -> TestClient:
+        for name, value in (fake_env or {}).items():
+            monkeypatch.setenv(name, value)
+        test_client = TestClient(create_app(make_settings(tmp_path, **settings), FakePipeline))
+        test_client.__enter__()
+        opened.append(test_client)
+        return test_client
+
+    yield factory
+    for test_client in opened:
+        test_client.__exit__(None, None, None)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def upload(client: TestClient, path: Path, **form: Any) -> dict[str, Any]:
+    with path.open("rb") as audio:
+        response = client.post("/api/v1/transcribe/upload", headers=AUTH, files={"file": (path.name, audio)}, data=form)
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def status(client: TestClient, task_id: str) -> dict[str, Any]:
+    response = client.get(f"/api/v1/transcribe/status/{task_id}", headers=AUTH)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wait_for_status(client: TestClient, task_id: str, wanted: set[str], timeout: float = 20.0) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        doc = status(client, task_id)
+        return doc if doc["status"] in wanted else None
+
+    result: dict[str, Any] = wait_until(reached, timeout)
+    return result

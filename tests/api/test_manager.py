@@ -1,0 +1,114 @@
+"""Concurrency cap, arrival order, delete in every state, and worker failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import AUTH, status, upload, wait_for_status, wait_until
+
+
+def _health_queue(client: TestClient) -> dict[str, int]:
+    queue: dict[str, int] = client.get("/health", headers=AUTH).json()["queue"]
+    return queue
+
+
+def test_concurrency_cap_and_arrival_order(make_client: Callable[..., TestClient], short_speech: Path) -> None:
+    client = make_client({"FAKE_STEP_SECONDS": "0.02"}, max_concurrent_tasks=2)
+    ids = [upload(client, short_speech)["task_id"] for _ in range(5)]
+    most_processing = 0
+    while True:
+        # One snapshot of the store: reading five statuses one by one is not atomic.
+        processing = _health_queue(client)["processing"]
+        assert processing <= 2
+        most_processing = max(most_processing, processing)
+        docs = [status(client, task_id) for task_id in ids]
+        if all(doc["status"] == "completed" for doc in docs):
+            break
+    assert most_processing == 2
+    started = [datetime.fromisoformat(doc["started_at"]) for doc in docs]
+    assert started == sorted(started), "pending tasks start in arrival order"
+    assert _health_queue(client) == {"pending": 0, "processing": 0}
+
+
+def test_health_reports_model_device_and_queue(make_client: Callable[..., TestClient], short_speech: Path) -> None:
+    client = make_client({"FAKE_STEP_SECONDS": "0.2"})
+    wait_until(lambda: client.get("/health", headers=AUTH).json()["model_loaded"])
+    first = upload(client, short_speech)["task_id"]
+    upload(client, short_speech)
+    wait_for_status(client, first, {"processing"})
+    health = client.get("/health", headers=AUTH).json()
+    assert health == {
+        "status": "ok",
+        "device": "cpu",
+        "model": "fake",
+        "model_loaded": True,
+        "model_error": None,
+        "queue": {"pending": 1, "processing": 1},
+        "gpu": None,
+    }
+
+
+def test_delete_pending_task(make_client: Callable[..., TestClient], short_speech: Path) -> None:
+    client = make_client({"FAKE_STEP_SECONDS": "0.1"})
+    running = upload(client, short_speech)["task_id"]
+    pending = upload(client, short_speech)["task_id"]
+    assert status(client, pending)["status"] == "pending"
+    response = client.delete(f"/api/v1/transcribe/task/{pending}", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json()["task_id"] == pending
+    assert client.get(f"/api/v1/transcribe/status/{pending}", headers=AUTH).status_code == 404
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    assert not (settings.upload_dir / pending).exists()
+    wait_for_status(client, running, {"completed"})
+
+
+def test_delete_running_task_stops_it_and_frees_its_file(
+    make_client: Callable[..., TestClient], short_speech: Path
+) -> None:
+    client = make_client({"FAKE_STEP_SECONDS": "0.2"})
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    doomed = upload(client, short_speech)["task_id"]
+    wait_for_status(client, doomed, {"processing"})
+    assert (settings.upload_dir / doomed).exists()
+    assert client.delete(f"/api/v1/transcribe/task/{doomed}", headers=AUTH).status_code == 200
+    assert client.get(f"/api/v1/transcribe/status/{doomed}", headers=AUTH).status_code == 404
+    assert not (settings.upload_dir / doomed).exists()
+    # The worker stops at its next progress step and takes the next task.
+    wait_until(lambda: _health_queue(client)["processing"] == 0, timeout=2)
+    after = upload(client, short_speech)["task_id"]
+    assert wait_for_status(client, after, {"completed"})["result"] is not None
+
+
+def test_task_that_ignores_cancel_is_killed_and_the_worker_replaced(
+    make_client: Callable[..., TestClient], short_speech: Path
+) -> None:
+    client = make_client({"FAKE_MODE": "stubborn"}, cancel_grace_seconds=0.5)
+    manager = client.app.state.manager  # type: ignore[attr-defined]
+    worker = manager._workers[0]
+    first_pid = worker._process.pid
+    stuck = upload(client, short_speech)["task_id"]
+    wait_for_status(client, stuck, {"processing"})
+    assert client.delete(f"/api/v1/transcribe/task/{stuck}", headers=AUTH).status_code == 200
+    wait_until(lambda: worker._process is not None and worker._process.pid != first_pid, timeout=10)
+    wait_until(lambda: client.get("/health", headers=AUTH).json()["model_loaded"], timeout=10)
+
+
+def test_worker_crash_fails_only_that_task(make_client: Callable[..., TestClient], short_speech: Path) -> None:
+    client = make_client({"FAKE_MODE": "crash"})
+    first, second = (upload(client, short_speech)["task_id"] for _ in range(2))
+    for task_id in (first, second):
+        failed = wait_for_status(client, task_id, {"failed"})
+        assert "worker process stopped unexpectedly" in failed["error"]
+    assert client.get("/health", headers=AUTH).status_code == 200
+
+
+def test_finished_tasks_leave_no_upload_behind(client: TestClient, short_speech: Path) -> None:
+    ids = [upload(client, short_speech)["task_id"] for _ in range(3)]
+    for task_id in ids:
+        wait_for_status(client, task_id, {"completed"})
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    wait_until(lambda: list(settings.upload_dir.iterdir()) == [], timeout=2)

@@ -1,0 +1,51 @@
+"""FakePipeline: a stand-in for WhisperX in the fast API tests. It transcribes nothing.
+
+It walks through the same stages as the real pipeline, reporting progress as it goes, and
+returns a fixed transcript. Its behaviour comes from environment variables, which spawned
+worker processes inherit:
+  FAKE_STEP_SECONDS  pause per progress step (default 0.01)
+  FAKE_MODE          "ok" (default), "fail" (a user-facing error), "crash" (the process dies),
+                     "stubborn" (ignores cancellation: sleeps without reporting progress)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback
+
+STEPS_PER_STAGE = 5
+FAKE_TEXT = "fake transcript"
+
+
+class FakePipeline:
+    def __init__(self, settings: Any) -> None:
+        self._step = float(os.environ.get("FAKE_STEP_SECONDS", "0.01"))
+        self._mode = os.environ.get("FAKE_MODE", "ok")
+
+    def info(self) -> PipelineInfo:
+        return PipelineInfo(model="fake", device="cpu")
+
+    def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
+        if self._mode == "crash":
+            os._exit(1)
+        if self._mode == "stubborn":
+            time.sleep(3600)
+        for stage in job.stages:
+            for step in range(1, STEPS_PER_STAGE + 1):
+                time.sleep(self._step)
+                progress(stage, step / STEPS_PER_STAGE)
+        if self._mode == "fail":
+            raise PipelineError("The fake pipeline was told to fail.")
+        words = [
+            {"word": word, "start": float(i), "end": i + 0.5, "score": 0.9, "speaker": None}
+            for i, word in enumerate(FAKE_TEXT.split())
+        ]
+        segment = {"start": 0.0, "end": 1.5, "text": FAKE_TEXT, "speaker": None, "words": words}
+        result = {"language": job.language or "en", "segments": [segment], "model": "fake"}
+        return PipelineOutput(result=result, note=None)
+
+    def release(self) -> None:
+        pass
