@@ -88,7 +88,35 @@ class WhisperXPipeline:
             except Exception as error:  # noqa: BLE001 - fall back to Whisper's own word times
                 logger.info("No alignment model for %r (%s); words are timed by Whisper", language, error)
                 self._aligners[language] = None
+            else:
+                self._ensure_sentence_splitter(language)
         return self._aligners[language]
+
+    def _ensure_sentence_splitter(self, language: str) -> None:
+        """whisperx.align splits sentences with NLTK's Punkt model, which it downloads on first use.
+
+        Offline that download fails and alignment would crash, so fall back to an untrained
+        Punkt model (it still splits at sentence punctuation; it only misses learned abbreviations).
+        """
+        import nltk
+        from whisperx.alignment import PUNKT_LANGUAGES
+
+        punkt = f"tokenizers/punkt_tab/{PUNKT_LANGUAGES.get(language, 'english')}/"
+        nltk_data = self._settings.model_cache_dir / "nltk_data"
+        if str(nltk_data) not in nltk.data.path:
+            nltk.data.path.append(str(nltk_data))
+        try:
+            nltk.data.find(punkt)
+            return
+        except LookupError:
+            pass
+        if nltk.download("punkt_tab", download_dir=str(nltk_data), quiet=True, raise_on_error=False):
+            return
+        logger.warning("NLTK's punkt_tab could not be downloaded; aligning with an untrained sentence splitter")
+        untrained = nltk_data / punkt
+        untrained.mkdir(parents=True, exist_ok=True)
+        for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
+            (untrained / name).touch()
 
     def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
         import torch

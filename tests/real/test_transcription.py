@@ -107,8 +107,11 @@ def test_progress_rises_through_every_stage(server: Server, long_speech: Path) -
     transcribing = {doc["progress"] for doc in seen if doc["message"] == "Transcribing speech"}
     assert len(transcribing) >= 3, f"transcription progress should advance in steps, saw {sorted(transcribing)}"
     messages = list(dict.fromkeys(doc["message"] for doc in seen if doc["status"] == "processing"))
-    assert "Decoding audio" in messages
-    assert messages.index("Decoding audio") < messages.index("Transcribing speech") < messages.index("Timing words")
+    # Stages follow each other in order; with Whisper's own word times, timing words takes
+    # no time of its own, so a poller may not catch it.
+    order = ["Starting", "Decoding audio", "Transcribing speech", "Timing words"]
+    assert "Transcribing speech" in messages
+    assert [order.index(message) for message in messages] == sorted(order.index(message) for message in messages)
 
 
 def test_deleting_a_running_task_stops_it(server: Server, long_speech: Path, known_speech: Path) -> None:

