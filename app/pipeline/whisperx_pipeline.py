@@ -123,7 +123,10 @@ class WhisperXPipeline:
 
         try:
             return self._run(job, progress)
-        except torch.cuda.OutOfMemoryError:
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+            # torch raises OutOfMemoryError; CTranslate2 a RuntimeError saying "out of memory".
+            if "out of memory" not in str(error).lower():
+                raise
             raise PipelineError(
                 f"The GPU ran out of memory. Lower BATCH_SIZE (now {self._settings.batch_size}), set "
                 f"COMPUTE_TYPE=int8 (now {self.compute_type}) or lower MAX_CONCURRENT_TASKS."

@@ -50,6 +50,10 @@ class TaskManager:
             slot.cancel()
         await asyncio.gather(*self._slots, return_exceptions=True)
         await asyncio.gather(*(worker.stop() for worker in self._workers))
+        # Tasks live in memory: uploads still waiting would be orphaned by the restart.
+        while not self._queue.empty():
+            if (task := self._store.get(self._queue.get_nowait())) is not None:
+                task.job.audio_path.unlink(missing_ok=True)
 
     def submit(self, job: Job) -> Task:
         task = Task(job=job)

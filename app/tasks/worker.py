@@ -159,6 +159,7 @@ class WorkerProcess:
     async def stop(self) -> None:
         if self._process is None:
             return
+        self.cancel()  # a job in progress stops at its next step rather than holding up shutdown
         if self._conn is not None:
             with contextlib.suppress(OSError):
                 self._conn.send(None)

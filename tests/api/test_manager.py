@@ -112,3 +112,13 @@ def test_finished_tasks_leave_no_upload_behind(client: TestClient, short_speech:
         wait_for_status(client, task_id, {"completed"})
     settings = client.app.state.settings  # type: ignore[attr-defined]
     wait_until(lambda: list(settings.upload_dir.iterdir()) == [], timeout=2)
+
+
+def test_shutdown_removes_uploads_still_waiting(make_client: Callable[..., TestClient], short_speech: Path) -> None:
+    client = make_client({"FAKE_STEP_SECONDS": "0.5"})
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    for _ in range(3):
+        upload(client, short_speech)
+    assert len(list(settings.upload_dir.iterdir())) == 3
+    client.__exit__(None, None, None)
+    assert list(settings.upload_dir.iterdir()) == []

@@ -16,6 +16,7 @@ from app.api.schemas import DeleteResponse, Problem, TaskStatusResponse, Transcr
 from app.media import SUPPORTED_EXTENSIONS, MediaError, UnsupportedMediaError, probe
 from app.pipeline.base import Job
 from app.tasks.models import Task, TaskStatus
+from app.tasks.store import TaskStore
 
 router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"])
 
@@ -41,7 +42,7 @@ def _save(source: BinaryIO, target: Path) -> int:
         return out.tell()
 
 
-def _task_or_404(store: StoreDep, task_id: str) -> Task:
+def _task_or_404(store: TaskStore, task_id: str) -> Task:
     task = store.get(task_id)
     if task is None:
         raise HTTPException(404, f"No task with id {task_id!r}; it may have been deleted.")

@@ -1,0 +1,249 @@
+"""Speaker diarization with no HF token and no network: only weights that ship inside pip packages.
+
+A pyannote.audio 4 `SpeakerDiarization` pipeline assembled from local objects:
+- segmentation: the pyannote/segmentation checkpoint that whisperx ships for its VAD;
+- speaker embeddings: Resemblyzer's pretrained GE2E encoder, wrapped as a pyannote `Model`;
+- clustering: agglomerative (pyannote's VBx needs a trained PLDA, which no package ships).
+
+`EmbeddedDiarizer` is called like `whisperx.diarize.DiarizationPipeline`, so its output goes
+straight into `whisperx.assign_word_speakers`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import torchaudio
+from pyannote.audio import Model
+from pyannote.audio.core.plda import PLDA
+from pyannote.audio.pipelines import SpeakerDiarization
+from pyannote.core import Annotation, Segment
+
+SAMPLE_RATE = 16000
+
+# Tuned on generated espeak-ng dialogues and the pyannote sample (see bench/diarization.py).
+HYPER_PARAMETERS: dict[str, dict[str, Any]] = {
+    # Values tuned for this checkpoint in pyannote's own 2.x diarization recipe.
+    "segmentation": {"threshold": 0.4442, "min_duration_off": 0.5817},
+    # Resemblyzer embeddings are non-negative, so speakers sit closer than pyannote's defaults assume.
+    "clustering": {"method": "centroid", "threshold": 0.47, "min_cluster_size": 12},
+}
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    """A file inside an installed package, found without importing it (imports can be slow)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+class ResemblyzerEmbedding(Model):
+    """Resemblyzer's GE2E speaker encoder (LSTM 40→256 ×3, Linear 256) as a pyannote embedding model.
+
+    `forward(waveforms (B, 1, N), weights (B, F) | None) -> (B, 256)`: the frames that `weights`
+    marks as the speaker's are embedded the way Resemblyzer's `embed_utterance` does; a row is NaN
+    when there is too little speech, and pyannote then leaves that (chunk, speaker) out.
+    """
+
+    dimension = 256
+    window_frames = 160  # 1.6 s, the partial-utterance length the encoder was trained on
+    window_step = 80
+    min_frames = 20  # below 0.2 s of speech an embedding is noise
+    target_rms = 10 ** (-30 / 20)  # Resemblyzer normalises input to -30 dBFS (increase only)
+    # Resegmentation windows: shorter than training's 1.6 s to place speaker changes within ~0.1 s.
+    reseg_window = 100
+    reseg_step = 10
+
+    def __init__(self) -> None:
+        super().__init__(sample_rate=SAMPLE_RATE, num_channels=1)
+        # Resemblyzer feeds its network a power mel spectrogram (no log): 25 ms / 10 ms, 40 bands,
+        # librosa's defaults (Slaney scale and norm, zero padding).
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=SAMPLE_RATE, n_fft=400, hop_length=160, n_mels=40,
+            power=2.0, norm="slaney", mel_scale="slaney", pad_mode="constant",
+        )  # fmt: skip
+        self.lstm = torch.nn.LSTM(40, 256, num_layers=3, batch_first=True)
+        self.linear = torch.nn.Linear(256, 256)
+        state = torch.load(_package_file("resemblyzer", "pretrained.pt"), map_location="cpu", weights_only=True)
+        # The checkpoint also holds GE2E's training-only similarity scale and bias.
+        weights = {k: v for k, v in state["model_state"].items() if k.startswith(("lstm.", "linear."))}
+        self.load_state_dict(weights, strict=False)
+        self.eval()
+
+    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        batch_size, _, num_samples = waveforms.shape
+        mels = self.mel(waveforms[:, 0]).transpose(1, 2)  # (B, T, 40)
+        num_frames = mels.shape[1]
+        if weights is None:
+            masks = torch.ones(batch_size, num_frames, dtype=torch.bool, device=waveforms.device)
+        else:
+            masks = F.interpolate(weights[:, None].float(), size=num_frames, mode="linear")[:, 0] > 0.5
+
+        windows: list[torch.Tensor] = []
+        owners: list[int] = []
+        for b in range(batch_size):
+            if int(masks[b].sum()) < self.min_frames:
+                continue
+            # Level the speaker's own samples, then keep only their frames (as Resemblyzer trims silences).
+            speech = waveforms[b, 0, torch.repeat_interleave(masks[b], 160)[:num_samples]]
+            gain = max(1.0, self.target_rms / max(float(speech.pow(2).mean().sqrt()), 1e-8))
+            frames = mels[b, masks[b]] * gain**2
+            for window in self._windows(frames):
+                windows.append(window)
+                owners.append(b)
+
+        embeddings = torch.full((batch_size, self.dimension), torch.nan, device=waveforms.device)
+        if not windows:
+            return embeddings
+        _, (hidden, _) = self.lstm(torch.stack(windows))
+        partials = F.normalize(F.relu(self.linear(hidden[-1])), dim=1)
+        index = torch.tensor(owners, device=waveforms.device)
+        sums = torch.zeros(batch_size, self.dimension, device=waveforms.device).index_add_(0, index, partials)
+        rows = index.unique()
+        embeddings[rows] = F.normalize(sums[rows], dim=1)
+        return embeddings
+
+    @torch.inference_mode()
+    def frame_scores(self, waveform: torch.Tensor, speech: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        """Cosine similarity of every 10 ms frame to each speaker centroid, (K, T), T = len(speech).
+
+        Short windows (1 s, every 0.1 s) over the speech frames are embedded, and each frame gets
+        the mean score of the windows that cover it; 0 where no window does.
+        """
+        waveform = waveform.to(self.device)
+        mels = self.mel(waveform).T  # (T, 40): one frame per entry of speech
+        samples = torch.repeat_interleave(torch.from_numpy(speech).to(self.device), 160)[: waveform.numel()]
+        gain = max(1.0, self.target_rms / max(float(waveform[samples].pow(2).mean().sqrt()), 1e-8))
+        mels = F.pad(mels * gain**2, (0, 0, self.reseg_window // 2, self.reseg_window // 2))
+        centers = np.flatnonzero(speech)[:: self.reseg_step]
+        scores = np.zeros((len(centroids), len(speech)))
+        if centers.size == 0:
+            return scores
+        windows = torch.stack([mels[c : c + self.reseg_window] for c in centers])
+        _, (hidden, _) = self.lstm(windows)
+        embeddings = F.normalize(F.relu(self.linear(hidden[-1])), dim=1)
+        centroids_ = F.normalize(torch.from_numpy(centroids).float().to(self.device), dim=1)
+        similarity = (embeddings @ centroids_.T).cpu().numpy()
+        covered = np.zeros(len(speech))
+        half = self.reseg_window // 2
+        for center, row in zip(centers, similarity, strict=True):
+            scores[:, max(0, center - half) : center + half] += row[:, None]
+            covered[max(0, center - half) : center + half] += 1
+        return scores / np.maximum(covered, 1)
+
+    def _windows(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """1.6 s windows every 0.8 s; zero-padded at the end, the last dropped if mostly padding."""
+        size, step, count = self.window_frames, self.window_step, len(frames)
+        starts = list(range(0, max(1, count - size + step + 1), step))
+        if len(starts) > 1 and (count - starts[-1]) / size < 0.75:
+            starts.pop()
+        frames = F.pad(frames, (0, 0, 0, max(0, starts[-1] + size - count)))
+        return [frames[start : start + size] for start in starts]
+
+
+def _identity_plda(cache_dir: Path, dimension: int) -> PLDA:
+    """pyannote 4 loads a PLDA even for agglomerative clustering; an identity one changes nothing."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    transform, plda = cache_dir / "xvec_transform.npz", cache_dir / "plda.npz"
+    zeros, eye = np.zeros(dimension), np.eye(dimension)
+    np.savez(transform, mean1=zeros, mean2=zeros, lda=eye)
+    np.savez(plda, mu=zeros, tr=eye, psi=np.ones(dimension))
+    return PLDA(transform, plda)
+
+
+ProgressCallback = Callable[[float], None]
+
+# pyannote reports two long steps, each counting from 0 again: give each its share of 0–100.
+_STEP_RANGES = {"segmentation": (0.0, 50.0), "embeddings": (50.0, 99.0)}
+
+
+class EmbeddedDiarizer:
+    """Drop-in for `whisperx.diarize.DiarizationPipeline` built from packaged weights only."""
+
+    def __init__(self, device: str, cache_dir: Path, batch_size: int = 32) -> None:
+        segmentation = Model.from_pretrained(_package_file("whisperx", "assets", "pytorch_model.bin"))
+        self._embedding = embedding = ResemblyzerEmbedding()
+        # Model instances, not paths: pyannote routes paths by words such as "pyannote" in them.
+        self._pipeline = SpeakerDiarization(
+            segmentation=segmentation,
+            embedding=embedding,
+            plda=_identity_plda(cache_dir, embedding.dimension),
+            clustering="AgglomerativeClustering",
+            segmentation_batch_size=batch_size,
+            embedding_batch_size=batch_size,
+        )
+        self._pipeline.instantiate(HYPER_PARAMETERS)
+        self._pipeline.to(torch.device(device))
+
+    def __call__(
+        self,
+        audio: np.ndarray,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+        progress_callback: ProgressCallback | None = None,
+    ) -> pd.DataFrame:
+        """Who spoke when in 16 kHz mono float32 audio: columns segment, label, speaker, start, end."""
+        file = {"waveform": torch.from_numpy(np.asarray(audio, dtype=np.float32)[None, :]), "sample_rate": SAMPLE_RATE}
+        hook = None if progress_callback is None else _progress_hook(progress_callback)
+        output = self._pipeline(
+            file, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, hook=hook
+        )
+        diarization = self._resegment(file["waveform"][0], output.speaker_diarization, output.speaker_embeddings)
+        if progress_callback is not None:
+            progress_callback(100.0)
+        turns = pd.DataFrame(diarization.itertracks(yield_label=True), columns=["segment", "label", "speaker"])
+        turns["start"] = turns["segment"].apply(lambda segment: segment.start)
+        turns["end"] = turns["segment"].apply(lambda segment: segment.end)
+        return turns
+
+
+    def _resegment(self, waveform: torch.Tensor, diarization: Annotation, centroids: np.ndarray | None) -> Annotation:
+        """Re-decide who speaks each single-speaker 10 ms frame from short-window embeddings.
+
+        pyannote decides speakers per 5 s chunk and local speaker; with abutting turns its
+        segmentation model often merges two voices in a chunk, which shifts or swallows turns.
+        Speech/non-speech and overlapped frames stay as pyannote found them.
+        """
+        labels = diarization.labels()
+        if len(labels) < 2 or centroids is None:
+            return diarization
+        num_frames = waveform.numel() // 160 + 1
+        active = np.zeros((len(labels), num_frames), dtype=bool)
+        for segment, _, label in diarization.itertracks(yield_label=True):
+            active[labels.index(label), round(segment.start * 100) : round(segment.end * 100)] = True
+        single = np.flatnonzero(active.sum(axis=0) == 1)
+        scores = self._embedding.frame_scores(waveform, active.any(axis=0), centroids[: len(labels)])
+        active[:, single] = False
+        active[scores[:, single].argmax(axis=0), single] = True
+
+        resegmented = Annotation(uri=diarization.uri)
+        for k, label in enumerate(labels):
+            edges = np.diff(np.concatenate([[0], active[k].astype(np.int8), [0]]))
+            for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+                resegmented[Segment(start / 100, end / 100)] = label
+        return resegmented
+
+
+def _progress_hook(progress_callback: ProgressCallback) -> Callable[..., None]:
+    """A pyannote `hook` that reports monotonic 0–100 progress."""
+    last = [0.0]
+
+    def hook(step_name: str, step_artifact: Any, file: Any = None, total: int | None = None,
+             completed: int | None = None) -> None:  # fmt: skip
+        if total and completed is not None:
+            start, end = _STEP_RANGES.get(step_name, (0.0, 99.0))
+            percent = start + min(completed / total, 1.0) * (end - start)
+            if percent > last[0]:
+                last[0] = percent
+                progress_callback(percent)
+
+    return hook

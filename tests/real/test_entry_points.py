@@ -1,0 +1,39 @@
+"""The seed's production command serves the API (the real tier's server uses `python -m app.main`)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ROOT
+
+
+def test_uvicorn_command_serves_the_app(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "API_KEYS": "entry-key", "UPLOAD_DIR": str(tmp_path), "MAX_CONCURRENT_TASKS": "1"}
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen([*command, "--workers", "1"], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/health", headers={"X-API-Key": "entry-key"})
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "uvicorn did not start serving"
+                time.sleep(0.2)
+        assert response.status_code == 200
+        assert response.json()["status"] in ("loading", "ok")
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 401
+    finally:
+        server.terminate()
+        server.wait(30)
