@@ -18,9 +18,10 @@ import pytest
 
 from tests.conftest import ROOT, ffmpeg, speak
 
-# The README's examples use this key and port verbatim, so the real server does too.
+# The README's examples use this key and port verbatim, so the real server does too
+# (REAL_TIER_PORT moves it, for running two checkouts' suites side by side).
 API_KEY = "your-api-key"
-PORT = 8000
+PORT = int(os.environ.get("REAL_TIER_PORT", "8000"))
 BASE_URL = f"http://127.0.0.1:{PORT}"
 AUTH = {"X-API-Key": API_KEY}
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, ffmpeg
-from tests.real.conftest import Server
+from tests.real.conftest import PORT, Server
 
-README = (ROOT / "README.md").read_text()
+# Verbatim, but for the port when REAL_TIER_PORT moves the server off 8000.
+README = (ROOT / "README.md").read_text().replace("localhost:8000", f"localhost:{PORT}")
 
 
 def _code_block(heading: str) -> str:
