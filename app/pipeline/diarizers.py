@@ -14,27 +14,35 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs in the dev requirements
 import torch
 import torch.nn.functional as F
-import torchaudio
+import torchaudio  # type: ignore[import-untyped]
 from pyannote.audio import Model
 from pyannote.audio.core.plda import PLDA
 from pyannote.audio.pipelines import SpeakerDiarization
+from pyannote.audio.pipelines.speaker_diarization import DiarizeOutput
 from pyannote.core import Annotation, Segment
 
 SAMPLE_RATE = 16000
 
-# Tuned on generated espeak-ng dialogues and the pyannote sample (see bench/diarization.py).
+EMBEDDED_DIARIZER = "embedded:pyannote-segmentation+resemblyzer"
+"""How results and /health name this diarizer."""
+
+# Tuned by grid search on the espeak-ng dialogues and pyannote's sample together (bench/diarization.py).
 HYPER_PARAMETERS: dict[str, dict[str, Any]] = {
-    # Values tuned for this checkpoint in pyannote's own 2.x diarization recipe.
-    "segmentation": {"threshold": 0.4442, "min_duration_off": 0.5817},
-    # Resemblyzer embeddings are non-negative, so speakers sit closer than pyannote's defaults assume.
-    "clustering": {"method": "centroid", "threshold": 0.47, "min_cluster_size": 12},
+    # min_duration_off is pyannote's 2.x value for this checkpoint; a higher threshold than its
+    # 0.4442 marks fewer overlaps where one voice hands over to the next.
+    "segmentation": {"threshold": 0.65, "min_duration_off": 0.5817},
+    # Resemblyzer embeddings are non-negative, so speakers sit closer than pyannote's defaults assume;
+    # 0.47-0.49 worked on every file, 0.45 split voices and 0.50 merged the sample's two speakers.
+    "clustering": {"method": "centroid", "threshold": 0.48, "min_cluster_size": 12},
 }
+SILENCE_DB = 40  # a frame this far below the loud speech frames is silence
+SILENCE_MIN_FRAMES = 20  # 0.2 s: a shorter silence between two speakers is left to the turns around it
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -58,8 +66,8 @@ class ResemblyzerEmbedding(Model):
     window_step = 80
     min_frames = 20  # below 0.2 s of speech an embedding is noise
     target_rms = 10 ** (-30 / 20)  # Resemblyzer normalises input to -30 dBFS (increase only)
-    # Resegmentation windows: shorter than training's 1.6 s to place speaker changes within ~0.1 s.
-    reseg_window = 100
+    # Resegmentation windows: 0.8 s, half the training length, to place speaker changes more sharply.
+    reseg_window = 80
     reseg_step = 10
 
     def __init__(self) -> None:
@@ -78,7 +86,7 @@ class ResemblyzerEmbedding(Model):
         self.load_state_dict(weights, strict=False)
         self.eval()
 
-    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         batch_size, _, num_samples = waveforms.shape
         mels = self.mel(waveforms[:, 0]).transpose(1, 2)  # (B, T, 40)
         num_frames = mels.shape[1]
@@ -107,7 +115,7 @@ class ResemblyzerEmbedding(Model):
         partials = F.normalize(F.relu(self.linear(hidden[-1])), dim=1)
         index = torch.tensor(owners, device=waveforms.device)
         sums = torch.zeros(batch_size, self.dimension, device=waveforms.device).index_add_(0, index, partials)
-        rows = index.unique()
+        rows = torch.tensor(sorted(set(owners)), device=waveforms.device)
         embeddings[rows] = F.normalize(sums[rows], dim=1)
         return embeddings
 
@@ -115,8 +123,8 @@ class ResemblyzerEmbedding(Model):
     def frame_scores(self, waveform: torch.Tensor, speech: np.ndarray, centroids: np.ndarray) -> np.ndarray:
         """Cosine similarity of every 10 ms frame to each speaker centroid, (K, T), T = len(speech).
 
-        Short windows (1 s, every 0.1 s) over the speech frames are embedded, and each frame gets
-        the mean score of the windows that cover it; 0 where no window does.
+        Short windows (0.8 s, centred every 0.1 s of speech) are embedded, and each frame gets the
+        mean score of the windows that cover it; 0 where no window does.
         """
         waveform = waveform.to(self.device)
         mels = self.mel(waveform).T  # (T, 40): one frame per entry of speech
@@ -170,6 +178,8 @@ class EmbeddedDiarizer:
 
     def __init__(self, device: str, cache_dir: Path, batch_size: int = 32) -> None:
         segmentation = Model.from_pretrained(_package_file("whisperx", "assets", "pytorch_model.bin"))
+        if segmentation is None:
+            raise RuntimeError("whisperx's packaged segmentation model could not be loaded")
         self._embedding = embedding = ResemblyzerEmbedding()
         # Model instances, not paths: pyannote routes paths by words such as "pyannote" in them.
         self._pipeline = SpeakerDiarization(
@@ -192,12 +202,16 @@ class EmbeddedDiarizer:
         progress_callback: ProgressCallback | None = None,
     ) -> pd.DataFrame:
         """Who spoke when in 16 kHz mono float32 audio: columns segment, label, speaker, start, end."""
-        file = {"waveform": torch.from_numpy(np.asarray(audio, dtype=np.float32)[None, :]), "sample_rate": SAMPLE_RATE}
+        waveform = torch.from_numpy(np.asarray(audio, dtype=np.float32))
         hook = None if progress_callback is None else _progress_hook(progress_callback)
-        output = self._pipeline(
-            file, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, hook=hook
-        )
-        diarization = self._resegment(file["waveform"][0], output.speaker_diarization, output.speaker_embeddings)
+        output = cast(
+            DiarizeOutput,
+            self._pipeline(
+                {"waveform": waveform[None], "sample_rate": SAMPLE_RATE},
+                num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, hook=hook,
+            ),
+        )  # fmt: skip
+        diarization = self._resegment(waveform, output.speaker_diarization, output.speaker_embeddings)
         if progress_callback is not None:
             progress_callback(100.0)
         turns = pd.DataFrame(diarization.itertracks(yield_label=True), columns=["segment", "label", "speaker"])
@@ -205,32 +219,65 @@ class EmbeddedDiarizer:
         turns["end"] = turns["segment"].apply(lambda segment: segment.end)
         return turns
 
-
     def _resegment(self, waveform: torch.Tensor, diarization: Annotation, centroids: np.ndarray | None) -> Annotation:
         """Re-decide who speaks each single-speaker 10 ms frame from short-window embeddings.
 
         pyannote decides speakers per 5 s chunk and local speaker; with abutting turns its
         segmentation model often merges two voices in a chunk, which shifts or swallows turns.
-        Speech/non-speech and overlapped frames stay as pyannote found them.
+        Overlapped frames keep pyannote's speakers; true silence around and between turns is dropped.
         """
         labels = diarization.labels()
-        if len(labels) < 2 or centroids is None:
-            return diarization
         num_frames = waveform.numel() // 160 + 1
         active = np.zeros((len(labels), num_frames), dtype=bool)
         for segment, _, label in diarization.itertracks(yield_label=True):
             active[labels.index(label), round(segment.start * 100) : round(segment.end * 100)] = True
+        speech = active.sum(axis=0) > 0
+        # pyannote's turns spill ~0.2 s into the pauses around them. Silence at a turn's edge is
+        # dropped; inside a turn, only as long a silence as pyannote itself would cut there.
+        quiet = _quiet_runs(waveform, speech)
+        longest_pause = round(100 * HYPER_PARAMETERS["segmentation"]["min_duration_off"])
+        for start, end in quiet:
+            at_edge = start == 0 or end == num_frames or not speech[start - 1] or not speech[end]
+            if at_edge or end - start >= longest_pause:
+                active[:, start:end] = False
+
         single = np.flatnonzero(active.sum(axis=0) == 1)
-        scores = self._embedding.frame_scores(waveform, active.any(axis=0), centroids[: len(labels)])
-        active[:, single] = False
-        active[scores[:, single].argmax(axis=0), single] = True
+        if len(labels) > 1 and centroids is not None and single.size:
+            scores = self._embedding.frame_scores(waveform, active.sum(axis=0) > 0, centroids[: len(labels)])
+            active[:, single] = False
+            active[scores[:, single].argmax(axis=0), single] = True
+            # Silence between two speakers, or "overlapped" silence, belongs to nobody, however short.
+            for start, end in quiet:
+                if end - start < SILENCE_MIN_FRAMES or start == 0 or end == num_frames:
+                    continue
+                between = (active[:, start - 1] != active[:, end]).any()
+                if between or active[:, start:end].sum(axis=0).max() > 1:
+                    active[:, start:end] = False
 
         resegmented = Annotation(uri=diarization.uri)
         for k, label in enumerate(labels):
-            edges = np.diff(np.concatenate([[0], active[k].astype(np.int8), [0]]))
-            for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
-                resegmented[Segment(start / 100, end / 100)] = label
-        return resegmented
+            for start, end in _runs(active[k]):
+                resegmented[Segment(start / 100, end / 100), k] = label  # a track per speaker keeps overlaps
+        return resegmented.rename_tracks(generator="string")
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) index pairs of the runs of True in a 1-D boolean array."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
+
+
+def _quiet_runs(waveform: torch.Tensor, speech: np.ndarray) -> list[tuple[int, int]]:
+    """Stretches of true silence (SILENCE_DB below the loud speech frames) inside speech, in 10 ms frames.
+
+    In a noisy recording no frame is that quiet and nothing changes.
+    """
+    frames = waveform[: waveform.numel() // 160 * 160].reshape(-1, 160).double()
+    energy = np.full(len(speech), -120.0)
+    energy[: len(frames)] = 10 * np.log10(frames.pow(2).mean(dim=1).cpu().numpy() + 1e-12)
+    if not speech.any():
+        return []
+    return _runs(speech & (energy < np.percentile(energy[speech], 90) - SILENCE_DB))
 
 
 def _progress_hook(progress_callback: ProgressCallback) -> Callable[..., None]:
@@ -241,7 +288,7 @@ def _progress_hook(progress_callback: ProgressCallback) -> Callable[..., None]:
              completed: int | None = None) -> None:  # fmt: skip
         if total and completed is not None:
             start, end = _STEP_RANGES.get(step_name, (0.0, 99.0))
-            percent = start + min(completed / total, 1.0) * (end - start)
+            percent = start + min(float(completed) / total, 1.0) * (end - start)
             if percent > last[0]:
                 last[0] = percent
                 progress_callback(percent)

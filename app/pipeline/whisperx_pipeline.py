@@ -1,4 +1,4 @@
-"""The real pipeline: WhisperX transcription, word timing, pyannote diarization, speaker assignment.
+"""The real pipeline: WhisperX transcription, word timing, speaker diarization and assignment.
 
 Runs inside a worker process; torch and whisperx are imported here only, never by the API.
 """
@@ -13,6 +13,7 @@ from app.config import Settings
 from app.media import MediaError, decode
 from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
 from app.pipeline.models import resolve_whisper_model
+from app.pipeline.segments import split_segments
 
 logger = logging.getLogger(__name__)
 
@@ -52,28 +53,44 @@ class WhisperXPipeline:
         # no alignment model is available for the language.
         self._word_timer = faster_whisper.BatchedInferencePipeline(self._asr.model)
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | None] = {}
-        self._diarizer, self._diarizer_note = self._load_diarizer()
+        self._diarizer, self.diarizer_name, self._diarizer_note = self._load_diarizer()
 
     def info(self) -> PipelineInfo:
-        return PipelineInfo(model=self.model_name, device=self.device)
+        return PipelineInfo(model=self.model_name, device=self.device, diarizer=self.diarizer_name)
 
-    def _load_diarizer(self) -> tuple[Any, str | None]:
-        if self._settings.hf_token is None:
-            return None, "speakers not labelled: set HF_TOKEN to enable pyannote diarization"
-        from whisperx.diarize import DiarizationPipeline
+    def _load_diarizer(self) -> tuple[Any, str | None, str | None]:
+        """The diarizer, its name, and a note for results when it is not the one asked for.
 
-        name = self._settings.diarization_model
+        With HF_TOKEN: the seed's pyannote pipeline (hub or cache). Without it, or when that
+        cannot be loaded: the embedded diarizer, built only from weights shipped in packages.
+        """
+        note = None
+        if self._settings.hf_token is not None:
+            from whisperx.diarize import DiarizationPipeline
+
+            name = self._settings.diarization_model
+            try:
+                pipeline = DiarizationPipeline(
+                    model_name=name, token=self._settings.hf_token.get_secret_value(), device=self.device
+                )
+            except Exception as error:  # noqa: BLE001 - the embedded diarizer takes over
+                logger.warning(
+                    "Diarization model %s could not be loaded (%s); using the embedded diarizer", name, error
+                )
+                note = (
+                    f"{name} could not be loaded (check HF_TOKEN, the model's accepted terms and network access), "
+                    "so the embedded diarizer labelled the speakers"
+                )
+            else:
+                return pipeline, name, None
+        from app.pipeline.diarizers import EMBEDDED_DIARIZER, EmbeddedDiarizer
+
         try:
-            pipeline = DiarizationPipeline(
-                model_name=name, token=self._settings.hf_token.get_secret_value(), device=self.device
-            )
-        except Exception as error:  # noqa: BLE001 - the service runs on without speaker labels
-            logger.warning("Diarization model %s could not be loaded: %s", name, error)
-            return None, (
-                f"speakers not labelled: the diarization model {name} could not be loaded "
-                "(check HF_TOKEN, the model's accepted terms and network access)"
-            )
-        return pipeline, None
+            embedded = EmbeddedDiarizer(self.device, self._settings.model_cache_dir / "diarizer")
+        except Exception as error:  # transcription goes on without speaker labels
+            logger.exception("The embedded diarizer could not be loaded")
+            return None, None, f"speakers not labelled: no diarizer could be loaded ({type(error).__name__})"
+        return embedded, EMBEDDED_DIARIZER, note
 
     def _aligner(self, language: str) -> tuple[Any, dict[str, Any]] | None:
         """The wav2vec2 model for a language, loaded once; None when it cannot be had (offline)."""
@@ -151,17 +168,12 @@ class WhisperXPipeline:
             word_timing = WORD_TIMING_ALIGNMENT
         progress(Stage.ALIGN, 1.0)
 
-        diarizer, note = None, None
+        result: dict[str, Any] = {"language": language, "model": self.model_name, "word_timing": word_timing}
+        note = None
         if job.enable_diarization:
-            segments, note = self._diarize(audio, segments, job, progress)
-            diarizer = None if note else self._settings.diarization_model
-        result = {
-            "language": language,
-            "segments": [_segment(segment) for segment in segments],
-            "model": self.model_name,
-            "word_timing": word_timing,
-            "diarizer": diarizer,
-        }
+            segments, speakers, note = self._diarize(audio, segments, job, progress)
+            result.update(diarizer=self.diarizer_name if speakers is not None else None, speakers=speakers)
+        result["segments"] = [_segment(segment) for segment in split_segments(segments, language)]
         return PipelineOutput(result=result, note=note)
 
     def _language(self, job: Job, audio: Any) -> str:
@@ -212,9 +224,10 @@ class WhisperXPipeline:
 
     def _diarize(
         self, audio: Any, segments: list[dict[str, Any]], job: Job, progress: ProgressCallback
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str | None]:
+        """Segments with speakers, each speaker's total speaking time, and a note for the message."""
         if self._diarizer is None:
-            return segments, self._diarizer_note
+            return segments, None, self._diarizer_note
         import whisperx
 
         progress(Stage.DIARIZE, 0.0)
@@ -225,9 +238,15 @@ class WhisperXPipeline:
             progress_callback=lambda percent: progress(Stage.DIARIZE, percent / 100),
         )
         progress(Stage.ASSIGN, 0.0)
-        labelled = whisperx.assign_word_speakers(turns, {"segments": segments}, fill_nearest=True)
+        labelled = list(whisperx.assign_word_speakers(turns, {"segments": segments}, fill_nearest=True)["segments"])
+        for segment in labelled:
+            for word in segment.get("words", []):
+                # Words alignment could not time get no speaker from the turns: take their segment's.
+                word.setdefault("speaker", segment.get("speaker"))
         progress(Stage.ASSIGN, 1.0)
-        return list(labelled["segments"]), None
+        seconds = (turns["end"] - turns["start"]).groupby(turns["speaker"]).sum()
+        speakers = [{"speaker": str(label), "seconds": round(float(total), 2)} for label, total in seconds.items()]
+        return labelled, speakers, self._diarizer_note
 
     def release(self) -> None:
         if self.device == "cuda":

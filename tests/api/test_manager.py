@@ -45,6 +45,7 @@ def test_health_reports_model_device_and_queue(make_client: Callable[..., TestCl
         "status": "ok",
         "device": "cpu",
         "model": "fake",
+        "diarizer": None,
         "model_loaded": True,
         "model_error": None,
         "queue": {"pending": 1, "processing": 1},

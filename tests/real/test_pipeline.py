@@ -9,6 +9,7 @@ import pytest
 
 from app.config import Settings
 from app.pipeline.base import Job, PipelineError, Stage
+from app.pipeline.diarizers import EMBEDDED_DIARIZER
 from app.pipeline.models import resolve_whisper_model
 from app.pipeline.whisperx_pipeline import WORD_TIMING_ALIGNMENT, WhisperXPipeline
 
@@ -67,6 +68,8 @@ def tiny_en_pipeline(random_align_model: Path, tmp_path_factory: pytest.TempPath
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
         api_keys="unused",
+        # Offline, the hub's pyannote pipeline cannot load: the embedded diarizer must take over.
+        hf_token="hf_not_reachable_offline",
         whisper_model="tiny.en",
         align_model=str(random_align_model),
         model_cache_dir=tmp_path_factory.mktemp("cache"),
@@ -95,3 +98,33 @@ def test_alignment_path_runs_when_an_align_model_loads(tiny_en_pipeline: Whisper
 def test_english_only_model_refuses_other_languages(tiny_en_pipeline: WhisperXPipeline, known_speech: Path) -> None:
     with pytest.raises(PipelineError, match="transcribes English only"):
         tiny_en_pipeline.run(Job("t", known_speech, language="de"), lambda *_: None)
+
+
+def test_embedded_diarizer_takes_over_when_the_hub_model_cannot_load(
+    tiny_en_pipeline: WhisperXPipeline, tmp_path: Path
+) -> None:
+    from bench.diarization import make_dialogue, write_wav
+
+    assert tiny_en_pipeline.info().diarizer == EMBEDDED_DIARIZER
+    case = make_dialogue(
+        "pair",
+        [("michael", "The library opens at nine today."), ("f4", "Then I will return my books early.")],
+        0.0,
+        tmp_path,
+    )
+    write_wav(tmp_path / "pair.wav", case.audio)
+    diarizing: list[float] = []
+
+    def progress(stage: Stage, fraction: float) -> None:
+        if stage is Stage.DIARIZE:
+            diarizing.append(fraction)
+
+    output = tiny_en_pipeline.run(Job("t", tmp_path / "pair.wav"), progress)
+    assert output.note is not None
+    assert "pyannote/speaker-diarization-3.1 could not be loaded" in output.note
+    assert output.result["diarizer"] == EMBEDDED_DIARIZER
+    assert len(output.result["speakers"]) == 2
+    assert diarizing == sorted(diarizing)
+    # pyannote reports per batch of its two steps (segmentation, embeddings): a short clip is one batch each.
+    inside = {fraction for fraction in diarizing if 0 < fraction < 1}
+    assert len(inside) >= 2, f"diarization progress should advance inside its stage: {diarizing}"

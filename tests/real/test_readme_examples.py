@@ -65,4 +65,4 @@ def test_python_polling_script(server: Server, audio_mp3: Path) -> None:
     output = _run([sys.executable, str(script)], audio_mp3.parent)
     assert re.search(r"^Task ID: [0-9a-f-]{36}$", output, re.MULTILINE), output
     assert "Status: completed - Progress: 100.0%" in output
-    assert "[None] The weather is warm and sunny today." in output
+    assert "[SPEAKER_00] The weather is warm and sunny today." in output

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 
+from app.pipeline.diarizers import EMBEDDED_DIARIZER
 from tests.conftest import ffmpeg
 from tests.real.conftest import (
     AUTH,
@@ -60,15 +61,21 @@ def test_generated_speech_is_transcribed_with_timed_words(server: Server, known_
     assert words[-1]["end"] <= 20
 
 
-def test_without_hf_token_speakers_are_null_and_the_message_says_why(server: Server, known_speech: Path) -> None:
+def test_without_hf_token_the_embedded_diarizer_labels_speakers(server: Server, known_speech: Path) -> None:
     done = wait_done(submit(known_speech, language="en", enable_diarization="true"))
     assert done["status"] == "completed"
-    assert "set HF_TOKEN" in done["message"]
-    assert done["result"]["diarizer"] is None
-    assert all(segment["speaker"] is None for segment in done["result"]["segments"])
+    assert done["message"] == "Transcription completed successfully"
+    result = done["result"]
+    assert result["diarizer"] == EMBEDDED_DIARIZER
+    assert [speaker["speaker"] for speaker in result["speakers"]] == ["SPEAKER_00"]
+    assert all(segment["speaker"] == "SPEAKER_00" for segment in result["segments"])
+    assert all(word["speaker"] == "SPEAKER_00" for segment in result["segments"] for word in segment["words"])
 
     plain = wait_done(submit(known_speech, language="en", enable_diarization="false"))
     assert plain["message"] == "Transcription completed successfully"
+    assert plain["result"]["diarizer"] is None
+    assert plain["result"]["speakers"] is None
+    assert all(segment["speaker"] is None for segment in plain["result"]["segments"])
 
 
 def test_real_recording_from_the_pyannote_wheel(server: Server, pyannote_sample: tuple[Path, str]) -> None:

@@ -40,6 +40,7 @@ async def health(_caller: CallerDep, manager: ManagerDep, store: StoreDep) -> He
         status=status,
         device=device,
         model=state.info.model if state.info else None,
+        diarizer=state.info.diarizer if state.info else None,
         model_loaded=state.loaded,
         model_error=state.load_error,
         queue=QueueCounts(pending=counts[TaskStatus.PENDING], processing=counts[TaskStatus.PROCESSING]),
