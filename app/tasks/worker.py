@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 # Spawn, never fork: the parent may have threads, and CUDA cannot survive a fork.
 _mp = multiprocessing.get_context("spawn")
+WORKER_NICENESS = 10
 
 
 class JobCancelled(Exception):
@@ -40,6 +41,8 @@ class WorkerDied(Exception):
 
 
 def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Any) -> None:
+    # Inference yields the CPU to the API process, so status requests stay fast under load.
+    os.nice(WORKER_NICENESS)
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s [worker] %(name)s: %(message)s")
     try:

@@ -123,3 +123,13 @@ def test_shutdown_removes_uploads_still_waiting(make_client: Callable[..., TestC
     assert len(list(settings.upload_dir.iterdir())) == 3
     client.__exit__(None, None, None)
     assert list(settings.upload_dir.iterdir()) == []
+
+
+def test_workers_run_at_lower_priority_than_the_api(client: TestClient) -> None:
+    import os
+
+    from app.tasks.worker import WORKER_NICENESS
+
+    worker = client.app.state.manager._workers[0]  # type: ignore[attr-defined]
+    api_priority = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, worker._process.pid) == min(api_priority + WORKER_NICENESS, 19)
