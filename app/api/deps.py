@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader
 
 from app.config import Settings
+from app.exports import SubtitleOptions
 from app.security import API_KEY_HEADER
 from app.tasks.manager import TaskManager
 from app.tasks.store import TaskStore
@@ -37,7 +38,16 @@ def _store(request: Request) -> TaskStore:
     return store
 
 
+def _subtitle_options(
+    max_line_width: Annotated[int, Query(ge=10, le=200, description="srt/vtt: characters per line")] = 42,
+    max_line_count: Annotated[int, Query(ge=1, le=10, description="srt/vtt: lines per cue")] = 2,
+    highlight_words: Annotated[bool, Query(description="srt/vtt: one cue per word, the word underlined")] = False,
+) -> SubtitleOptions:
+    return SubtitleOptions(max_line_width, max_line_count, highlight_words)
+
+
 CallerDep = Annotated[str, Depends(_caller)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ManagerDep = Annotated[TaskManager, Depends(_manager)]
 StoreDep = Annotated[TaskStore, Depends(_store)]
+SubtitleOptionsDep = Annotated[SubtitleOptions, Depends(_subtitle_options)]

@@ -8,11 +8,12 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 from whisperx.utils import LANGUAGES, TO_LANGUAGE_CODE
 
-from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
+from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep, SubtitleOptionsDep
 from app.api.schemas import DeleteResponse, Problem, TaskStatusResponse, TranscriptionResult, UploadResponse
+from app.exports import MEDIA_TYPES, ExportFormat, render
 from app.media import SUPPORTED_EXTENSIONS, MediaError, UnsupportedMediaError, probe
 from app.pipeline.base import Job
 from app.tasks.models import Task, TaskStatus
@@ -126,15 +127,33 @@ async def get_status(task_id: str, _caller: CallerDep, store: StoreDep) -> TaskS
     "/result/{task_id}",
     response_model=TranscriptionResult,
     response_model_exclude_none=False,
-    responses={**_NOT_FOUND, 409: {"model": Problem, "description": "The task has not completed"}},
-    summary="Transcript of a completed task",
+    responses={
+        200: {"content": {MEDIA_TYPES[fmt]: {} for fmt in ExportFormat if fmt is not ExportFormat.JSON}},
+        **_NOT_FOUND,
+        409: {"model": Problem, "description": "The task has not completed"},
+    },
+    summary="Transcript of a completed task, as JSON or a subtitle/text file",
 )
-async def get_result(task_id: str, _caller: CallerDep, store: StoreDep) -> TranscriptionResult:
+async def get_result(
+    task_id: str,
+    _caller: CallerDep,
+    store: StoreDep,
+    subtitles: SubtitleOptionsDep,
+    fmt: Annotated[ExportFormat, Query(alias="format", description="json (default), srt, vtt, txt or tsv")] = (
+        ExportFormat.JSON
+    ),
+) -> TranscriptionResult | Response:
     task = _task_or_404(store, task_id)
     if task.status is TaskStatus.FAILED:
         raise HTTPException(409, f"Task {task_id} failed, so it has no result: {task.error}")
     if task.status is not TaskStatus.COMPLETED or task.result is None:
         raise HTTPException(409, f"Task {task_id} is {task.status.value} ({task.progress:.0f}%); try again later.")
+    if fmt is not ExportFormat.JSON:
+        return Response(
+            render(task.result, fmt, subtitles),
+            media_type=f"{MEDIA_TYPES[fmt]}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{task_id}.{fmt.value}"'},
+        )
     return TranscriptionResult.model_validate(task.result)
 
 
