@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -57,6 +58,18 @@ class TaskStatusResponse(BaseModel):
     completed_at: datetime | None
     error: str | None
     result: TranscriptionResult | None
+
+
+class TaskEvent(BaseModel):
+    """The data of one Server-Sent Event on /api/v1/transcribe/events/{task_id}."""
+
+    task_id: str
+    status: TaskStatus | Literal["deleted"]
+    stage: str | None = Field(description="The pipeline stage running now, while processing")
+    progress: float
+    message: str
+    eta_seconds: float | None = Field(description="Estimated seconds until completion; null until it can be told")
+    error: str | None
 
 
 class DeleteResponse(BaseModel):
