@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from app import __doc__ as description
 from app.api.errors import install_error_handlers
-from app.api.routes import events, health, transcribe
+from app.api.routes import events, health, openai, transcribe
 from app.config import Settings
 from app.pipeline.base import PipelineFactory
 from app.security import ApiKeyMiddleware
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.include_router(health.router)
     app.include_router(transcribe.router)
     app.include_router(events.router)
+    app.include_router(openai.router)
     app.add_middleware(ApiKeyMiddleware, keys=_api_keys(settings))
     return app
 

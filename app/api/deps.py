@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Query, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.config import Settings
 from app.exports import SubtitleOptions
@@ -16,9 +16,14 @@ from app.tasks.store import TaskStore
 # The key is checked by ApiKeyMiddleware before the body is read; declaring the header here
 # puts the Authorize button in Swagger UI and the scheme in the OpenAPI document.
 _api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="A key from API_KEYS")
+_bearer = HTTPBearer(auto_error=False, description="A key from API_KEYS, as OpenAI clients send it")
 
 
-def _caller(request: Request, _key: Annotated[str | None, Security(_api_key_header)]) -> str:
+def _caller(
+    request: Request,
+    _key: Annotated[str | None, Security(_api_key_header)],
+    _token: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> str:
     """The hashed id of the caller's key, as the middleware recorded it."""
     return str(request.state.api_key_id)
 

@@ -33,6 +33,12 @@ class Job:
     min_speakers: int | None = None
     max_speakers: int | None = None
     enable_diarization: bool = True
+    initial_prompt: str | None = None
+    """Text Whisper reads as preceding the audio: spellings, names, style."""
+    temperature: float | None = None
+    """Sampling temperature when words are timed by Whisper; None: Whisper's fallback schedule."""
+    duration: float | None = None
+    """Seconds of audio, as probed on upload."""
 
     @property
     def stages(self) -> list[Stage]:

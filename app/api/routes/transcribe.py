@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import uuid
-from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
-from whisperx.utils import LANGUAGES, TO_LANGUAGE_CODE
 
 from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep, SubtitleOptionsDep
 from app.api.schemas import DeleteResponse, Problem, TaskStatusResponse, TranscriptionResult, UploadResponse
+from app.api.uploads import language_code, receive_upload
 from app.exports import MEDIA_TYPES, ExportFormat, render
-from app.media import SUPPORTED_EXTENSIONS, MediaError, UnsupportedMediaError, probe
+from app.media import SUPPORTED_EXTENSIONS
 from app.pipeline.base import Job
 from app.tasks.models import Task, TaskStatus
 from app.tasks.store import TaskStore
@@ -22,25 +18,6 @@ from app.tasks.store import TaskStore
 router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"])
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No task with this id"}}
-
-
-def _language_code(language: str | None) -> str | None:
-    if language is None or not language.strip():
-        return None
-    value = language.strip().lower()
-    code = value if value in LANGUAGES else TO_LANGUAGE_CODE.get(value)
-    if code is None:
-        raise HTTPException(
-            422, f"language: {language!r} is not a language Whisper knows; use a code such as en, de or fr, or omit it"
-        )
-    return code
-
-
-def _save(source: BinaryIO, target: Path) -> int:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("wb") as out:
-        shutil.copyfileobj(source, out, 1024 * 1024)
-        return out.tell()
 
 
 def _task_or_404(store: TaskStore, task_id: str) -> Task:
@@ -70,28 +47,16 @@ async def upload(
     min_speakers: Annotated[int | None, Form(ge=1, description="Fewest speakers to find")] = None,
     max_speakers: Annotated[int | None, Form(ge=1, description="Most speakers to find")] = None,
     enable_diarization: Annotated[bool, Form(description="Label speakers")] = True,
+    prompt: Annotated[
+        str | None, Form(description="Text that guides the transcription: spellings of names, terms, style")
+    ] = None,
 ) -> UploadResponse:
-    code = _language_code(language)
+    code = language_code(language)
     if min_speakers is not None and max_speakers is not None and min_speakers > max_speakers:
         raise HTTPException(422, f"min_speakers ({min_speakers}) cannot be larger than max_speakers ({max_speakers})")
 
-    task_id = str(uuid.uuid4())
-    # A server-chosen name: the client's file name never touches the file system.
-    path = settings.upload_dir / task_id
-    try:
-        if await asyncio.to_thread(_save, file.file, path) == 0:
-            raise HTTPException(422, "The uploaded file is empty.")
-        await probe(path, settings.ffmpeg_timeout_seconds)
-    except UnsupportedMediaError as error:
-        path.unlink(missing_ok=True)
-        raise HTTPException(415, str(error)) from None
-    except MediaError as error:
-        path.unlink(missing_ok=True)
-        raise HTTPException(422, str(error)) from None
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-
+    path, media = await receive_upload(file, settings)
+    task_id = path.name
     job = Job(
         task_id=task_id,
         audio_path=path,
@@ -99,6 +64,8 @@ async def upload(
         min_speakers=min_speakers,
         max_speakers=max_speakers,
         enable_diarization=enable_diarization,
+        initial_prompt=prompt or None,
+        duration=media.duration,
     )
     task = manager.submit(job)
     response.headers["Location"] = router.url_path_for("get_status", task_id=task_id)
