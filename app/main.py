@@ -13,11 +13,13 @@ from fastapi import FastAPI
 from app import __doc__ as description
 from app.api.errors import install_error_handlers
 from app.api.routes import events, health, openai, transcribe
+from app.api.schemas import TaskStatusResponse
 from app.config import Settings
 from app.pipeline.base import PipelineFactory
 from app.security import ApiKeyMiddleware
 from app.tasks.manager import TaskManager
 from app.tasks.store import MemoryTaskStore
+from app.webhooks import WebhookSender
 
 logger = logging.getLogger("app")
 
@@ -46,12 +48,15 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.upload_dir.mkdir(parents=True, exist_ok=True)
         manager = TaskManager(store, factory, settings)
+        webhooks = WebhookSender(settings, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode())
+        manager.events.add_listener(webhooks.task_changed)
         app.state.manager = manager
         await manager.start()
         try:
             yield
         finally:
             await manager.stop()
+            await webhooks.aclose()
 
     app = FastAPI(title="WhisperX Transcription API", description=description or "", version="1.0.0", lifespan=lifespan)
     app.state.settings = settings

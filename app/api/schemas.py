@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.tasks.models import TaskStatus
+from app.tasks.models import Task, TaskStatus
 
 
 class Word(BaseModel):
@@ -58,6 +58,20 @@ class TaskStatusResponse(BaseModel):
     completed_at: datetime | None
     error: str | None
     result: TranscriptionResult | None
+
+    @classmethod
+    def from_task(cls, task: Task) -> TaskStatusResponse:
+        return cls(
+            task_id=task.id,
+            status=task.status,
+            progress=task.progress,
+            message=task.message,
+            created_at=task.created_at,
+            started_at=task.started_at,
+            completed_at=task.completed_at,
+            error=task.error,
+            result=TranscriptionResult.model_validate(task.result) if task.result else None,
+        )
 
 
 class TaskEvent(BaseModel):

@@ -13,6 +13,7 @@ from whisperx.utils import LANGUAGES, TO_LANGUAGE_CODE
 
 from app.config import Settings
 from app.media import MediaError, MediaInfo, UnsupportedMediaError, probe
+from app.webhooks import WebhookTargetError, check_target
 
 
 def language_code(language: str | None) -> str | None:
@@ -54,3 +55,16 @@ async def receive_upload(file: UploadFile, settings: Settings) -> tuple[Path, Me
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+async def check_callback(url: str, settings: Settings) -> None:
+    """422 unless this server can sign callbacks and may call the URL."""
+    if settings.webhook_secret is None:
+        raise HTTPException(
+            422, "callback_url: this server has no WEBHOOK_SECRET to sign callbacks with, so it sends none; "
+            "poll the status or follow the events stream instead"
+        )  # fmt: skip
+    try:
+        await check_target(url, settings.webhook_allow_private)
+    except WebhookTargetError as error:
+        raise HTTPException(422, str(error)) from None

@@ -39,6 +39,8 @@ class Job:
     """Sampling temperature when words are timed by Whisper; None: Whisper's fallback schedule."""
     duration: float | None = None
     """Seconds of audio, as probed on upload."""
+    callback_url: str | None = None
+    """Where the finished task's status document is POSTed (app/webhooks.py)."""
 
     @property
     def stages(self) -> list[Stage]:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Response, Uploa
 
 from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep, SubtitleOptionsDep
 from app.api.schemas import DeleteResponse, Problem, TaskStatusResponse, TranscriptionResult, UploadResponse
-from app.api.uploads import language_code, receive_upload
+from app.api.uploads import check_callback, language_code, receive_upload
 from app.exports import MEDIA_TYPES, ExportFormat, render
 from app.media import SUPPORTED_EXTENSIONS
 from app.pipeline.base import Job
@@ -50,8 +50,13 @@ async def upload(
     prompt: Annotated[
         str | None, Form(description="Text that guides the transcription: spellings of names, terms, style")
     ] = None,
+    callback_url: Annotated[
+        str | None, Form(description="POSTed the signed status document when the task completes or fails")
+    ] = None,
 ) -> UploadResponse:
     code = language_code(language)
+    if callback_url:
+        await check_callback(callback_url, settings)
     if min_speakers is not None and max_speakers is not None and min_speakers > max_speakers:
         raise HTTPException(422, f"min_speakers ({min_speakers}) cannot be larger than max_speakers ({max_speakers})")
 
@@ -66,6 +71,7 @@ async def upload(
         enable_diarization=enable_diarization,
         initial_prompt=prompt or None,
         duration=media.duration,
+        callback_url=callback_url or None,
     )
     task = manager.submit(job)
     response.headers["Location"] = router.url_path_for("get_status", task_id=task_id)
@@ -76,18 +82,7 @@ async def upload(
 
 @router.get("/status/{task_id}", response_model=TaskStatusResponse, responses=_NOT_FOUND, summary="Task progress")
 async def get_status(task_id: str, _caller: CallerDep, store: StoreDep) -> TaskStatusResponse:
-    task = _task_or_404(store, task_id)
-    return TaskStatusResponse(
-        task_id=task.id,
-        status=task.status,
-        progress=task.progress,
-        message=task.message,
-        created_at=task.created_at,
-        started_at=task.started_at,
-        completed_at=task.completed_at,
-        error=task.error,
-        result=TranscriptionResult.model_validate(task.result) if task.result else None,
-    )
+    return TaskStatusResponse.from_task(_task_or_404(store, task_id))
 
 
 @router.get(
