@@ -5,7 +5,8 @@ returns a fixed transcript. Its behaviour comes from environment variables, whic
 worker processes inherit:
   FAKE_STEP_SECONDS  pause per progress step (default 0.01)
   FAKE_MODE          "ok" (default), "fail" (a user-facing error), "crash" (the process dies),
-                     "stubborn" (ignores cancellation: sleeps without reporting progress)
+                     "stubborn" (ignores cancellation: sleeps without reporting progress),
+                     "unloadable" (fails while loading, as a missing model would)
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class FakePipeline:
     def __init__(self, settings: Any) -> None:
         self._step = float(os.environ.get("FAKE_STEP_SECONDS", "0.01"))
         self._mode = os.environ.get("FAKE_MODE", "ok")
+        if self._mode == "unloadable":
+            raise RuntimeError("The fake pipeline was told not to load.")
 
     def info(self) -> PipelineInfo:
         return PipelineInfo(model="fake", device="cpu")

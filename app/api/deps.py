@@ -9,6 +9,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from app.config import Settings
 from app.exports import SubtitleOptions
+from app.metrics import Metrics
 from app.security import API_KEY_HEADER
 from app.tasks.manager import TaskManager
 from app.tasks.store import TaskStore
@@ -43,6 +44,11 @@ def _store(request: Request) -> TaskStore:
     return store
 
 
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 def _subtitle_options(
     max_line_width: Annotated[int, Query(ge=10, le=200, description="srt/vtt: characters per line")] = 42,
     max_line_count: Annotated[int, Query(ge=1, le=10, description="srt/vtt: lines per cue")] = 2,
@@ -56,3 +62,4 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 ManagerDep = Annotated[TaskManager, Depends(_manager)]
 StoreDep = Annotated[TaskStore, Depends(_store)]
 SubtitleOptionsDep = Annotated[SubtitleOptions, Depends(_subtitle_options)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]

@@ -113,6 +113,14 @@ class HealthResponse(BaseModel):
     gpu: list[GpuMemory] | None = None
 
 
+class ReadyResponse(BaseModel):
+    ready: bool = Field(description="True only when every worker has the configured models loaded")
+    detail: str
+    model: str | None
+    device: str | None
+    diarizer: str | None
+
+
 class Problem(BaseModel):
     """Every error response (RFC 9457 problem details)."""
 
