@@ -16,7 +16,7 @@ from app.tasks.models import TERMINAL, Task
 
 logger = logging.getLogger(__name__)
 
-Listener = Callable[["Task", bool], None]
+Listener = Callable[[Task, bool], None]
 """Called with the task as just written and whether it was deleted."""
 
 
