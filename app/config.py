@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 
 def _default_cache_dir() -> Path:
@@ -74,7 +75,23 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity."""
 
-    @field_validator("api_keys", "hf_token", "whisper_model", "align_model", mode="before")
+    webhook_secret: SecretStr | None = None
+    """Standard Webhooks signing secret (`whsec_` + base64) for callbacks. Unset: `callback_url` is refused."""
+
+    webhook_allow_private: bool = False
+    """Allow callbacks to loopback, private and link-local addresses (off: they would let callers probe
+    the server's own network)."""
+
+    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    """Tries per callback before giving up."""
+
+    webhook_retry_base_seconds: float = Field(1.0, gt=0)
+    """Wait before the first retry; it doubles with every further retry."""
+
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    """Longest one callback request may take."""
+
+    @field_validator("api_keys", "hf_token", "whisper_model", "align_model", "webhook_secret", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -84,6 +101,19 @@ class Settings(BaseSettings):
         if self.api_keys is not None and not self.api_key_list:
             raise ValueError("API_KEYS holds no key: give one or more comma-separated keys, or unset it")
         return self
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_is_base64(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Webhook(value.get_secret_value())
+            except (ValueError, EmptyWebhookSecretError):  # binascii.Error is a ValueError
+                raise ValueError(
+                    "WEBHOOK_SECRET must be base64, optionally prefixed with whsec_; "
+                    "make one with: openssl rand -base64 32"
+                ) from None
+        return value
 
     @property
     def api_key_list(self) -> list[str]:

@@ -12,12 +12,16 @@ from fastapi import FastAPI
 
 from app import __doc__ as description
 from app.api.errors import install_error_handlers
-from app.api.routes import health, transcribe
+from app.api.routes import events, health, openai, operations, transcribe
+from app.api.schemas import TaskStatusResponse
 from app.config import Settings
+from app.metrics import Metrics
 from app.pipeline.base import PipelineFactory
+from app.preflight import preflight
 from app.security import ApiKeyMiddleware
 from app.tasks.manager import TaskManager
 from app.tasks.store import MemoryTaskStore
+from app.webhooks import WebhookSender
 
 logger = logging.getLogger("app")
 
@@ -41,24 +45,38 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     settings = settings or Settings()
     factory: PipelineFactory = pipeline_factory or _default_pipeline  # type: ignore[assignment]
     store = MemoryTaskStore()
+    metrics = Metrics(store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.upload_dir.mkdir(parents=True, exist_ok=True)
+        findings = preflight(settings)
+        for finding in findings:
+            logger.warning("Model preflight: %s", finding)
+        if not findings:
+            logger.info("Model preflight: the configured models and tools are present; loading them")
         manager = TaskManager(store, factory, settings)
+        manager.events.add_listener(metrics.task_changed)
+        webhooks = WebhookSender(settings, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode())
+        manager.events.add_listener(webhooks.task_changed)
         app.state.manager = manager
         await manager.start()
         try:
             yield
         finally:
             await manager.stop()
+            await webhooks.aclose()
 
     app = FastAPI(title="WhisperX Transcription API", description=description or "", version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(transcribe.router)
+    app.include_router(events.router)
+    app.include_router(openai.router)
+    app.include_router(operations.router)
     app.add_middleware(ApiKeyMiddleware, keys=_api_keys(settings))
     return app
 

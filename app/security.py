@@ -1,7 +1,8 @@
 """API-key check as pure ASGI middleware.
 
 It runs before FastAPI parses anything, so a request without a valid key is refused before
-a single byte of its (possibly huge) upload body is read.
+a single byte of its (possibly huge) upload body is read. The key comes in `X-API-Key` or,
+as OpenAI clients and Prometheus send it, in `Authorization: Bearer <key>`.
 """
 
 from __future__ import annotations
@@ -39,14 +40,31 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        header = API_KEY_HEADER.lower().encode()
-        supplied = next((value for name, value in scope["headers"] if name == header), None)
+        supplied = _supplied_key(scope["headers"])
         if supplied is None or not self._valid(supplied):
             reason = "Missing X-API-Key header" if supplied is None else "Invalid API key"
-            await _refuse(send, f"{reason}: send a key from the server's API_KEYS in the X-API-Key header.")
+            await _refuse(
+                send,
+                f"{reason}: send a key from the server's API_KEYS in the X-API-Key header "
+                "or as Authorization: Bearer <key>.",
+            )
             return
         scope.setdefault("state", {})["api_key_id"] = key_id(supplied.decode("latin-1"))
         await self.app(scope, receive, send)
+
+
+def _supplied_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """X-API-Key if present, else a Bearer token."""
+    api_key_header = API_KEY_HEADER.lower().encode()
+    bearer = None
+    for name, value in headers:
+        if name == api_key_header:
+            return value
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                bearer = token.strip()
+    return bearer
 
 
 async def _refuse(send: Send, detail: str) -> None:
@@ -58,7 +76,7 @@ async def _refuse(send: Send, detail: str) -> None:
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", API_KEY_HEADER.encode()),
+                (b"www-authenticate", f"Bearer, {API_KEY_HEADER}".encode()),
                 # The body was never read: tell the client not to reuse this connection for it.
                 (b"connection", b"close"),
             ],

@@ -10,6 +10,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
 
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -32,6 +33,23 @@ def speak(text: str, target: Path, voice: str = "en-us", speed: int = 150) -> Pa
     subprocess.run([_require("sox"), str(raw), "-r", "16000", "-c", "1", str(target)], check=True)
     raw.unlink()
     return target
+
+
+def free_port() -> int:
+    """A free loopback port for a test server: the first free one of TEST_PORTS (say 8110-8119)
+    when that is set, for machines where servers must keep to a range; else any the OS gives."""
+    first, _, last = os.environ.get("TEST_PORTS", "0").partition("-")
+    for port in range(int(first), int(last or first) + 1):
+        with socket.socket() as probe:
+            # As uvicorn binds: a port a finished test server left in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            chosen: int = probe.getsockname()[1]
+            return chosen
+    raise RuntimeError(f"no free port in TEST_PORTS={os.environ['TEST_PORTS']}")
 
 
 def ffmpeg(*args: str) -> None:

@@ -5,7 +5,8 @@ returns a fixed transcript. Its behaviour comes from environment variables, whic
 worker processes inherit:
   FAKE_STEP_SECONDS  pause per progress step (default 0.01)
   FAKE_MODE          "ok" (default), "fail" (a user-facing error), "crash" (the process dies),
-                     "stubborn" (ignores cancellation: sleeps without reporting progress)
+                     "stubborn" (ignores cancellation: sleeps without reporting progress),
+                     "unloadable" (fails while loading, as a missing model would)
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, 
 
 STEPS_PER_STAGE = 5
 FAKE_TEXT = "fake transcript"
+# A second, longer segment by another speaker, so subtitle exports have lines to split.
+FAKE_LONG_TEXT = "this fake sentence is long enough that a subtitle has to split it over more than one line"
 
 
 class FakePipeline:
     def __init__(self, settings: Any) -> None:
         self._step = float(os.environ.get("FAKE_STEP_SECONDS", "0.01"))
         self._mode = os.environ.get("FAKE_MODE", "ok")
+        if self._mode == "unloadable":
+            raise RuntimeError("The fake pipeline was told not to load.")
 
     def info(self) -> PipelineInfo:
         return PipelineInfo(model="fake", device="cpu")
@@ -39,13 +44,19 @@ class FakePipeline:
                 progress(stage, step / STEPS_PER_STAGE)
         if self._mode == "fail":
             raise PipelineError("The fake pipeline was told to fail.")
-        words = [
-            {"word": word, "start": float(i), "end": i + 0.5, "score": 0.9, "speaker": None}
-            for i, word in enumerate(FAKE_TEXT.split())
-        ]
-        segment = {"start": 0.0, "end": 1.5, "text": FAKE_TEXT, "speaker": None, "words": words}
-        result = {"language": job.language or "en", "segments": [segment], "model": "fake"}
+        labels = ("SPEAKER_00", "SPEAKER_01") if job.enable_diarization else (None, None)
+        segments = [_segment(FAKE_TEXT, 0.0, labels[0]), _segment(FAKE_LONG_TEXT, 3.0, labels[1])]
+        result = {"language": job.language or "en", "segments": segments, "model": "fake"}
         return PipelineOutput(result=result, note=None)
 
     def release(self) -> None:
         pass
+
+
+def _segment(text: str, start: float, speaker: str | None) -> dict[str, Any]:
+    """Words half a second long, one a second."""
+    words = [
+        {"word": word, "start": start + i, "end": start + i + 0.5, "score": 0.9, "speaker": speaker}
+        for i, word in enumerate(text.split())
+    ]
+    return {"start": start, "end": words[-1]["end"], "text": text, "speaker": speaker, "words": words}

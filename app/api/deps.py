@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.config import Settings
+from app.exports import SubtitleOptions
+from app.metrics import Metrics
 from app.security import API_KEY_HEADER
 from app.tasks.manager import TaskManager
 from app.tasks.store import TaskStore
@@ -15,9 +17,14 @@ from app.tasks.store import TaskStore
 # The key is checked by ApiKeyMiddleware before the body is read; declaring the header here
 # puts the Authorize button in Swagger UI and the scheme in the OpenAPI document.
 _api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="A key from API_KEYS")
+_bearer = HTTPBearer(auto_error=False, description="A key from API_KEYS, as OpenAI clients send it")
 
 
-def _caller(request: Request, _key: Annotated[str | None, Security(_api_key_header)]) -> str:
+def _caller(
+    request: Request,
+    _key: Annotated[str | None, Security(_api_key_header)],
+    _token: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> str:
     """The hashed id of the caller's key, as the middleware recorded it."""
     return str(request.state.api_key_id)
 
@@ -37,7 +44,22 @@ def _store(request: Request) -> TaskStore:
     return store
 
 
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def _subtitle_options(
+    max_line_width: Annotated[int, Query(ge=10, le=200, description="srt/vtt: characters per line")] = 42,
+    max_line_count: Annotated[int, Query(ge=1, le=10, description="srt/vtt: lines per cue")] = 2,
+    highlight_words: Annotated[bool, Query(description="srt/vtt: one cue per word, the word underlined")] = False,
+) -> SubtitleOptions:
+    return SubtitleOptions(max_line_width, max_line_count, highlight_words)
+
+
 CallerDep = Annotated[str, Depends(_caller)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ManagerDep = Annotated[TaskManager, Depends(_manager)]
 StoreDep = Annotated[TaskStore, Depends(_store)]
+SubtitleOptionsDep = Annotated[SubtitleOptions, Depends(_subtitle_options)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.tasks.models import TaskStatus
+from app.tasks.models import Task, TaskStatus
 
 
 class Word(BaseModel):
@@ -58,6 +59,32 @@ class TaskStatusResponse(BaseModel):
     error: str | None
     result: TranscriptionResult | None
 
+    @classmethod
+    def from_task(cls, task: Task) -> TaskStatusResponse:
+        return cls(
+            task_id=task.id,
+            status=task.status,
+            progress=task.progress,
+            message=task.message,
+            created_at=task.created_at,
+            started_at=task.started_at,
+            completed_at=task.completed_at,
+            error=task.error,
+            result=TranscriptionResult.model_validate(task.result) if task.result else None,
+        )
+
+
+class TaskEvent(BaseModel):
+    """The data of one Server-Sent Event on /api/v1/transcribe/events/{task_id}."""
+
+    task_id: str
+    status: TaskStatus | Literal["deleted"]
+    stage: str | None = Field(description="The pipeline stage running now, while processing")
+    progress: float
+    message: str
+    eta_seconds: float | None = Field(description="Estimated seconds until completion; null until it can be told")
+    error: str | None
+
 
 class DeleteResponse(BaseModel):
     task_id: str
@@ -84,6 +111,14 @@ class HealthResponse(BaseModel):
     model_error: str | None = None
     queue: QueueCounts
     gpu: list[GpuMemory] | None = None
+
+
+class ReadyResponse(BaseModel):
+    ready: bool = Field(description="True only when every worker has the configured models loaded")
+    detail: str
+    model: str | None
+    device: str | None
+    diarizer: str | None
 
 
 class Problem(BaseModel):

@@ -33,6 +33,14 @@ class Job:
     min_speakers: int | None = None
     max_speakers: int | None = None
     enable_diarization: bool = True
+    initial_prompt: str | None = None
+    """Text Whisper reads as preceding the audio: spellings, names, style."""
+    temperature: float | None = None
+    """Sampling temperature when words are timed by Whisper; None: Whisper's fallback schedule."""
+    duration: float | None = None
+    """Seconds of audio, as probed on upload."""
+    callback_url: str | None = None
+    """Where the finished task's status document is POSTed (app/webhooks.py)."""
 
     @property
     def stages(self) -> list[Stage]:

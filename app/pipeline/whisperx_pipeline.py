@@ -5,6 +5,7 @@ Runs inside a worker process; torch and whisperx are imported here only, never b
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -161,10 +162,10 @@ class WhisperXPipeline:
         progress(Stage.TRANSCRIBE, 0.0)
         aligner = self._aligner(language)
         if aligner is None:
-            segments = self._transcribe_with_word_times(audio, language, progress)
+            segments = self._transcribe_with_word_times(audio, language, job, progress)
             word_timing = WORD_TIMING_WHISPER
         else:
-            segments = self._transcribe_and_align(audio, language, aligner, progress)
+            segments = self._transcribe_and_align(audio, language, aligner, job, progress)
             word_timing = WORD_TIMING_ALIGNMENT
         progress(Stage.ALIGN, 1.0)
 
@@ -187,16 +188,23 @@ class WhisperXPipeline:
         return job.language or str(self._asr.detect_language(audio))
 
     def _transcribe_and_align(
-        self, audio: Any, language: str, aligner: tuple[Any, dict[str, Any]], progress: ProgressCallback
+        self, audio: Any, language: str, aligner: tuple[Any, dict[str, Any]], job: Job, progress: ProgressCallback
     ) -> list[dict[str, Any]]:
         import whisperx
 
-        transcript = self._asr.transcribe(
-            audio,
-            batch_size=self._settings.batch_size,
-            language=language,
-            progress_callback=lambda percent: progress(Stage.TRANSCRIBE, percent / 100),
-        )
+        # whisperx's batched decoder reads the prompt from its options (it decodes by beam
+        # search, without temperature); set it for this job only.
+        defaults = self._asr.options
+        self._asr.options = dataclasses.replace(defaults, initial_prompt=job.initial_prompt)
+        try:
+            transcript = self._asr.transcribe(
+                audio,
+                batch_size=self._settings.batch_size,
+                language=language,
+                progress_callback=lambda percent: progress(Stage.TRANSCRIBE, percent / 100),
+            )
+        finally:
+            self._asr.options = defaults
         progress(Stage.ALIGN, 0.0)
         model, metadata = aligner
         aligned = whisperx.align(
@@ -206,11 +214,13 @@ class WhisperXPipeline:
         return list(aligned["segments"])
 
     def _transcribe_with_word_times(
-        self, audio: Any, language: str, progress: ProgressCallback
+        self, audio: Any, language: str, job: Job, progress: ProgressCallback
     ) -> list[dict[str, Any]]:
+        sampling = {} if job.temperature is None else {"temperature": job.temperature}
         pieces, info = self._word_timer.transcribe(
-            audio, language=language, batch_size=self._settings.batch_size, word_timestamps=True, vad_filter=True
-        )
+            audio, language=language, batch_size=self._settings.batch_size, word_timestamps=True, vad_filter=True,
+            initial_prompt=job.initial_prompt, **sampling,
+        )  # fmt: skip
         segments = []
         for piece in pieces:  # a generator: each segment arrives as its batch is decoded
             words = [

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.pipeline.base import Job, PipelineFactory, PipelineInfo, Stage
+from app.tasks.events import TaskEvents
 from app.tasks.models import Task, TaskStatus, utcnow
 from app.tasks.progress import STAGE_MESSAGES, ProgressTracker
 from app.tasks.store import TaskStore
@@ -31,8 +32,12 @@ class WorkerState:
 
 
 class TaskManager:
-    def __init__(self, store: TaskStore, factory: PipelineFactory, settings: Any) -> None:
+    def __init__(
+        self, store: TaskStore, factory: PipelineFactory, settings: Any, events: TaskEvents | None = None
+    ) -> None:
         self._store = store
+        # Every write below is also published here: SSE streams, metrics and webhooks follow it.
+        self.events = events or TaskEvents()
         self._settings = settings
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._workers = [
@@ -59,6 +64,7 @@ class TaskManager:
         task = Task(job=job)
         self._store.add(task)
         self._queue.put_nowait(task.id)
+        self.events.publish(task)
         return task
 
     def delete(self, task_id: str) -> bool:
@@ -66,6 +72,7 @@ class TaskManager:
         task = self._store.delete(task_id)
         if task is None:
             return False
+        self.events.publish(task, deleted=True)
         worker = self._running.get(task_id)
         if worker is not None:
             worker.cancel()
@@ -103,12 +110,12 @@ class TaskManager:
         if worker.load_error is not None:
             self._fail(task.id, f"The speech model could not be loaded: {worker.load_error}")
             return
-        self._store.update(task.id, status=TaskStatus.PROCESSING, started_at=utcnow(), message="Starting", progress=0.0)
+        self._update(task.id, status=TaskStatus.PROCESSING, started_at=utcnow(), message="Starting", progress=0.0)
         tracker = ProgressTracker(task.job.stages)
 
         def on_progress(stage: Stage, fraction: float) -> None:
             percent = tracker.update(stage, fraction)
-            self._store.update(task.id, stage=stage, progress=round(percent, 1), message=STAGE_MESSAGES[stage])
+            self._update(task.id, stage=stage, progress=round(percent, 1), message=STAGE_MESSAGES[stage])
 
         try:
             output = await worker.run(task.job, on_progress)
@@ -126,7 +133,7 @@ class TaskManager:
             message = "Transcription completed successfully"
             if output.note:
                 message = f"Transcription completed; {output.note}"
-            self._store.update(
+            self._update(
                 task.id,
                 status=TaskStatus.COMPLETED,
                 progress=100.0,
@@ -138,6 +145,10 @@ class TaskManager:
 
     def _fail(self, task_id: str, error: str) -> None:
         logger.info("Task %s failed: %s", task_id, error)
-        self._store.update(
+        self._update(
             task_id, status=TaskStatus.FAILED, message="Transcription failed", error=error, completed_at=utcnow()
         )
+
+    def _update(self, task_id: str, **changes: Any) -> None:
+        if (task := self._store.update(task_id, **changes)) is not None:
+            self.events.publish(task)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from app.pipeline.base import Stage
 
 # Relative cost of each stage, from timing the embedded `base` model on CPU;
@@ -42,3 +44,18 @@ class ProgressTracker:
         # 100 is reserved for the completed status.
         self.percent = max(self.percent, min(candidate, 99.9))
         return self.percent
+
+
+# Below this, elapsed time says little about the rest (models warming up, decoding).
+ETA_MIN_PERCENT = 3.0
+
+
+def eta_seconds(progress: float, started_at: datetime | None, now: datetime) -> float | None:
+    """Seconds left, extrapolated from the time taken so far; None while it cannot be estimated.
+
+    Stage weights are measured costs, so overall percent is close to linear in time.
+    """
+    if started_at is None or not ETA_MIN_PERCENT <= progress < 100.0:
+        return None
+    elapsed = (now - started_at).total_seconds()
+    return round(elapsed * (100.0 - progress) / progress, 1)

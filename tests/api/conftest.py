@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from tests.conftest import free_port
 from tests.fakes import FakePipeline
 
 API_KEY = "test-key"
@@ -58,6 +61,31 @@ def make_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
     yield factory
     for test_client in opened:
         test_client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., int]]:
+    """Starts the app under a real uvicorn server on a loopback port, for socket-level checks
+    and clients that bring their own HTTP stack; returns the port once the models are loaded."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(fake_env: dict[str, str] | None = None, **settings: Any) -> int:
+        for name, value in (fake_env or {}).items():
+            monkeypatch.setenv(name, value)
+        app = create_app(make_settings(tmp_path, **settings), FakePipeline)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        wait_until(lambda: server.started)
+        wait_until(lambda: app.state.manager.worker_state().loaded)
+        return port
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from tests.api.conftest import AUTH, make_settings, wait_until
+from tests.api.conftest import API_KEY, AUTH, make_settings
 from tests.fakes import FakePipeline
 
 PROTECTED = [
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/api/v1/transcribe/events/some-id"),
+    ("POST", "/v1/audio/transcriptions"),
     ("GET", "/health"),
     ("POST", "/api/v1/transcribe/upload"),
     ("GET", "/api/v1/transcribe/status/some-id"),
@@ -71,23 +73,7 @@ def test_blank_api_keys_are_rejected_at_start() -> None:
         Settings(_env_file=None, api_keys=" , ")  # type: ignore[call-arg]
 
 
-@pytest.fixture
-def live_server(settings: Settings) -> Iterator[int]:
-    """The app under a real uvicorn server on a loopback port, for socket-level checks."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(settings, FakePipeline), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started)
-    yield port
-    server.should_exit = True
-    thread.join(10)
-
-
-def test_bad_key_is_answered_before_the_body_arrives(live_server: int) -> None:
+def test_bad_key_is_answered_before_the_body_arrives(live_server: Callable[..., int]) -> None:
     """Claim a 200 MB upload, send only the headers: the 401 must come back anyway."""
     request = (
         "POST /api/v1/transcribe/upload HTTP/1.1\r\n"
@@ -96,9 +82,25 @@ def test_bad_key_is_answered_before_the_body_arrives(live_server: int) -> None:
         "Content-Type: multipart/form-data; boundary=xyz\r\n"
         f"Content-Length: {200 * 1024 * 1024}\r\n\r\n"
     )
-    with socket.create_connection(("127.0.0.1", live_server), timeout=5) as connection:
+    with socket.create_connection(("127.0.0.1", live_server()), timeout=5) as connection:
         connection.sendall(request.encode())
         started = time.monotonic()
         reply = connection.recv(4096).decode()
     assert reply.startswith("HTTP/1.1 401"), reply
     assert time.monotonic() - started < 5
+
+
+def test_bearer_token_is_accepted_like_x_api_key(client: TestClient) -> None:
+    assert client.get("/health", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
+    assert client.get("/health", headers={"Authorization": "bearer second-key"}).status_code == 200
+    wrong = client.get("/health", headers={"Authorization": "Bearer test-key-but-wrong"})
+    assert wrong.status_code == 401
+    assert wrong.json()["detail"].startswith("Invalid API key")
+    # Another scheme is no key at all.
+    assert "Missing" in client.get("/health", headers={"Authorization": f"Basic {API_KEY}"}).json()["detail"]
+
+
+def test_openapi_offers_bearer_too(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert {"HTTPBearer": []} in schema["paths"]["/v1/audio/transcriptions"]["post"]["security"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -21,6 +22,8 @@ from tests.conftest import ROOT, ffmpeg, speak
 # The README's examples use this key and port verbatim, so the real server does too
 # (REAL_TIER_PORT moves it, for running two checkouts' suites side by side).
 API_KEY = "your-api-key"
+# Callbacks from the real server go to a loopback receiver, so private targets are allowed.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"the real tier's webhook secret").decode()
 PORT = int(os.environ.get("REAL_TIER_PORT", "8000"))
 BASE_URL = f"http://127.0.0.1:{PORT}"
 AUTH = {"X-API-Key": API_KEY}
@@ -66,6 +69,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "MAX_CONCURRENT_TASKS": "2",
         # One chunk per batch, so transcription progress visibly advances chunk by chunk.
         "BATCH_SIZE": "1",
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "WEBHOOK_ALLOW_PRIVATE": "true",
     }
     env.pop("WHISPER_MODEL", None)
     with log_path.open("wb") as log:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,13 +10,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 
 def test_uvicorn_command_serves_the_app(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "API_KEYS": "entry-key", "UPLOAD_DIR": str(tmp_path), "MAX_CONCURRENT_TASKS": "1"}
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen([*command, "--workers", "1"], cwd=ROOT, env=env, stderr=subprocess.PIPE)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import uuid
-from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
-from whisperx.utils import LANGUAGES, TO_LANGUAGE_CODE
+from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 
-from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
+from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep, SubtitleOptionsDep
 from app.api.schemas import DeleteResponse, Problem, TaskStatusResponse, TranscriptionResult, UploadResponse
-from app.media import SUPPORTED_EXTENSIONS, MediaError, UnsupportedMediaError, probe
+from app.api.uploads import check_callback, language_code, receive_upload
+from app.exports import MEDIA_TYPES, ExportFormat, render
+from app.media import SUPPORTED_EXTENSIONS
 from app.pipeline.base import Job
 from app.tasks.models import Task, TaskStatus
 from app.tasks.store import TaskStore
@@ -21,25 +18,6 @@ from app.tasks.store import TaskStore
 router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"])
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No task with this id"}}
-
-
-def _language_code(language: str | None) -> str | None:
-    if language is None or not language.strip():
-        return None
-    value = language.strip().lower()
-    code = value if value in LANGUAGES else TO_LANGUAGE_CODE.get(value)
-    if code is None:
-        raise HTTPException(
-            422, f"language: {language!r} is not a language Whisper knows; use a code such as en, de or fr, or omit it"
-        )
-    return code
-
-
-def _save(source: BinaryIO, target: Path) -> int:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("wb") as out:
-        shutil.copyfileobj(source, out, 1024 * 1024)
-        return out.tell()
 
 
 def _task_or_404(store: TaskStore, task_id: str) -> Task:
@@ -69,28 +47,21 @@ async def upload(
     min_speakers: Annotated[int | None, Form(ge=1, description="Fewest speakers to find")] = None,
     max_speakers: Annotated[int | None, Form(ge=1, description="Most speakers to find")] = None,
     enable_diarization: Annotated[bool, Form(description="Label speakers")] = True,
+    prompt: Annotated[
+        str | None, Form(description="Text that guides the transcription: spellings of names, terms, style")
+    ] = None,
+    callback_url: Annotated[
+        str | None, Form(description="POSTed the signed status document when the task completes or fails")
+    ] = None,
 ) -> UploadResponse:
-    code = _language_code(language)
+    code = language_code(language)
+    if callback_url:
+        await check_callback(callback_url, settings)
     if min_speakers is not None and max_speakers is not None and min_speakers > max_speakers:
         raise HTTPException(422, f"min_speakers ({min_speakers}) cannot be larger than max_speakers ({max_speakers})")
 
-    task_id = str(uuid.uuid4())
-    # A server-chosen name: the client's file name never touches the file system.
-    path = settings.upload_dir / task_id
-    try:
-        if await asyncio.to_thread(_save, file.file, path) == 0:
-            raise HTTPException(422, "The uploaded file is empty.")
-        await probe(path, settings.ffmpeg_timeout_seconds)
-    except UnsupportedMediaError as error:
-        path.unlink(missing_ok=True)
-        raise HTTPException(415, str(error)) from None
-    except MediaError as error:
-        path.unlink(missing_ok=True)
-        raise HTTPException(422, str(error)) from None
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-
+    path, media = await receive_upload(file, settings)
+    task_id = path.name
     job = Job(
         task_id=task_id,
         audio_path=path,
@@ -98,6 +69,9 @@ async def upload(
         min_speakers=min_speakers,
         max_speakers=max_speakers,
         enable_diarization=enable_diarization,
+        initial_prompt=prompt or None,
+        duration=media.duration,
+        callback_url=callback_url or None,
     )
     task = manager.submit(job)
     response.headers["Location"] = router.url_path_for("get_status", task_id=task_id)
@@ -108,33 +82,40 @@ async def upload(
 
 @router.get("/status/{task_id}", response_model=TaskStatusResponse, responses=_NOT_FOUND, summary="Task progress")
 async def get_status(task_id: str, _caller: CallerDep, store: StoreDep) -> TaskStatusResponse:
-    task = _task_or_404(store, task_id)
-    return TaskStatusResponse(
-        task_id=task.id,
-        status=task.status,
-        progress=task.progress,
-        message=task.message,
-        created_at=task.created_at,
-        started_at=task.started_at,
-        completed_at=task.completed_at,
-        error=task.error,
-        result=TranscriptionResult.model_validate(task.result) if task.result else None,
-    )
+    return TaskStatusResponse.from_task(_task_or_404(store, task_id))
 
 
 @router.get(
     "/result/{task_id}",
     response_model=TranscriptionResult,
     response_model_exclude_none=False,
-    responses={**_NOT_FOUND, 409: {"model": Problem, "description": "The task has not completed"}},
-    summary="Transcript of a completed task",
+    responses={
+        200: {"content": {MEDIA_TYPES[fmt]: {} for fmt in ExportFormat if fmt is not ExportFormat.JSON}},
+        **_NOT_FOUND,
+        409: {"model": Problem, "description": "The task has not completed"},
+    },
+    summary="Transcript of a completed task, as JSON or a subtitle/text file",
 )
-async def get_result(task_id: str, _caller: CallerDep, store: StoreDep) -> TranscriptionResult:
+async def get_result(
+    task_id: str,
+    _caller: CallerDep,
+    store: StoreDep,
+    subtitles: SubtitleOptionsDep,
+    fmt: Annotated[ExportFormat, Query(alias="format", description="json (default), srt, vtt, txt or tsv")] = (
+        ExportFormat.JSON
+    ),
+) -> TranscriptionResult | Response:
     task = _task_or_404(store, task_id)
     if task.status is TaskStatus.FAILED:
         raise HTTPException(409, f"Task {task_id} failed, so it has no result: {task.error}")
     if task.status is not TaskStatus.COMPLETED or task.result is None:
         raise HTTPException(409, f"Task {task_id} is {task.status.value} ({task.progress:.0f}%); try again later.")
+    if fmt is not ExportFormat.JSON:
+        return Response(
+            render(task.result, fmt, subtitles),
+            media_type=f"{MEDIA_TYPES[fmt]}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{task_id}.{fmt.value}"'},
+        )
     return TranscriptionResult.model_validate(task.result)
 
 

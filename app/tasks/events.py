@@ -1,0 +1,83 @@
+"""Task changes, pushed to whoever listens: live progress streams, metrics, webhooks.
+
+The manager publishes every change it writes to the store, so nothing has to poll the store.
+Everything here runs on the event loop, called synchronously from the manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator
+
+from app.tasks.models import TERMINAL, Task
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[Task, bool], None]
+"""Called with the task as just written and whether it was deleted."""
+
+
+class _Subscription:
+    """One reader of one task's changes. It keeps only the latest state: a slow reader skips
+    intermediate progress, never the end."""
+
+    def __init__(self) -> None:
+        self._latest: Task | None = None
+        self._gone = False
+        self._changed = asyncio.Event()
+
+    def push(self, task: Task, deleted: bool) -> None:
+        self._latest, self._gone = task, deleted
+        self._changed.set()
+
+    async def next(self) -> tuple[Task | None, bool]:
+        await self._changed.wait()
+        self._changed.clear()
+        return self._latest, self._gone
+
+
+class TaskEvents:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._subscriptions: defaultdict[str, set[_Subscription]] = defaultdict(set)
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def publish(self, task: Task, deleted: bool = False) -> None:
+        for listener in self._listeners:
+            try:
+                listener(task, deleted)
+            except Exception:  # a faulty observer must not break the manager
+                logger.exception("Task event listener %r failed", listener)
+        for subscription in self._subscriptions.get(task.id, ()):
+            subscription.push(task, deleted)
+
+    @contextlib.contextmanager
+    def _subscribe(self, task_id: str) -> Iterator[_Subscription]:
+        subscription = _Subscription()
+        self._subscriptions[task_id].add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions[task_id].discard(subscription)
+            if not self._subscriptions[task_id]:
+                del self._subscriptions[task_id]
+
+    async def follow(self, task_id: str, get: Callable[[str], Task | None]) -> AsyncIterator[Task | None]:
+        """The task's state now, then each change until it ends; None when it is deleted.
+
+        `get` re-reads the store once subscribed, so a change between the caller's read and
+        the subscription is not lost.
+        """
+        with self._subscribe(task_id) as subscription:
+            task = get(task_id)
+            yield task
+            while task is not None and task.status not in TERMINAL:
+                task, deleted = await subscription.next()
+                if deleted:
+                    task = None
+                yield task

@@ -1,0 +1,80 @@
+"""GET events/{id}: live progress as Server-Sent Events, read with the httpx-sse client."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from httpx_sse import connect_sse
+
+from tests.api.conftest import AUTH, upload, wait_for_status
+
+
+def _events(client: TestClient, task_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every event of the stream, read until the server closes it."""
+    with connect_sse(client, "GET", f"/api/v1/transcribe/events/{task_id}", headers=AUTH) as source:
+        assert source.response.status_code == 200
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        return [(event.event, json.loads(event.data)) for event in source.iter_sse()]
+
+
+def test_stream_follows_the_task_to_completion_and_closes(
+    make_client: Callable[..., TestClient], short_speech: Path
+) -> None:
+    client = make_client({"FAKE_STEP_SECONDS": "0.05"})
+    task_id = upload(client, short_speech)["task_id"]
+    events = _events(client, task_id)
+    names = [name for name, _ in events]
+    assert names[0] in ("pending", "processing")
+    assert names[-1] == "completed"
+    assert names.count("completed") == 1
+    progress = [data["progress"] for _, data in events]
+    assert progress == sorted(progress)
+    assert progress[-1] == 100.0
+    stages = list(dict.fromkeys(data["stage"] for _, data in events if data["stage"]))
+    assert stages == ["decoding", "transcribing", "aligning", "diarizing", "assigning speakers"]
+    assert set(events[-1][1]) == {"task_id", "status", "stage", "progress", "message", "eta_seconds", "error"}
+    etas = [data["eta_seconds"] for name, data in events if name == "processing" and data["progress"] > 10]
+    assert etas, "an estimate appears once progress is under way"
+    assert all(isinstance(eta, float) and eta >= 0 for eta in etas)
+    assert events[-1][1]["eta_seconds"] is None
+
+
+def test_late_client_gets_the_current_state_first(client: TestClient, short_speech: Path) -> None:
+    task_id = upload(client, short_speech)["task_id"]
+    wait_for_status(client, task_id, {"completed"})
+    events = _events(client, task_id)
+    assert [name for name, _ in events] == ["completed"]
+    assert events[0][1]["progress"] == 100.0
+    assert events[0][1]["message"] == "Transcription completed successfully"
+
+
+def test_failed_task_ends_the_stream_with_its_error(make_client: Callable[..., TestClient], short_speech: Path) -> None:
+    client = make_client({"FAKE_MODE": "fail"})
+    task_id = upload(client, short_speech)["task_id"]
+    name, data = _events(client, task_id)[-1]
+    assert name == "failed"
+    assert data["error"] == "The fake pipeline was told to fail."
+
+
+def test_deleting_the_task_ends_the_stream(make_client: Callable[..., TestClient], short_speech: Path) -> None:
+    client = make_client({"FAKE_STEP_SECONDS": "0.2"})
+    task_id = upload(client, short_speech)["task_id"]
+    wait_for_status(client, task_id, {"processing"})
+    timer = threading.Timer(0.5, lambda: client.delete(f"/api/v1/transcribe/task/{task_id}", headers=AUTH))
+    timer.start()
+    events = _events(client, task_id)
+    timer.join()
+    assert events[0][0] == "processing"
+    assert events[-1][0] == "deleted"
+
+
+def test_unknown_task_and_missing_key(client: TestClient) -> None:
+    response = client.get("/api/v1/transcribe/events/nope", headers=AUTH)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert client.get("/api/v1/transcribe/events/nope").status_code == 401

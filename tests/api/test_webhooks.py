@@ -1,0 +1,206 @@
+"""callback_url: signed status documents POSTed to a loopback receiver, retries, refused targets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from standardwebhooks import Webhook
+
+from tests.api.conftest import AUTH, make_settings, upload, wait_until
+from tests.conftest import free_port
+
+SECRET = "whsec_" + base64.b64encode(b"a test secret of thirty-two bytes").decode()
+
+
+@dataclass
+class Receiver:
+    url: str
+    failures_left: int = 0
+    calls: list[tuple[float, dict[str, str], bytes]] = field(default_factory=list)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A loopback HTTP server that records callbacks, answering 503 to the first `failures_left`."""
+    port = free_port()
+    state = Receiver(url=f"http://127.0.0.1:{port}/hook?token=abc")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            state.calls.append((time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body))
+            failing = state.failures_left > 0
+            state.failures_left -= 1
+            self.send_response(503 if failing else 204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    thread.join(5)
+
+
+@pytest.fixture
+def hook_client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client(
+        webhook_secret=SECRET, webhook_allow_private=True, webhook_retry_base_seconds=0.2, webhook_max_attempts=4
+    )
+
+
+def _verified(call: tuple[float, dict[str, str], bytes]) -> dict[str, Any]:
+    """The payload, once its signature checks out with the standardwebhooks library."""
+    _, headers, body = call
+    payload: dict[str, Any] = Webhook(SECRET).verify(body, headers)
+    return payload
+
+
+def test_completed_task_is_posted_signed(hook_client: TestClient, receiver: Receiver, short_speech: Path) -> None:
+    task_id = upload(hook_client, short_speech, callback_url=receiver.url)["task_id"]
+    wait_until(lambda: receiver.calls)
+    payload = _verified(receiver.calls[0])
+    status = hook_client.get(f"/api/v1/transcribe/status/{task_id}", headers=AUTH).json()
+    assert payload == status
+    assert payload["status"] == "completed"
+    assert payload["result"]["segments"]
+    headers = receiver.calls[0][1]
+    assert headers["webhook-id"] == f"{task_id}.completed"
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+    assert headers["webhook-signature"].startswith("v1,")
+    assert headers["content-type"] == "application/json"
+
+
+def test_a_tampered_callback_fails_verification(
+    hook_client: TestClient, receiver: Receiver, short_speech: Path
+) -> None:
+    upload(hook_client, short_speech, callback_url=receiver.url)
+    wait_until(lambda: receiver.calls)
+    _, headers, body = receiver.calls[0]
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook(SECRET).verify(body.replace(b"completed", b"failed"), headers)
+    other = base64.b64encode(b"somebody else's secret").decode()
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook(other).verify(body, headers)
+
+
+def test_failures_are_retried_with_growing_pauses(
+    hook_client: TestClient, receiver: Receiver, short_speech: Path
+) -> None:
+    receiver.failures_left = 2
+    upload(hook_client, short_speech, callback_url=receiver.url)
+    wait_until(lambda: len(receiver.calls) == 3)
+    times = [call[0] for call in receiver.calls]
+    assert times[1] - times[0] >= 0.2
+    assert times[2] - times[1] >= 0.4  # doubled
+    assert {call[1]["webhook-id"] for call in receiver.calls} == {receiver.calls[0][1]["webhook-id"]}
+    assert _verified(receiver.calls[2])["status"] == "completed"
+    time.sleep(1.0)
+    assert len(receiver.calls) == 3, "no more tries after a success"
+
+
+def test_failed_task_is_posted_too(
+    make_client: Callable[..., TestClient], receiver: Receiver, short_speech: Path
+) -> None:
+    client = make_client({"FAKE_MODE": "fail"}, webhook_secret=SECRET, webhook_allow_private=True)
+    task_id = upload(client, short_speech, callback_url=receiver.url)["task_id"]
+    wait_until(lambda: receiver.calls)
+    payload = _verified(receiver.calls[0])
+    assert (payload["task_id"], payload["status"]) == (task_id, "failed")
+    assert payload["error"] == "The fake pipeline was told to fail."
+
+
+def test_shutdown_does_not_wait_for_a_dead_receiver(tmp_path: Path, short_speech: Path) -> None:
+    from app.main import create_app
+    from tests.fakes import FakePipeline
+
+    dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    settings = make_settings(tmp_path, webhook_secret=SECRET, webhook_allow_private=True, webhook_retry_base_seconds=30)
+    with TestClient(create_app(settings, FakePipeline)) as client:
+        task_id = upload(client, short_speech, callback_url=dead)["task_id"]
+        wait_until(lambda: client.get(f"/api/v1/transcribe/status/{task_id}", headers=AUTH).json()["completed_at"])
+        time.sleep(0.3)  # the first attempt has failed; the next is 30 s away
+        started = time.monotonic()
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+    ],
+)
+def test_private_targets_are_refused_by_default(
+    make_client: Callable[..., TestClient], short_speech: Path, url: str
+) -> None:
+    client = make_client(webhook_secret=SECRET)
+    with short_speech.open("rb") as audio:
+        response = client.post(
+            "/api/v1/transcribe/upload", headers=AUTH, files={"file": audio}, data={"callback_url": url}
+        )
+    assert response.status_code == 422
+    assert "WEBHOOK_ALLOW_PRIVATE" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("url", "detail"),
+    [
+        ("ftp://example.com/hook", "give an absolute http:// or https:// URL"),
+        ("/relative", "give an absolute http:// or https:// URL"),
+        ("http://[not-an-ip/", "not a valid URL"),
+    ],
+)
+def test_malformed_urls_are_refused(
+    make_client: Callable[..., TestClient], short_speech: Path, url: str, detail: str
+) -> None:
+    client = make_client(webhook_secret=SECRET, webhook_allow_private=True)
+    with short_speech.open("rb") as audio:
+        response = client.post(
+            "/api/v1/transcribe/upload", headers=AUTH, files={"file": audio}, data={"callback_url": url}
+        )
+    assert response.status_code == 422
+    assert detail in response.json()["detail"]
+
+
+def test_without_a_secret_callbacks_are_refused(client: TestClient, short_speech: Path) -> None:
+    with short_speech.open("rb") as audio:
+        response = client.post(
+            "/api/v1/transcribe/upload",
+            headers=AUTH,
+            files={"file": audio},
+            data={"callback_url": "https://example.com/hook"},
+        )
+    assert response.status_code == 422
+    assert "no WEBHOOK_SECRET" in response.json()["detail"]
+
+
+def test_bad_secret_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="WEBHOOK_SECRET must be base64"):
+        make_settings(tmp_path, webhook_secret="whsec_")
+
+
+def test_payload_has_the_seed_status_fields(hook_client: TestClient, receiver: Receiver, short_speech: Path) -> None:
+    upload(hook_client, short_speech, callback_url=receiver.url)
+    wait_until(lambda: receiver.calls)
+    assert set(json.loads(receiver.calls[0][2])) == {
+        "task_id", "status", "progress", "message", "created_at", "started_at", "completed_at", "error", "result",
+    }  # fmt: skip
