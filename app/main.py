@@ -13,11 +13,12 @@ from fastapi import FastAPI
 from app import __doc__ as description
 from app.api.errors import install_error_handlers
 from app.api.routes import health, transcribe
+from app.body_limit import BodyLimitMiddleware
 from app.config import Settings
 from app.pipeline.base import PipelineFactory
 from app.security import ApiKeyMiddleware
 from app.tasks.manager import TaskManager
-from app.tasks.store import MemoryTaskStore
+from app.tasks.store import MemoryTaskStore, TaskStore
 
 logger = logging.getLogger("app")
 
@@ -37,10 +38,18 @@ def _default_pipeline(settings: Settings) -> object:
     return WhisperXPipeline(settings)
 
 
+def _store(settings: Settings) -> TaskStore:
+    if settings.task_store == "sqlite":
+        from app.tasks.sqlite_store import SqliteTaskStore
+
+        return SqliteTaskStore(settings.task_db_file)
+    return MemoryTaskStore()
+
+
 def create_app(settings: Settings | None = None, pipeline_factory: PipelineFactory | None = None) -> FastAPI:
     settings = settings or Settings()
     factory: PipelineFactory = pipeline_factory or _default_pipeline  # type: ignore[assignment]
-    store = MemoryTaskStore()
+    store = _store(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +68,8 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(transcribe.router)
+    # Added last runs first: the key is checked, then the body's size, before any route reads it.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=_api_keys(settings))
     return app
 

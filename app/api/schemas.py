@@ -47,7 +47,7 @@ class UploadResponse(BaseModel):
     message: str
 
 
-class TaskStatusResponse(BaseModel):
+class TaskSummary(BaseModel):
     task_id: str
     status: TaskStatus
     progress: float = Field(description="Overall percent, 0–100; never goes backwards")
@@ -55,8 +55,18 @@ class TaskStatusResponse(BaseModel):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
-    error: str | None
+    error: str | None = Field(description="Why the task failed and what to do about it; null unless failed")
+
+
+class TaskStatusResponse(TaskSummary):
     result: TranscriptionResult | None
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskSummary] = Field(description="The caller's tasks, newest first, without their results")
+    total: int = Field(description="How many tasks match, over all pages")
+    limit: int
+    offset: int
 
 
 class DeleteResponse(BaseModel):
