@@ -200,6 +200,7 @@ class TaskManager:
                 )
             elif self._store.get(task.id) is not None:
                 self._fail(task.id, "The worker process stopped unexpectedly (out of memory?); try a shorter file.")
+            task.job.audio_path.unlink(missing_ok=True)  # now, not after the models reload
             with contextlib.suppress(Exception):
                 await worker.stop()
             await worker.start()

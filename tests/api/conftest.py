@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -91,3 +94,19 @@ def wait_for_status(client: TestClient, task_id: str, wanted: set[str], timeout:
 
     result: dict[str, Any] = wait_until(reached, timeout)
     return result
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[int]:
+    """The app under a real uvicorn server on a loopback port, for socket-level checks."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_app(settings, FakePipeline), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started)
+    yield port
+    server.should_exit = True
+    thread.join(10)

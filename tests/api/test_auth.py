@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from tests.api.conftest import AUTH, make_settings, wait_until
+from tests.api.conftest import AUTH, make_settings
 from tests.fakes import FakePipeline
 
 PROTECTED = [
@@ -70,22 +67,6 @@ def test_without_api_keys_a_key_is_generated_and_shown_once(tmp_path: Path, caps
 def test_blank_api_keys_are_rejected_at_start() -> None:
     with pytest.raises(ValueError, match="API_KEYS holds no key"):
         Settings(_env_file=None, api_keys=" , ")  # type: ignore[call-arg]
-
-
-@pytest.fixture
-def live_server(settings: Settings) -> Iterator[int]:
-    """The app under a real uvicorn server on a loopback port, for socket-level checks."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(settings, FakePipeline), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started)
-    yield port
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_bad_key_is_answered_before_the_body_arrives(live_server: int) -> None:
