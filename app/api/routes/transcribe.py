@@ -47,7 +47,9 @@ def _language_code(language: str | None) -> str | None:
     code = value if value in LANGUAGES else TO_LANGUAGE_CODE.get(value)
     if code is None:
         raise HTTPException(
-            422, f"language: {language!r} is not a language Whisper knows; use a code such as en, de or fr, or omit it"
+            422,
+            # Shortened: the value is the client's and may be a megabyte long.
+            f"language: {language[:40]!r} is not a language Whisper knows; use a code such as en, de or fr, or omit it",
         )
     return code
 
