@@ -56,3 +56,12 @@ class FakePipeline:
 
     def release(self) -> None:
         pass
+
+
+def fake_app() -> Any:
+    """The service on FakePipeline, configured from the environment, for tests that need a real
+    server process: `python -m uvicorn tests.fakes:fake_app --factory`."""
+    from app.config import Settings
+    from app.main import create_app
+
+    return create_app(Settings(_env_file=None), FakePipeline)  # type: ignore[call-arg]
