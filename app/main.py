@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app import __doc__ as description
 from app.api.errors import install_error_handlers
+from app.api.openapi import install_openapi
 from app.api.routes import health, transcribe
 from app.body_limit import BodyLimitMiddleware
 from app.config import Settings
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.state.settings = settings
     app.state.store = store
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(transcribe.router)
     # Added last runs first: the key is checked, then the body's size, before any route reads it.

@@ -15,9 +15,9 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Response, Uploa
 from whisperx.utils import LANGUAGES, TO_LANGUAGE_CODE
 
 from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
+from app.api.errors import UNAUTHORIZED, problem_response
 from app.api.schemas import (
     DeleteResponse,
-    Problem,
     TaskList,
     TaskStatusResponse,
     TaskSummary,
@@ -30,10 +30,10 @@ from app.tasks.manager import QueueFull, TooManyTasks
 from app.tasks.models import Task, TaskStatus
 from app.tasks.store import TaskStore
 
-router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"])
+router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"], responses=UNAUTHORIZED)
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": Problem, "description": "No task with this id for this key (never existed, deleted or expired)"}
+    404: problem_response("No task with this id for this key (never existed, deleted or expired)")
 }
 
 # A task takes tens of seconds to minutes; retrying sooner than this only adds load.
@@ -113,11 +113,12 @@ def _summary(task: Task) -> dict[str, Any]:
     response_model=UploadResponse,
     summary="Upload audio or video for transcription",
     responses={
-        413: {"model": Problem, "description": "Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"},
-        415: {"model": Problem, "description": "Not a supported audio or video format"},
-        422: {"model": Problem, "description": "A form field is invalid, or the file has no audio"},
-        429: {"model": Problem, "description": "The key has MAX_TASKS_PER_KEY tasks pending or processing"},
-        503: {"model": Problem, "description": "MAX_QUEUE_SIZE tasks are waiting; see Retry-After"},
+        400: problem_response("The multipart body is malformed, or a form field is over 1 MB"),
+        413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
+        415: problem_response("Not a supported audio or video format"),
+        422: problem_response("A form field is invalid, or the file has no audio"),
+        429: problem_response("The key has MAX_TASKS_PER_KEY tasks pending or processing"),
+        503: problem_response("MAX_QUEUE_SIZE tasks are waiting; see Retry-After"),
     },
 )
 async def upload(
@@ -205,7 +206,7 @@ async def list_tasks(
     "/result/{task_id}",
     response_model=TranscriptionResult,
     response_model_exclude_none=False,
-    responses={**_NOT_FOUND, 409: {"model": Problem, "description": "The task has not completed"}},
+    responses={**_NOT_FOUND, 409: problem_response("The task has not completed")},
     summary="Transcript of a completed task",
 )
 async def get_result(task_id: str, caller: CallerDep, store: StoreDep) -> TranscriptionResult:
