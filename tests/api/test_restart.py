@@ -10,17 +10,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import API_KEY, AUTH, status, upload, wait_for_status, wait_until
-from tests.conftest import ROOT
+from tests.api.conftest import AUTH, status, upload, wait_for_status, wait_until
 
 PORT = 8101  # this suite's servers use 8100-8109 on loopback
 BASE = f"http://127.0.0.1:{PORT}"
@@ -35,43 +32,6 @@ def test_sqlite_store_serves_the_whole_flow(make_client: Callable[..., TestClien
     assert client.get("/api/v1/transcribe/tasks", headers=AUTH).json()["total"] == 1
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Starts the service process (in its own process group, so kill -9 takes its workers too)."""
-    env = {
-        **os.environ,
-        "API_KEYS": API_KEY,
-        "TASK_STORE": "sqlite",
-        "UPLOAD_DIR": str(tmp_path / "uploads"),
-        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "MAX_CONCURRENT_TASKS": "1",
-        "FAKE_STEP_SECONDS": "0.06",
-    }
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "uvicorn", "tests.fakes:fake_app", "--factory"]
-        command += ["--host", "127.0.0.1", "--port", str(PORT), "--log-level", "warning"]
-        process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-        started.append(process)
-        wait_until(lambda: _healthy(process), timeout=30)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(10)
-
-
-def _healthy(process: subprocess.Popen[bytes]) -> bool:
-    assert process.poll() is None, "the service exited"
-    try:
-        return bool(httpx.get(f"{BASE}/health", headers=AUTH, timeout=1).json()["model_loaded"])
-    except httpx.TransportError:
-        return False
-
-
 def _status(task_id: str) -> dict[str, Any]:
     response = httpx.get(f"{BASE}/api/v1/transcribe/status/{task_id}", headers=AUTH, timeout=5)
     assert response.status_code == 200, response.text
@@ -80,8 +40,11 @@ def _status(task_id: str) -> dict[str, Any]:
 
 
 def test_kill_9_mid_transcription_loses_no_task(
-    service: Callable[[], subprocess.Popen[bytes]], short_speech: Path, tmp_path: Path
+    serve: Callable[..., subprocess.Popen[bytes]], short_speech: Path, tmp_path: Path
 ) -> None:
+    def service() -> subprocess.Popen[bytes]:
+        return serve(PORT, TASK_STORE="sqlite", FAKE_STEP_SECONDS="0.06")
+
     first_run = service()
     ids = []
     for _ in range(4):
