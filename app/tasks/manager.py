@@ -172,7 +172,11 @@ class TaskManager:
 
     async def _run(self, task: Task, worker: WorkerProcess) -> None:
         if worker.load_error is not None:
-            self._fail(task.id, f"The speech model could not be loaded: {worker.load_error}")
+            self._fail(
+                task.id,
+                f"The server could not load its speech model ({worker.load_error}), so it cannot transcribe; "
+                "tell the server's operator (GET /health shows the cause).",
+            )
             return
         self._store.update(task.id, status=TaskStatus.PROCESSING, started_at=utcnow(), message="Starting", progress=0.0)
         tracker = ProgressTracker(task.job.stages)

@@ -71,7 +71,13 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
             conn.send(("failed", str(error)))
         except Exception as error:  # noqa: BLE001 - the service must outlive a bad job
             logger.error("Job %s failed:\n%s", job.task_id, traceback.format_exc())
-            conn.send(("failed", f"Transcription failed unexpectedly ({type(error).__name__}); see the server log."))
+            conn.send(
+                (
+                    "failed",
+                    f"Transcription failed unexpectedly ({type(error).__name__}). Upload the file again; if it "
+                    f"fails again, give the server's operator the task id {job.task_id} (the cause is in its log).",
+                )
+            )
         finally:
             pipeline.release()
             gc.collect()
