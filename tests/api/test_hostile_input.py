@@ -4,6 +4,7 @@ never a hang, no file left behind, and the service still answers afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from app.media import MediaError, probe
 from tests.api.conftest import AUTH, wait_for_status
 from tests.conftest import ffmpeg
 
@@ -158,3 +160,9 @@ def test_routing_errors_are_problem_documents(client: TestClient, method: str, p
     assert response.status_code == code
     assert response.headers["content-type"] == "application/problem+json"
     assert set(response.json()) == {"type", "title", "status", "detail"}
+
+
+def test_a_probe_that_runs_too_long_is_stopped_with_a_clear_error(short_speech: Path) -> None:
+    """The timeout path itself: ffprobe is killed, and the person is told why."""
+    with pytest.raises(MediaError, match="took too long to inspect"):
+        asyncio.run(probe(short_speech, timeout=0.001))
