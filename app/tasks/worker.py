@@ -13,6 +13,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import re
 import threading
 import traceback
 from multiprocessing.connection import Connection
@@ -39,6 +40,15 @@ class WorkerDied(Exception):
     """The worker process ended in the middle of a job (killed, or out of memory)."""
 
 
+# An absolute path of two or more parts, as exception messages quote them.
+_PATH = re.compile(r"(?<![\w.:/])(?:/[\w.@+-]+){2,}/?")
+
+
+def public_message(message: str) -> str:
+    """A message fit for a response: server paths are replaced (the log keeps the full error)."""
+    return _PATH.sub("<server path>", message)
+
+
 def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Any) -> None:
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s [worker] %(name)s: %(message)s")
@@ -46,7 +56,7 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
         pipeline = factory(settings)
     except Exception as error:
         logger.exception("Could not load the pipeline")
-        conn.send(("load_failed", str(error) or type(error).__name__))
+        conn.send(("load_failed", public_message(str(error) or type(error).__name__)))
         return
     conn.send(("ready", pipeline.info()))
 
@@ -68,7 +78,7 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
         except JobCancelled:
             conn.send(("cancelled",))
         except PipelineError as error:
-            conn.send(("failed", str(error)))
+            conn.send(("failed", public_message(str(error))))
         except Exception as error:  # noqa: BLE001 - the service must outlive a bad job
             logger.error("Job %s failed:\n%s", job.task_id, traceback.format_exc())
             conn.send(

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.media import MediaError, probe
+from app.tasks.worker import public_message
 from tests.api.conftest import AUTH, wait_for_status
 from tests.conftest import ffmpeg
 
@@ -166,3 +167,16 @@ def test_a_probe_that_runs_too_long_is_stopped_with_a_clear_error(short_speech: 
     """The timeout path itself: ffprobe is killed, and the person is told why."""
     with pytest.raises(MediaError, match="took too long to inspect"):
         asyncio.run(probe(short_speech, timeout=0.001))
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("No such file: '/root/.cache/whisperx-api/base/model.bin'", "No such file: '<server path>'"),
+        ("Cannot load /opt/models/x; check ALIGN_MODEL", "Cannot load <server path>; check ALIGN_MODEL"),
+        ("accept the terms at https://hf.co/pyannote/seg", "accept the terms at https://hf.co/pyannote/seg"),
+        ("pyannote/speaker-diarization-3.1 failed", "pyannote/speaker-diarization-3.1 failed"),
+    ],
+)
+def test_failure_messages_shown_to_users_carry_no_server_paths(raw: str, shown: str) -> None:
+    assert public_message(raw) == shown
