@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __doc__ as description
+from app.admission import UploadAdmissionMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.api.routes import health, transcribe
@@ -70,7 +71,9 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     install_openapi(app)
     app.include_router(health.router)
     app.include_router(transcribe.router)
-    # Added last runs first: the key is checked, then the body's size, before any route reads it.
+    # Added last runs first: the key is checked, then the body's size and the caller's admission,
+    # all before any route reads the body.
+    app.add_middleware(UploadAdmissionMiddleware, upload_path=app.url_path_for("upload"))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=_api_keys(settings))
     return app

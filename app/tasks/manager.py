@@ -23,12 +23,35 @@ from app.tasks.worker import JobCancelled, JobFailed, WorkerDied, WorkerProcess
 logger = logging.getLogger(__name__)
 
 
-class QueueFull(Exception):
-    """MAX_QUEUE_SIZE tasks are already waiting."""
+RETRY_AFTER_SECONDS = 30
+"""A task takes tens of seconds to minutes; retrying sooner than this only adds load."""
 
 
-class TooManyTasks(Exception):
-    """The caller already has MAX_TASKS_PER_KEY tasks pending or processing."""
+class OverCapacity(Exception):
+    """An upload refused by a limit; `status` and `detail` are what the client is told."""
+
+    status: int
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class QueueFull(OverCapacity):
+    status = 503
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The server is busy: {limit} tasks are already waiting (MAX_QUEUE_SIZE); retry later.")
+
+
+class TooManyTasks(OverCapacity):
+    status = 429
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This API key already has {limit} tasks pending or processing (MAX_TASKS_PER_KEY); "
+            "wait for one to finish or delete one."
+        )
 
 
 class StageWatch:

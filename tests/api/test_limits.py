@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -136,3 +138,39 @@ def test_finished_tasks_expire_after_their_ttl(make_client: Callable[..., TestCl
     assert response.status_code == 404
     assert "expired (TASK_TTL_HOURS)" in response.json()["detail"]
     assert client.get("/api/v1/transcribe/tasks", headers=AUTH).json()["total"] == 0
+
+
+def test_a_full_queue_is_answered_before_the_upload_body_is_sent(
+    serve: Callable[..., subprocess.Popen[bytes]], short_speech: Path
+) -> None:
+    """Claim a 200 MB upload while the queue is full: 503 comes back from the headers alone."""
+    port = 8104  # this suite's servers use 8100-8109 on loopback
+    serve(port, MAX_QUEUE_SIZE="1", FAKE_STEP_SECONDS="0.2")
+    base = f"http://127.0.0.1:{port}/api/v1/transcribe"
+
+    def submit() -> str:
+        with short_speech.open("rb") as audio:
+            response = httpx.post(f"{base}/upload", headers=AUTH, files={"file": audio})
+        assert response.status_code == 202, response.text
+        return str(response.json()["task_id"])
+
+    running = submit()
+    wait_until(lambda: httpx.get(f"{base}/status/{running}", headers=AUTH).json()["status"] == "processing")
+    submit()  # waiting: the queue is full
+    request = (
+        "POST /api/v1/transcribe/upload HTTP/1.1\r\n"
+        "Host: localhost\r\n"
+        f"X-API-Key: {AUTH['X-API-Key']}\r\n"
+        "Content-Type: multipart/form-data; boundary=xyz\r\n"
+        f"Content-Length: {200 * 1024 * 1024}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(request.encode())
+        reply = connection.recv(4096).decode()
+        while "}" not in reply:
+            reply += connection.recv(4096).decode()
+    head = reply.lower()
+    assert reply.startswith("HTTP/1.1 503"), reply
+    assert "retry-after: 30" in head
+    assert "application/problem+json" in head
+    assert "MAX_QUEUE_SIZE" in reply

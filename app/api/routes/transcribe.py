@@ -26,7 +26,7 @@ from app.api.schemas import (
 )
 from app.media import SUPPORTED_EXTENSIONS, MediaError, UnsupportedMediaError, probe
 from app.pipeline.base import Job
-from app.tasks.manager import QueueFull, TooManyTasks
+from app.tasks.manager import RETRY_AFTER_SECONDS, OverCapacity
 from app.tasks.models import Task, TaskStatus
 from app.tasks.store import TaskStore
 
@@ -35,9 +35,6 @@ router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"], response
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: problem_response("No task with this id for this key (never existed, deleted or expired)")
 }
-
-# A task takes tens of seconds to minutes; retrying sooner than this only adds load.
-RETRY_AFTER_SECONDS = 30
 
 
 def _language_code(language: str | None) -> str | None:
@@ -79,19 +76,8 @@ def _task_or_404(store: TaskStore, task_id: str, caller: str) -> Task:
     return task
 
 
-def _refuse_over_capacity(error: QueueFull | TooManyTasks) -> HTTPException:
-    if isinstance(error, QueueFull):
-        return HTTPException(
-            503,
-            f"The server is busy: {error.args[0]} tasks are already waiting (MAX_QUEUE_SIZE); retry later.",
-            {"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-    return HTTPException(
-        429,
-        f"This API key already has {error.args[0]} tasks pending or processing (MAX_TASKS_PER_KEY); "
-        "wait for one to finish or delete one.",
-        {"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
+def _refuse(error: OverCapacity) -> HTTPException:
+    return HTTPException(error.status, error.detail, {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def _summary(task: Task) -> dict[str, Any]:
@@ -136,9 +122,10 @@ async def upload(
     if min_speakers is not None and max_speakers is not None and min_speakers > max_speakers:
         raise HTTPException(422, f"min_speakers ({min_speakers}) cannot be larger than max_speakers ({max_speakers})")
     try:
+        # UploadAdmissionMiddleware checked before the body arrived; the queue may have filled since.
         manager.check_capacity(caller)
-    except (QueueFull, TooManyTasks) as error:
-        raise _refuse_over_capacity(error) from None
+    except OverCapacity as error:
+        raise _refuse(error) from None
 
     task_id = str(uuid.uuid4())
     # A server-chosen name: the client's file name never touches the file system.
@@ -174,9 +161,9 @@ async def upload(
     )
     try:
         task = manager.submit(job, caller)
-    except (QueueFull, TooManyTasks) as error:
+    except OverCapacity as error:
         path.unlink(missing_ok=True)
-        raise _refuse_over_capacity(error) from None
+        raise _refuse(error) from None
     response.headers["Location"] = router.url_path_for("get_status", task_id=task_id)
     return UploadResponse(
         task_id=task.id, status=task.status, message="Task queued; poll the Location URL for progress"
