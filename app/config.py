@@ -66,6 +66,32 @@ class Settings(BaseSettings):
     ffmpeg_timeout_seconds: float = Field(600.0, gt=0)
     """Longest an ffprobe or ffmpeg call may run."""
 
+    # Limits: what one request, one key and the whole queue may take.
+    max_upload_mb: float = Field(500.0, gt=0)
+    """Largest upload, in MiB; a bigger body is refused with 413 before it is stored."""
+
+    max_audio_seconds: float = Field(14400.0, gt=0)
+    """Longest audio accepted, in seconds (probed before queueing; longer is refused with 413)."""
+
+    max_queue_size: int = Field(100, ge=1)
+    """Most tasks waiting for a worker; beyond it uploads get 503 with Retry-After."""
+
+    max_tasks_per_key: int = Field(20, ge=1)
+    """Most pending or processing tasks one API key may have; beyond it uploads get 429."""
+
+    stage_timeout_seconds: float = Field(3600.0, gt=0)
+    """Longest one pipeline stage (decoding, transcribing, …) may run before its task fails."""
+
+    task_ttl_hours: float = Field(24.0, gt=0)
+    """How long completed and failed tasks (and their results) are kept; then they are gone (404)."""
+
+    # Durability.
+    task_store: Literal["memory", "sqlite"] = "memory"
+    """`memory` (tasks are lost on restart) or `sqlite` (tasks survive restarts and crashes)."""
+
+    task_db_path: Path | None = None
+    """SQLite file for TASK_STORE=sqlite. Unset: `tasks.db` in UPLOAD_DIR."""
+
     host: str = "0.0.0.0"
     """Interface `python -m app.main` listens on."""
 
@@ -114,6 +140,14 @@ class Settings(BaseSettings):
                     "make one with: openssl rand -base64 32"
                 ) from None
         return value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def task_db_file(self) -> Path:
+        return self.task_db_path or self.upload_dir / "tasks.db"
 
     @property
     def api_key_list(self) -> list[str]:

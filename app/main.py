@@ -11,16 +11,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __doc__ as description
+from app.admission import UploadAdmissionMiddleware
 from app.api.errors import install_error_handlers
+from app.api.openapi import install_openapi
 from app.api.routes import events, health, openai, operations, transcribe
 from app.api.schemas import TaskStatusResponse
+from app.body_limit import BodyLimitMiddleware
 from app.config import Settings
 from app.metrics import Metrics
 from app.pipeline.base import PipelineFactory
 from app.preflight import preflight
 from app.security import ApiKeyMiddleware
 from app.tasks.manager import TaskManager
-from app.tasks.store import MemoryTaskStore
+from app.tasks.store import MemoryTaskStore, TaskStore
 from app.webhooks import WebhookSender
 
 logger = logging.getLogger("app")
@@ -41,10 +44,18 @@ def _default_pipeline(settings: Settings) -> object:
     return WhisperXPipeline(settings)
 
 
+def _store(settings: Settings) -> TaskStore:
+    if settings.task_store == "sqlite":
+        from app.tasks.sqlite_store import SqliteTaskStore
+
+        return SqliteTaskStore(settings.task_db_file)
+    return MemoryTaskStore()
+
+
 def create_app(settings: Settings | None = None, pipeline_factory: PipelineFactory | None = None) -> FastAPI:
     settings = settings or Settings()
     factory: PipelineFactory = pipeline_factory or _default_pipeline  # type: ignore[assignment]
-    store = MemoryTaskStore()
+    store = _store(settings)
     metrics = Metrics(store)
 
     @asynccontextmanager
@@ -72,11 +83,16 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.state.store = store
     app.state.metrics = metrics
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(transcribe.router)
     app.include_router(events.router)
     app.include_router(openai.router)
     app.include_router(operations.router)
+    # Added last runs first: the key is checked, then the body's size and the caller's admission,
+    # all before any route reads the body.
+    app.add_middleware(UploadAdmissionMiddleware, upload_path=app.url_path_for("upload"))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=_api_keys(settings))
     return app
 

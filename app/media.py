@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,12 @@ _ACCEPTED_DEMUXERS = frozenset({"mp3", "wav", "mov", "mp4", "m4a", "flac", "ogg"
 
 # Local files only: a crafted playlist or container must not make ffmpeg open URLs.
 _SAFE_INPUT = ("-protocol_whitelist", "file,pipe")
+
+MAX_STREAMS = 32
+"""More streams than any real recording has; a file with thousands is an attack on the decoder."""
+
+PROBE_TIMEOUT_SECONDS = 30.0
+"""Inspecting a file reads only its headers: seconds, even for hours of audio. The request waits on it."""
 
 
 class MediaError(Exception):
@@ -42,6 +49,7 @@ def unsupported_message(found: str) -> str:
 
 async def probe(path: Path, timeout: float) -> MediaInfo:
     """Identify a file by its content; raise a MediaError a user can act on."""
+    timeout = min(timeout, PROBE_TIMEOUT_SECONDS)
     command = [
         "ffprobe", "-v", "error", *_SAFE_INPUT,
         "-show_entries", "format=format_name,duration:stream=codec_type", "-of", "json", str(path),
@@ -61,17 +69,34 @@ async def probe(path: Path, timeout: float) -> MediaInfo:
     format_name = report.get("format", {}).get("format_name", "")
     if not _ACCEPTED_DEMUXERS.intersection(format_name.split(",")):
         raise UnsupportedMediaError(unsupported_message(format_name or "unknown"))
-    if not any(stream.get("codec_type") == "audio" for stream in report.get("streams", [])):
+    streams = report.get("streams", [])
+    if len(streams) > MAX_STREAMS:
+        raise MediaError(f"The file has {len(streams)} streams; at most {MAX_STREAMS} are accepted. Export its audio.")
+    if not any(stream.get("codec_type") == "audio" for stream in streams):
         raise MediaError("The file has no audio track to transcribe.")
-    duration = report.get("format", {}).get("duration")
-    return MediaInfo(format_name=format_name, duration=float(duration) if duration else None)
+    duration = _seconds(report.get("format", {}).get("duration"))
+    if duration is not None and duration <= 0:
+        raise MediaError("The audio track is empty (0 s long); check that the recording worked.")
+    return MediaInfo(format_name=format_name, duration=duration)
 
 
-def decode(path: Path, timeout: float) -> np.ndarray:
-    """Decode any supported file to 16 kHz mono float32 samples, as Whisper expects."""
+def _seconds(value: object) -> float | None:
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        return None  # absent or "N/A": some containers (streamed WebM) do not record it
+    return seconds if math.isfinite(seconds) else None
+
+
+def decode(path: Path, timeout: float, max_seconds: float) -> np.ndarray:
+    """Decode any supported file to 16 kHz mono float32 samples, as Whisper expects.
+
+    At most `max_seconds` are decoded: a file whose header hid its length cannot fill memory.
+    """
     command = [
         "ffmpeg", "-nostdin", "-v", "error", *_SAFE_INPUT, "-i", str(path),
-        "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "s16le", "-acodec", "pcm_s16le", "-",
+        "-t", f"{max_seconds:g}", "-vn", "-sn", "-dn",
+        "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "s16le", "-acodec", "pcm_s16le", "-",
     ]  # fmt: skip
     try:
         completed = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
@@ -83,5 +108,5 @@ def decode(path: Path, timeout: float) -> np.ndarray:
         raise MediaError(f"The audio could not be decoded ({detail}); the file may be damaged.")
     samples = np.frombuffer(completed.stdout, np.int16).astype(np.float32) / 32768.0
     if samples.size == 0:
-        raise MediaError("The file contains no audio samples.")
+        raise MediaError("The file contains no audio samples; check that the recording is not empty.")
     return samples

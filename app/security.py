@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -68,18 +69,24 @@ def _supplied_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
 
 
 async def _refuse(send: Send, detail: str) -> None:
-    body = json.dumps({"type": "about:blank", "title": "Unauthorized", "status": 401, "detail": detail}).encode()
+    await send_problem(send, 401, detail, [(b"www-authenticate", f"Bearer, {API_KEY_HEADER}".encode())])
+
+
+async def send_problem(send: Send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """A problem+json response straight from ASGI middleware, before any route runs."""
+    body = json.dumps({"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail})
+    encoded = body.encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 401,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", f"Bearer, {API_KEY_HEADER}".encode()),
+                (b"content-length", str(len(encoded)).encode()),
+                *headers,
                 # The body was never read: tell the client not to reuse this connection for it.
                 (b"connection", b"close"),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": encoded})

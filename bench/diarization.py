@@ -110,7 +110,7 @@ def speak(text: str, voice: str, target: Path) -> np.ndarray:
          *trim, "reverse", *trim, "reverse"],
         check=True,
     )  # fmt: skip
-    return decode(target, timeout=60)
+    return decode(target, timeout=60, max_seconds=3600)
 
 
 def write_wav(path: Path, audio: np.ndarray) -> None:
@@ -154,7 +154,7 @@ def pyannote_sample() -> Case:
 
     folder = Path(pyannote.audio.__file__).parent / "sample"
     reference = next(iter(load_rttm(folder / "sample.rttm").values()))
-    return Case("pyannote-sample", decode(folder / "sample.wav", timeout=60), reference)
+    return Case("pyannote-sample", decode(folder / "sample.wav", timeout=60, max_seconds=3600), reference)
 
 
 def cases(workdir: Path) -> list[Case]:

@@ -1,6 +1,7 @@
 """FakePipeline: a stand-in for WhisperX in the fast API tests. It transcribes nothing.
 
-It walks through the same stages as the real pipeline, reporting progress as it goes, and
+It decodes the upload with the real ffmpeg path (so damaged files fail as they would), then
+walks through the same stages as the real pipeline, reporting progress as it goes, and
 returns a fixed transcript. Its behaviour comes from environment variables, which spawned
 worker processes inherit:
   FAKE_STEP_SECONDS  pause per progress step (default 0.01)
@@ -15,6 +16,7 @@ import os
 import time
 from typing import Any
 
+from app.media import MediaError, decode
 from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback
 
 STEPS_PER_STAGE = 5
@@ -25,6 +27,7 @@ FAKE_LONG_TEXT = "this fake sentence is long enough that a subtitle has to split
 
 class FakePipeline:
     def __init__(self, settings: Any) -> None:
+        self._settings = settings
         self._step = float(os.environ.get("FAKE_STEP_SECONDS", "0.01"))
         self._mode = os.environ.get("FAKE_MODE", "ok")
         if self._mode == "unloadable":
@@ -38,6 +41,10 @@ class FakePipeline:
             os._exit(1)
         if self._mode == "stubborn":
             time.sleep(3600)
+        try:
+            decode(job.audio_path, self._settings.ffmpeg_timeout_seconds, self._settings.max_audio_seconds)
+        except MediaError as error:
+            raise PipelineError(str(error)) from None
         for stage in job.stages:
             for step in range(1, STEPS_PER_STAGE + 1):
                 time.sleep(self._step)
@@ -60,3 +67,12 @@ def _segment(text: str, start: float, speaker: str | None) -> dict[str, Any]:
         for i, word in enumerate(text.split())
     ]
     return {"start": start, "end": words[-1]["end"], "text": text, "speaker": speaker, "words": words}
+
+
+def fake_app() -> Any:
+    """The service on FakePipeline, configured from the environment, for tests that need a real
+    server process: `python -m uvicorn tests.fakes:fake_app --factory`."""
+    from app.config import Settings
+    from app.main import create_app
+
+    return create_app(Settings(_env_file=None), FakePipeline)  # type: ignore[call-arg]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query, Request, Security
+from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.config import Settings
@@ -12,6 +12,7 @@ from app.exports import SubtitleOptions
 from app.metrics import Metrics
 from app.security import API_KEY_HEADER
 from app.tasks.manager import TaskManager
+from app.tasks.models import Task
 from app.tasks.store import TaskStore
 
 # The key is checked by ApiKeyMiddleware before the body is read; declaring the header here
@@ -63,3 +64,20 @@ ManagerDep = Annotated[TaskManager, Depends(_manager)]
 StoreDep = Annotated[TaskStore, Depends(_store)]
 SubtitleOptionsDep = Annotated[SubtitleOptions, Depends(_subtitle_options)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+
+
+def not_found(task_id: str) -> HTTPException:
+    return HTTPException(
+        404, f"No task with id {task_id!r} for this API key; it may have been deleted or have expired (TASK_TTL_HOURS)."
+    )
+
+
+def _owned_task(task_id: str, caller: CallerDep, store: StoreDep) -> Task:
+    task = store.get(task_id)
+    # Another key's task answers exactly like a missing one: ids of others' tasks leak nothing.
+    if task is None or task.owner != caller:
+        raise not_found(task_id)
+    return task
+
+
+OwnedTaskDep = Annotated[Task, Depends(_owned_task)]

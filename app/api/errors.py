@@ -11,7 +11,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.schemas import Problem
+
 PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(description: str) -> dict[str, Any]:
+    """An OpenAPI `responses` entry for a problem document."""
+    return {"model": Problem, "description": description, "content": {PROBLEM_JSON: {}}}
+
+
+# Every protected route can answer this (ApiKeyMiddleware); declared so the schema is complete.
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: problem_response("Missing or wrong X-API-Key")}
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -48,7 +48,7 @@ class UploadResponse(BaseModel):
     message: str
 
 
-class TaskStatusResponse(BaseModel):
+class TaskSummary(BaseModel):
     task_id: str
     status: TaskStatus
     progress: float = Field(description="Overall percent, 0–100; never goes backwards")
@@ -56,7 +56,10 @@ class TaskStatusResponse(BaseModel):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
-    error: str | None
+    error: str | None = Field(description="Why the task failed and what to do about it; null unless failed")
+
+
+class TaskStatusResponse(TaskSummary):
     result: TranscriptionResult | None
 
     @classmethod
@@ -84,6 +87,13 @@ class TaskEvent(BaseModel):
     message: str
     eta_seconds: float | None = Field(description="Estimated seconds until completion; null until it can be told")
     error: str | None
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskSummary] = Field(description="The caller's tasks, newest first, without their results")
+    total: int = Field(description="How many tasks match, over all pages")
+    limit: int
+    offset: int
 
 
 class DeleteResponse(BaseModel):

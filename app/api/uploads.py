@@ -13,6 +13,7 @@ from whisperx.utils import LANGUAGES, TO_LANGUAGE_CODE
 
 from app.config import Settings
 from app.media import MediaError, MediaInfo, UnsupportedMediaError, probe
+from app.tasks.manager import RETRY_AFTER_SECONDS, OverCapacity
 from app.webhooks import WebhookTargetError, check_target
 
 
@@ -24,9 +25,20 @@ def language_code(language: str | None) -> str | None:
     code = value if value in LANGUAGES else TO_LANGUAGE_CODE.get(value)
     if code is None:
         raise HTTPException(
-            422, f"language: {language!r} is not a language Whisper knows; use a code such as en, de or fr, or omit it"
+            422,
+            # Shortened: the value is the client's and may be a megabyte long.
+            f"language: {language[:40]!r} is not a language Whisper knows; use a code such as en, de or fr, or omit it",
         )
     return code
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.0f} s"
+
+
+def refuse_over_capacity(error: OverCapacity) -> HTTPException:
+    """429 (this key's limit) or 503 (queue full), with when to try again."""
+    return HTTPException(error.status, error.detail, {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def _save(source: BinaryIO, target: Path) -> int:
@@ -45,7 +57,15 @@ async def receive_upload(file: UploadFile, settings: Settings) -> tuple[Path, Me
     try:
         if await asyncio.to_thread(_save, file.file, path) == 0:
             raise HTTPException(422, "The uploaded file is empty.")
-        return path, await probe(path, settings.ffmpeg_timeout_seconds)
+        info = await probe(path, settings.ffmpeg_timeout_seconds)
+        if info.duration is not None and info.duration > settings.max_audio_seconds:
+            raise HTTPException(
+                413,
+                f"The audio lasts {_hours(info.duration)}; this server accepts at most "
+                f"{_hours(settings.max_audio_seconds)} (MAX_AUDIO_SECONDS={settings.max_audio_seconds:g}). "
+                "Split the file into shorter parts.",
+            )
+        return path, info
     except UnsupportedMediaError as error:
         path.unlink(missing_ok=True)
         raise HTTPException(415, str(error)) from None

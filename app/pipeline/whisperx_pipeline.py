@@ -153,7 +153,7 @@ class WhisperXPipeline:
     def _run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
         progress(Stage.DECODE, 0.0)
         try:
-            audio = decode(job.audio_path, self._settings.ffmpeg_timeout_seconds)
+            audio = decode(job.audio_path, self._settings.ffmpeg_timeout_seconds, self._settings.max_audio_seconds)
         except MediaError as error:
             raise PipelineError(str(error)) from None
         progress(Stage.DECODE, 1.0)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from app.pipeline.base import Job, PipelineFactory, PipelineInfo, Stage
@@ -20,6 +22,54 @@ from app.tasks.store import TaskStore
 from app.tasks.worker import JobCancelled, JobFailed, WorkerDied, WorkerProcess
 
 logger = logging.getLogger(__name__)
+
+
+RETRY_AFTER_SECONDS = 30
+"""A task takes tens of seconds to minutes; retrying sooner than this only adds load."""
+
+
+class OverCapacity(Exception):
+    """An upload refused by a limit; `status` and `detail` are what the client is told."""
+
+    status: int
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class QueueFull(OverCapacity):
+    status = 503
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The server is busy: {limit} tasks are already waiting (MAX_QUEUE_SIZE); retry later.")
+
+
+class TooManyTasks(OverCapacity):
+    status = 429
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This API key already has {limit} tasks pending or processing (MAX_TASKS_PER_KEY); "
+            "wait for one to finish or delete one."
+        )
+
+
+class StageWatch:
+    """Which stage a job is in and since when, from its progress events."""
+
+    def __init__(self, stages: list[Stage]) -> None:
+        self._stages = stages
+        self.current = stages[0]
+        self.since = time.monotonic()
+        self.timed_out: Stage | None = None
+
+    def report(self, stage: Stage, fraction: float) -> None:
+        # A stage reports its fraction after doing the work: at 1.0 the next stage is running.
+        index = self._stages.index(stage)
+        running = self._stages[index + 1] if fraction >= 1.0 and index + 1 < len(self._stages) else stage
+        if running != self.current:
+            self.current, self.since = running, time.monotonic()
 
 
 @dataclass
@@ -47,31 +97,45 @@ class TaskManager:
         self._slots: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Start the slots; models load in the background while the API already answers."""
+        """Pick up what a previous run left, then start the slots; models load while the API answers."""
+        self._recover()
         self._slots = [asyncio.create_task(self._serve(worker), name=worker.name) for worker in self._workers]
+        self._slots.append(asyncio.create_task(self._expire_forever(), name="retention"))
 
     async def stop(self) -> None:
         for slot in self._slots:
             slot.cancel()
         await asyncio.gather(*self._slots, return_exceptions=True)
         await asyncio.gather(*(worker.stop() for worker in self._workers))
+        if self._store.durable:
+            return  # waiting uploads stay on disk: the next start requeues their tasks
         # Tasks live in memory: uploads still waiting would be orphaned by the restart.
         while not self._queue.empty():
             if (task := self._store.get(self._queue.get_nowait())) is not None:
                 task.job.audio_path.unlink(missing_ok=True)
 
-    def submit(self, job: Job) -> Task:
-        task = Task(job=job)
+    def check_capacity(self, owner: str) -> None:
+        """Refuse early, before an upload is saved; `submit` checks again atomically."""
+        if self._store.count_active(owner) >= self._settings.max_tasks_per_key:
+            raise TooManyTasks(self._settings.max_tasks_per_key)
+        if self._store.count_by_status()[TaskStatus.PENDING] >= self._settings.max_queue_size:
+            raise QueueFull(self._settings.max_queue_size)
+
+    def submit(self, job: Job, owner: str) -> Task:
+        # No await between the check and the add: concurrent uploads cannot both slip past a limit.
+        self.check_capacity(owner)
+        task = Task(job=job, owner=owner)
         self._store.add(task)
         self._queue.put_nowait(task.id)
         self.events.publish(task)
         return task
 
-    def delete(self, task_id: str) -> bool:
+    def delete(self, task_id: str, owner: str) -> bool:
         """Remove a task in any state; a running one is told to stop, and killed if it does not."""
-        task = self._store.delete(task_id)
-        if task is None:
+        task = self._store.get(task_id)
+        if task is None or task.owner != owner:
             return False
+        self._store.delete(task_id)
         self.events.publish(task, deleted=True)
         worker = self._running.get(task_id)
         if worker is not None:
@@ -81,6 +145,31 @@ class TaskManager:
             )
         task.job.audio_path.unlink(missing_ok=True)
         return True
+
+    def _recover(self) -> None:
+        """Requeue tasks a crash or restart left unfinished; fail those whose upload is gone."""
+        for task in self._store.unfinished():
+            if task.job.audio_path.exists():
+                logger.info("Requeuing task %s left %s by the previous run", task.id, task.status.value)
+                self._update(
+                    task.id, status=TaskStatus.PENDING, progress=0.0, stage=None, started_at=None,
+                    message="Requeued after a server restart",
+                )  # fmt: skip
+                self._queue.put_nowait(task.id)
+            else:
+                self._fail(task.id, "The server restarted and this task's upload was lost; upload the file again.")
+
+    async def _expire_forever(self) -> None:
+        ttl = timedelta(hours=self._settings.task_ttl_hours)
+        # Check often enough that a task outlives its TTL by at most a tenth of it (and by a minute at most).
+        interval = min(max(ttl.total_seconds() / 10, 0.2), 60.0)
+        while True:
+            for task in self._store.ended_before(utcnow() - ttl):
+                if self._store.delete(task.id) is not None:
+                    self.events.publish(task, deleted=True)
+                    task.job.audio_path.unlink(missing_ok=True)
+                    logger.info("Task %s expired after %s h", task.id, self._settings.task_ttl_hours)
+            await asyncio.sleep(interval)
 
     def worker_state(self) -> WorkerState:
         info = next((worker.info for worker in self._workers if worker.info is not None), None)
@@ -100,23 +189,36 @@ class TaskManager:
             if task is None:  # deleted while pending
                 continue
             self._running[task_id] = worker
+            shutting_down = False
             try:
                 await self._run(task, worker)
+            except asyncio.CancelledError:
+                shutting_down = True
+                raise
             finally:
                 del self._running[task_id]
-                task.job.audio_path.unlink(missing_ok=True)
+                # A durable store requeues a task interrupted by shutdown, so its upload must stay.
+                if not (shutting_down and self._store.durable):
+                    task.job.audio_path.unlink(missing_ok=True)
 
     async def _run(self, task: Task, worker: WorkerProcess) -> None:
         if worker.load_error is not None:
-            self._fail(task.id, f"The speech model could not be loaded: {worker.load_error}")
+            self._fail(
+                task.id,
+                f"The server could not load its speech model ({worker.load_error}), so it cannot transcribe; "
+                "tell the server's operator (GET /health shows the cause).",
+            )
             return
         self._update(task.id, status=TaskStatus.PROCESSING, started_at=utcnow(), message="Starting", progress=0.0)
         tracker = ProgressTracker(task.job.stages)
+        watch = StageWatch(task.job.stages)
 
         def on_progress(stage: Stage, fraction: float) -> None:
+            watch.report(stage, fraction)
             percent = tracker.update(stage, fraction)
             self._update(task.id, stage=stage, progress=round(percent, 1), message=STAGE_MESSAGES[stage])
 
+        watchdog = asyncio.create_task(self._watch(watch, worker))
         try:
             output = await worker.run(task.job, on_progress)
         except JobCancelled:
@@ -124,8 +226,16 @@ class TaskManager:
         except JobFailed as error:
             self._fail(task.id, str(error))
         except WorkerDied:
-            if self._store.get(task.id) is not None:
+            if watch.timed_out is not None:
+                limit = self._settings.stage_timeout_seconds
+                self._fail(
+                    task.id,
+                    f"The {watch.timed_out.value} stage took longer than the server's limit of "
+                    f"{limit:g} s (STAGE_TIMEOUT_SECONDS); try a shorter file.",
+                )
+            elif self._store.get(task.id) is not None:
                 self._fail(task.id, "The worker process stopped unexpectedly (out of memory?); try a shorter file.")
+            task.job.audio_path.unlink(missing_ok=True)  # now, not after the models reload
             with contextlib.suppress(Exception):
                 await worker.stop()
             await worker.start()
@@ -133,6 +243,7 @@ class TaskManager:
             message = "Transcription completed successfully"
             if output.note:
                 message = f"Transcription completed; {output.note}"
+            # One update: the result, status and times land together or not at all.
             self._update(
                 task.id,
                 status=TaskStatus.COMPLETED,
@@ -142,6 +253,19 @@ class TaskManager:
                 completed_at=utcnow(),
                 result=output.result,
             )
+        finally:
+            watchdog.cancel()
+
+    async def _watch(self, watch: StageWatch, worker: WorkerProcess) -> None:
+        """Kill the worker when one stage runs past STAGE_TIMEOUT_SECONDS."""
+        limit = self._settings.stage_timeout_seconds
+        while True:
+            await asyncio.sleep(min(limit / 4, 1.0))
+            if time.monotonic() - watch.since > limit:
+                watch.timed_out = watch.current
+                logger.warning("Stage %s ran past %s s; stopping %s", watch.current.value, limit, worker.name)
+                worker.kill()
+                return
 
     def _fail(self, task_id: str, error: str) -> None:
         logger.info("Task %s failed: %s", task_id, error)

@@ -18,6 +18,7 @@ class TaskStatus(StrEnum):
 
 
 TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING})
 
 
 def utcnow() -> datetime:
@@ -27,6 +28,8 @@ def utcnow() -> datetime:
 @dataclass
 class Task:
     job: Job
+    owner: str = ""
+    """The hashed id of the API key that created the task (never the key itself)."""
     status: TaskStatus = TaskStatus.PENDING
     progress: float = 0.0
     stage: Stage | None = None

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Protocol
 
-from app.tasks.models import Task, TaskStatus
+from app.tasks.models import ACTIVE, TERMINAL, Task, TaskStatus
 
 
 class TaskStore(Protocol):
+    durable: bool
+    """True when tasks outlive the process, so uploads must be kept for a restart."""
+
     def add(self, task: Task) -> None: ...
 
     def get(self, task_id: str) -> Task | None: ...
@@ -22,9 +26,27 @@ class TaskStore(Protocol):
 
     def count_by_status(self) -> Counter[TaskStatus]: ...
 
+    def count_active(self, owner: str) -> int:
+        """Tasks of this owner that are pending or processing."""
+        ...
+
+    def page(self, owner: str, status: TaskStatus | None, limit: int, offset: int) -> tuple[list[Task], int]:
+        """One page of an owner's tasks, newest first, and how many there are in all."""
+        ...
+
+    def unfinished(self) -> list[Task]:
+        """Pending and processing tasks, oldest first: what a restart must pick up."""
+        ...
+
+    def ended_before(self, moment: datetime) -> list[Task]:
+        """Completed or failed tasks that ended before `moment`: what retention expires."""
+        ...
+
 
 class MemoryTaskStore:
     """The seed's design: tasks in a dict, gone when the process ends."""
+
+    durable = False
 
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
@@ -48,3 +70,21 @@ class MemoryTaskStore:
 
     def count_by_status(self) -> Counter[TaskStatus]:
         return Counter(task.status for task in self._tasks.values())
+
+    def count_active(self, owner: str) -> int:
+        return sum(1 for task in self._tasks.values() if task.owner == owner and task.status in ACTIVE)
+
+    def page(self, owner: str, status: TaskStatus | None, limit: int, offset: int) -> tuple[list[Task], int]:
+        mine = [task for task in self._tasks.values() if task.owner == owner and status in (None, task.status)]
+        mine.sort(key=lambda task: task.created_at, reverse=True)
+        return mine[offset : offset + limit], len(mine)
+
+    def unfinished(self) -> list[Task]:
+        return sorted((task for task in self._tasks.values() if task.status in ACTIVE), key=lambda t: t.created_at)
+
+    def ended_before(self, moment: datetime) -> list[Task]:
+        return [
+            task
+            for task in self._tasks.values()
+            if task.status in TERMINAL and task.completed_at is not None and task.completed_at < moment
+        ]

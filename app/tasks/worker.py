@@ -13,6 +13,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import re
 import threading
 import traceback
 from multiprocessing.connection import Connection
@@ -40,6 +41,15 @@ class WorkerDied(Exception):
     """The worker process ended in the middle of a job (killed, or out of memory)."""
 
 
+# An absolute path of two or more parts, as exception messages quote them.
+_PATH = re.compile(r"(?<![\w.:/])(?:/[\w.@+-]+){2,}/?")
+
+
+def public_message(message: str) -> str:
+    """A message fit for a response: server paths are replaced (the log keeps the full error)."""
+    return _PATH.sub("<server path>", message)
+
+
 def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Any) -> None:
     # Inference yields the CPU to the API process, so status requests stay fast under load.
     os.nice(WORKER_NICENESS)
@@ -49,7 +59,7 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
         pipeline = factory(settings)
     except Exception as error:
         logger.exception("Could not load the pipeline")
-        conn.send(("load_failed", str(error) or type(error).__name__))
+        conn.send(("load_failed", public_message(str(error) or type(error).__name__)))
         return
     conn.send(("ready", pipeline.info()))
 
@@ -71,10 +81,16 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
         except JobCancelled:
             conn.send(("cancelled",))
         except PipelineError as error:
-            conn.send(("failed", str(error)))
+            conn.send(("failed", public_message(str(error))))
         except Exception as error:  # noqa: BLE001 - the service must outlive a bad job
             logger.error("Job %s failed:\n%s", job.task_id, traceback.format_exc())
-            conn.send(("failed", f"Transcription failed unexpectedly ({type(error).__name__}); see the server log."))
+            conn.send(
+                (
+                    "failed",
+                    f"Transcription failed unexpectedly ({type(error).__name__}). Upload the file again; if it "
+                    f"fails again, give the server's operator the task id {job.task_id} (the cause is in its log).",
+                )
+            )
         finally:
             pipeline.release()
             gc.collect()

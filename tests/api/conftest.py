@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.fakes import FakePipeline
 
 API_KEY = "test-key"
@@ -119,3 +125,43 @@ def wait_for_status(client: TestClient, task_id: str, wanted: set[str], timeout:
 
     result: dict[str, Any] = wait_until(reached, timeout)
     return result
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Starts the service on FakePipeline as a real process on a loopback port, in its own
+    process group (so kill -9 of the group takes its workers too); stops what is left after."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int, **env: str) -> subprocess.Popen[bytes]:
+        environment = {
+            **os.environ,
+            "API_KEYS": API_KEY,
+            "UPLOAD_DIR": str(tmp_path / "uploads"),
+            "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+            "MAX_CONCURRENT_TASKS": "1",
+            **env,
+        }
+        command = [sys.executable, "-m", "uvicorn", "tests.fakes:fake_app", "--factory"]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        process = subprocess.Popen(command, cwd=ROOT, env=environment, start_new_session=True)
+        started.append(process)
+        wait_until(lambda: _loaded(process, port), timeout=30)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()  # the server stops its own workers
+            process.wait(15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever of this group outlived it
+
+
+def _loaded(process: subprocess.Popen[bytes], port: int) -> bool:
+    assert process.poll() is None, "the service exited"
+    try:
+        health = httpx.get(f"http://127.0.0.1:{port}/health", headers=AUTH, timeout=1)
+    except httpx.TransportError:
+        return False
+    return bool(health.json()["model_loaded"])

@@ -25,6 +25,7 @@ PROTECTED = [
     ("GET", "/api/v1/transcribe/status/some-id"),
     ("GET", "/api/v1/transcribe/result/some-id"),
     ("DELETE", "/api/v1/transcribe/task/some-id"),
+    ("GET", "/api/v1/transcribe/tasks"),
 ]
 
 

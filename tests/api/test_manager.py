@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import AUTH, status, upload, wait_for_status, wait_until
@@ -133,3 +135,27 @@ def test_workers_run_at_lower_priority_than_the_api(client: TestClient) -> None:
     worker = client.app.state.manager._workers[0]  # type: ignore[attr-defined]
     api_priority = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, worker._process.pid) == min(api_priority + WORKER_NICENESS, 19)
+
+
+@pytest.mark.parametrize(
+    ("fake_env", "bound"),
+    [
+        ({"FAKE_STEP_SECONDS": "0.2"}, 1.0),  # stops at its next progress step
+        ({"FAKE_MODE": "stubborn"}, 4.0),  # ignores the request: killed after CANCEL_GRACE_SECONDS (1 s), replaced
+    ],
+    ids=["cooperative", "unresponsive"],
+)
+def test_cancel_frees_the_worker_within_seconds(
+    make_client: Callable[..., TestClient], short_speech: Path, fake_env: dict[str, str], bound: float
+) -> None:
+    """Measured from DELETE until the slot runs the next task: the deleted task's compute has stopped."""
+    client = make_client(fake_env)
+    doomed = upload(client, short_speech)["task_id"]
+    following = upload(client, short_speech)["task_id"]
+    wait_for_status(client, doomed, {"processing"})
+    started = time.monotonic()
+    assert client.delete(f"/api/v1/transcribe/task/{doomed}", headers=AUTH).status_code == 200
+    wait_for_status(client, following, {"processing"}, timeout=10)
+    latency = time.monotonic() - started
+    print(f"cancel latency ({fake_env}): {latency:.2f} s")
+    assert latency < bound

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app.api.deps import CallerDep, ManagerDep, StoreDep
-from app.api.schemas import Problem, TaskEvent
+from app.api.deps import ManagerDep, OwnedTaskDep, StoreDep
+from app.api.errors import UNAUTHORIZED, problem_response
+from app.api.schemas import TaskEvent
 from app.tasks.models import Task, utcnow
 from app.tasks.progress import eta_seconds
 
-router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"])
+router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"], responses=UNAUTHORIZED)
 
 # Seconds between keep-alive comments, so proxies do not close a quiet stream.
 PING_SECONDS = 15
@@ -54,11 +55,9 @@ async def _stream(task_id: str, changes: AsyncIterator[Task | None]) -> AsyncIte
     response_class=EventSourceResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "Events named after the status; data: TaskEvent"},
-        404: {"model": Problem, "description": "No task with this id"},
+        404: problem_response("No task with this id for this key (never existed, deleted or expired)"),
     },
     summary="Live progress as Server-Sent Events",
 )
-async def task_events(task_id: str, _caller: CallerDep, manager: ManagerDep, store: StoreDep) -> EventSourceResponse:
-    if store.get(task_id) is None:
-        raise HTTPException(404, f"No task with id {task_id!r}; it may have been deleted.")
-    return EventSourceResponse(_stream(task_id, manager.events.follow(task_id, store.get)), ping=PING_SECONDS)
+async def task_events(task: OwnedTaskDep, manager: ManagerDep, store: StoreDep) -> EventSourceResponse:
+    return EventSourceResponse(_stream(task.id, manager.events.follow(task.id, store.get)), ping=PING_SECONDS)

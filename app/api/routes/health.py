@@ -9,10 +9,11 @@ import subprocess
 from fastapi import APIRouter
 
 from app.api.deps import CallerDep, ManagerDep, StoreDep
+from app.api.errors import UNAUTHORIZED
 from app.api.schemas import GpuMemory, HealthResponse, QueueCounts
 from app.tasks.models import TaskStatus
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=UNAUTHORIZED)
 
 
 async def _gpu_memory() -> list[GpuMemory] | None:

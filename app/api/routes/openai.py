@@ -14,16 +14,16 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
 
 from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
-from app.api.schemas import Problem
-from app.api.uploads import language_code, receive_upload
+from app.api.errors import UNAUTHORIZED, problem_response
+from app.api.uploads import language_code, receive_upload, refuse_over_capacity
 from app.media import SUPPORTED_EXTENSIONS
 from app.openai_compat import Granularity, OpenAIFormat, openai_response
 from app.pipeline.base import Job
-from app.tasks.manager import TaskManager
+from app.tasks.manager import OverCapacity, TaskManager
 from app.tasks.models import TERMINAL, Task, TaskStatus
 from app.tasks.store import TaskStore
 
-router = APIRouter(prefix="/v1/audio", tags=["openai-compatible"])
+router = APIRouter(prefix="/v1/audio", tags=["openai-compatible"], responses=UNAUTHORIZED)
 
 # How often a waiting request checks whether its client is still there.
 _DISCONNECT_POLL_SECONDS = 1.0
@@ -46,14 +46,16 @@ async def _finished(task_id: str, manager: TaskManager, store: TaskStore) -> Tas
             "content": {"application/json": {}, "text/plain": {}, "application/x-subrip": {}, "text/vtt": {}},
             "description": "The transcript in the requested response_format",
         },
-        415: {"model": Problem, "description": "Not a supported audio or video format"},
-        422: {"model": Problem, "description": "A form field is invalid, or the audio could not be transcribed"},
-        503: {"model": Problem, "description": "The speech model is not loaded, or the server is shutting down"},
+        413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
+        415: problem_response("Not a supported audio or video format"),
+        422: problem_response("A form field is invalid, or the audio could not be transcribed"),
+        429: problem_response("The key has MAX_TASKS_PER_KEY tasks pending or processing"),
+        503: problem_response("The queue is full, the speech model is not loaded, or the server is shutting down"),
     },
 )
 async def create_transcription(
     request: Request,
-    _caller: CallerDep,
+    caller: CallerDep,
     settings: SettingsDep,
     manager: ManagerDep,
     store: StoreDep,
@@ -94,7 +96,11 @@ async def create_transcription(
         temperature=temperature,
         duration=media.duration,
     )
-    task = manager.submit(job)
+    try:
+        task = manager.submit(job, caller)
+    except OverCapacity as error:
+        path.unlink(missing_ok=True)
+        raise refuse_over_capacity(error) from None
     waiter = asyncio.create_task(_finished(task.id, manager, store))
     try:
         while not waiter.done():
@@ -104,7 +110,7 @@ async def create_transcription(
         done = waiter.result()
     finally:
         waiter.cancel()
-        manager.delete(task.id)  # answered or abandoned: nothing stays behind
+        manager.delete(task.id, caller)  # answered or abandoned: nothing stays behind
 
     if done is not None and done.status is TaskStatus.FAILED:
         status = 503 if manager.worker_state().load_error else 422

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from app.api.deps import CallerDep, ManagerDep, MetricsDep
+from app.api.errors import UNAUTHORIZED
 from app.api.schemas import ReadyResponse
 from app.metrics import CONTENT_TYPE
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], responses=UNAUTHORIZED)
 
 
 @router.get(
