@@ -6,8 +6,10 @@ import asyncio
 import json
 import math
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -16,11 +18,13 @@ SAMPLE_RATE = 16_000
 SUPPORTED_EXTENSIONS = ("mp3", "wav", "m4a", "flac", "ogg", "webm", "mp4", "mpeg", "mpga", "oga", "opus")
 """The formats the API promises, as users know them (file extensions)."""
 
-# ffprobe's demuxer names for those formats; the upload's content decides, never its name.
-_ACCEPTED_DEMUXERS = frozenset({"mp3", "wav", "mov", "mp4", "m4a", "flac", "ogg", "matroska", "webm", "mpeg"})
+# ffmpeg's demuxers for those formats; the upload's content decides, never its name.
+_ACCEPTED_DEMUXERS = ("mp3", "wav", "mov", "flac", "ogg", "matroska", "mpeg")
 
-# Local files only: a crafted playlist or container must not make ffmpeg open URLs.
-_SAFE_INPUT = ("-protocol_whitelist", "file,pipe")
+# How ffprobe and ffmpeg may read an upload: local files only, so a crafted container cannot make
+# them open URLs, and only the accepted demuxers, so a playlist (concat, HLS, image sequences)
+# cannot make them open other files, such as other users' uploads.
+_SAFE_INPUT = ("-protocol_whitelist", "file,pipe", "-format_whitelist", ",".join(_ACCEPTED_DEMUXERS))
 
 MAX_STREAMS = 32
 """More streams than any real recording has; a file with thousands is an attack on the decoder."""
@@ -47,15 +51,17 @@ def unsupported_message(found: str) -> str:
     return f"Unsupported file type ({found}). Supported formats: {', '.join(SUPPORTED_EXTENSIONS)}."
 
 
-async def probe(path: Path, timeout: float) -> MediaInfo:
-    """Identify a file by its content; raise a MediaError a user can act on."""
-    timeout = min(timeout, PROBE_TIMEOUT_SECONDS)
-    command = [
-        "ffprobe", "-v", "error", *_SAFE_INPUT,
-        "-show_entries", "format=format_name,duration:stream=codec_type", "-of", "json", str(path),
-    ]  # fmt: skip
+async def _ffprobe(entries: str, source: Path | BinaryIO, timeout: float) -> dict[str, Any] | None:
+    """ffprobe's JSON report on a file path (accepted demuxers only) or a stream (any demuxer,
+    reading nothing but that stream); None when ffprobe cannot read it."""
+    stdin: int | BinaryIO = subprocess.DEVNULL
+    if isinstance(source, Path):
+        inputs = [*_SAFE_INPUT, "-i", str(source)]
+    else:
+        inputs, stdin = ["-protocol_whitelist", "pipe", "-i", "pipe:0"], source
+    command = ["ffprobe", "-v", "error", "-show_entries", entries, "-of", "json", *inputs]
     process = await asyncio.create_subprocess_exec(
-        *command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        *command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
     try:
         stdout, _ = await asyncio.wait_for(process.communicate(), timeout)
@@ -64,11 +70,26 @@ async def probe(path: Path, timeout: float) -> MediaInfo:
         await process.wait()
         raise MediaError("The file took too long to inspect; it may be damaged.") from None
     if process.returncode != 0:
-        raise UnsupportedMediaError(unsupported_message("not a recognisable audio or video file"))
-    report = json.loads(stdout or b"{}")
+        return None
+    report: dict[str, Any] = json.loads(stdout or b"{}")
+    return report
+
+
+async def probe(path: Path, timeout: float) -> MediaInfo:
+    """Identify a file by its content; raise a MediaError a user can act on."""
+    deadline = time.monotonic() + min(timeout, PROBE_TIMEOUT_SECONDS)
+    report = await _ffprobe("format=format_name,duration:stream=codec_type", path, deadline - time.monotonic())
+    if report is None:
+        # Not an accepted format, or damaged. Name what it is, for the message, from its bytes alone.
+        with path.open("rb") as stream:
+            named = await _ffprobe("format=format_name", stream, max(deadline - time.monotonic(), 0.1))
+        found = (named or {}).get("format", {}).get("format_name")
+        if found is None:
+            raise UnsupportedMediaError(unsupported_message("not a recognisable audio or video file"))
+        if set(found.split(",")).intersection(_ACCEPTED_DEMUXERS):
+            raise MediaError(f"The file looks like {found} but cannot be read; it may be damaged or cut short.")
+        raise UnsupportedMediaError(unsupported_message(found))
     format_name = report.get("format", {}).get("format_name", "")
-    if not _ACCEPTED_DEMUXERS.intersection(format_name.split(",")):
-        raise UnsupportedMediaError(unsupported_message(format_name or "unknown"))
     streams = report.get("streams", [])
     if len(streams) > MAX_STREAMS:
         raise MediaError(f"The file has {len(streams)} streams; at most {MAX_STREAMS} are accepted. Export its audio.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.media import MediaError, probe
+from app.media import MediaError, decode, probe
 from app.tasks.worker import public_message
 from tests.api.conftest import AUTH, wait_for_status
 from tests.conftest import ffmpeg
@@ -133,6 +134,40 @@ def test_every_bad_input_gets_a_clear_answer_and_leaves_nothing(
     assert list(settings.upload_dir.iterdir()) == [], "every upload is deleted once refused or finished"
     assert not (settings.upload_dir.parent / "etc").exists()
     assert client.get("/health", headers=AUTH).json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("kind", "playlist"),
+    [
+        ("concat", "ffconcat version 1.0\nfile decoy\n"),
+        ("HLS", "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\ndecoy\n#EXT-X-ENDLIST\n"),
+    ],
+)
+def test_a_playlist_cannot_make_ffmpeg_open_other_files(
+    client: TestClient, settings: Settings, kind: str, playlist: str
+) -> None:
+    """A playlist naming a file next to the uploads (another user's upload, say) is refused
+    without that file being opened: it is a FIFO here, so opening it would block the probe."""
+    decoy = settings.upload_dir / "decoy"
+    os.mkfifo(decoy)
+    try:
+        started = time.monotonic()
+        response = client.post(
+            "/api/v1/transcribe/upload", headers=AUTH, files={"file": ("list.m3u8", playlist.encode())}
+        )
+        assert response.status_code == 415, response.text
+        assert "Supported formats" in response.json()["detail"]
+        assert time.monotonic() - started < 5, "the probe must not wait on the named file"
+    finally:
+        decoy.unlink()
+
+
+def test_decoding_never_follows_a_playlist(tmp_path: Path, short_speech: Path) -> None:
+    (tmp_path / "other.wav").write_bytes(short_speech.read_bytes())
+    playlist = tmp_path / "list.txt"
+    playlist.write_text("ffconcat version 1.0\nfile other.wav\n")
+    with pytest.raises(MediaError, match="could not be decoded"):
+        decode(playlist, timeout=10, max_seconds=60)
 
 
 def test_non_utf8_form_fields_are_a_clear_422(client: TestClient, short_speech: Path) -> None:
