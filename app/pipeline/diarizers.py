@@ -12,6 +12,8 @@ straight into `whisperx.assign_word_speakers`.
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -162,9 +164,17 @@ def _identity_plda(cache_dir: Path, dimension: int) -> PLDA:
     cache_dir.mkdir(parents=True, exist_ok=True)
     transform, plda = cache_dir / "xvec_transform.npz", cache_dir / "plda.npz"
     zeros, eye = np.zeros(dimension), np.eye(dimension)
-    np.savez(transform, mean1=zeros, mean2=zeros, lda=eye)
-    np.savez(plda, mu=zeros, tr=eye, psi=np.ones(dimension))
+    _save_atomically(transform, mean1=zeros, mean2=zeros, lda=eye)
+    _save_atomically(plda, mu=zeros, tr=eye, psi=np.ones(dimension))
     return PLDA(transform, plda)
+
+
+def _save_atomically(path: Path, **arrays: Any) -> None:
+    """Write aside, then rename into place: workers, and other instances sharing MODEL_CACHE_DIR,
+    load these files while others write them, and a half-written one fails with EOFError."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz", delete=False) as out:
+        np.savez(out, **arrays)
+    os.replace(out.name, path)
 
 
 ProgressCallback = Callable[[float], None]
