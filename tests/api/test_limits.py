@@ -18,6 +18,23 @@ from tests.api.conftest import AUTH, make_settings, upload, wait_for_status, wai
 OTHER = {"X-API-Key": "second-key"}
 
 
+def _announce_large_upload(port: int) -> str:
+    """Send only the headers of a 200 MB upload and return the server's whole reply."""
+    request = (
+        "POST /api/v1/transcribe/upload HTTP/1.1\r\n"
+        "Host: localhost\r\n"
+        f"X-API-Key: {AUTH['X-API-Key']}\r\n"
+        "Content-Type: multipart/form-data; boundary=xyz\r\n"
+        f"Content-Length: {200 * 1024 * 1024}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(request.encode())
+        reply = connection.recv(4096).decode()
+        while "}" not in reply:  # the body may come in a second packet
+            reply += connection.recv(4096).decode()
+    return reply
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     # A small upload limit, for the tests that upload through `client`.
@@ -26,18 +43,7 @@ def settings(tmp_path: Path) -> Settings:
 
 def test_declared_oversize_body_is_413_before_it_is_sent(live_server: Callable[..., int]) -> None:
     """Claim a 200 MB upload with a good key, send only the headers: 413 comes back anyway."""
-    request = (
-        "POST /api/v1/transcribe/upload HTTP/1.1\r\n"
-        "Host: localhost\r\n"
-        f"X-API-Key: {AUTH['X-API-Key']}\r\n"
-        "Content-Type: multipart/form-data; boundary=xyz\r\n"
-        f"Content-Length: {200 * 1024 * 1024}\r\n\r\n"
-    )
-    with socket.create_connection(("127.0.0.1", live_server(max_upload_mb=1)), timeout=5) as connection:
-        connection.sendall(request.encode())
-        reply = connection.recv(4096).decode()
-        while "}" not in reply:  # the body may come in a second packet
-            reply += connection.recv(4096).decode()
+    reply = _announce_large_upload(live_server(max_upload_mb=1))
     assert reply.startswith("HTTP/1.1 413"), reply
     assert "application/problem+json" in reply
     assert "limit of 1 MB (MAX_UPLOAD_MB)" in reply
@@ -157,18 +163,7 @@ def test_a_full_queue_is_answered_before_the_upload_body_is_sent(
     running = submit()
     wait_until(lambda: httpx.get(f"{base}/status/{running}", headers=AUTH).json()["status"] == "processing")
     submit()  # waiting: the queue is full
-    request = (
-        "POST /api/v1/transcribe/upload HTTP/1.1\r\n"
-        "Host: localhost\r\n"
-        f"X-API-Key: {AUTH['X-API-Key']}\r\n"
-        "Content-Type: multipart/form-data; boundary=xyz\r\n"
-        f"Content-Length: {200 * 1024 * 1024}\r\n\r\n"
-    )
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-        connection.sendall(request.encode())
-        reply = connection.recv(4096).decode()
-        while "}" not in reply:
-            reply += connection.recv(4096).decode()
+    reply = _announce_large_upload(port)
     head = reply.lower()
     assert reply.startswith("HTTP/1.1 503"), reply
     assert "retry-after: 30" in head
