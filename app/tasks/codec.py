@@ -45,7 +45,7 @@ def to_record(task: Task) -> dict[str, Any]:
     }
 
 
-def from_record(record: Mapping[str, Any]) -> Task:
+def from_record(record: Mapping[Any, Any]) -> Task:
     job = json.loads(record["job"])
     job["audio_path"] = Path(job["audio_path"])
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -68,7 +68,7 @@ class RedisTaskStore:
         with self._redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key, *watch)
+                    pipe.watch(key, *watch)  # type: ignore[no-untyped-call]
                     fields = pipe.hgetall(key)
                     before = from_record(fields) if fields else None
                     after = change(before)
@@ -147,7 +147,7 @@ class RedisTaskStore:
         with self._redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
                     fields = pipe.hgetall(key)
                     if not fields:
                         pipe.unwatch()
@@ -191,14 +191,17 @@ class RedisTaskStore:
     def page(self, owner: str, status: TaskStatus | None, limit: int, offset: int) -> tuple[list[Task], int]:
         index = self.key("owner", owner) if status is None else self.key("owner", owner, status.value)
         total = self._redis.zcard(index)
-        task_ids = self._redis.zrevrange(index, offset, offset + limit - 1)
+        task_ids = cast(list[str], self._redis.zrevrange(index, offset, offset + limit - 1))
         return self._get_many(task_ids), int(total)
 
     def unfinished(self) -> list[Task]:
         scored: list[tuple[str, float]] = []
         for status in ACTIVE:
-            scored += self._redis.zrange(self.key("status", status.value), 0, -1, withscores=True)
+            scored += cast(
+                list[tuple[str, float]], self._redis.zrange(self.key("status", status.value), 0, -1, withscores=True)
+            )
         return self._get_many([task_id for task_id, _ in sorted(scored, key=lambda item: item[1])])
 
     def ended_before(self, moment: datetime) -> list[Task]:
-        return self._get_many(self._redis.zrangebyscore(self.key("ended"), "-inf", f"({_score(moment)}"))
+        ended = self._redis.zrangebyscore(self.key("ended"), "-inf", f"({_score(moment)}")
+        return self._get_many(cast(list[str], ended))

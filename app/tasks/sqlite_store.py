@@ -115,5 +115,6 @@ class SqliteTaskStore:
 
     def ended_before(self, moment: datetime) -> list[Task]:
         ended = tuple(status.value for status in TERMINAL)
-        rows = self._query("SELECT * FROM tasks WHERE status IN (?, ?) AND completed_at < ?", (*ended, timestamp(moment)))
+        sql = "SELECT * FROM tasks WHERE status IN (?, ?) AND completed_at < ?"
+        rows = self._query(sql, (*ended, timestamp(moment)))
         return [_task(row) for row in rows]
