@@ -33,7 +33,7 @@ def to_record(task: Task) -> dict[str, Any]:
         "id": task.id,
         "owner": task.owner,
         "status": task.status.value,
-        "progress": task.progress,
+        "progress": float(task.progress),  # numpy floats too
         "stage": task.stage.value if task.stage else None,
         "message": task.message,
         "created_at": timestamp(task.created_at),

@@ -39,6 +39,7 @@ class RedisTaskStore:
 
     def __init__(self, client: redis.Redis, prefix: str = "whisperx:") -> None:
         # The client must decode responses: records are read back as text.
+        self.client = client
         self._redis = client
         self._prefix = prefix
         self.channel = f"{prefix}events"
