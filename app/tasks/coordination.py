@@ -36,6 +36,23 @@ class Coordination:
     def leased(self, task_id: str) -> bool:
         return bool(self._redis.exists(f"{self._prefix}lease:{task_id}"))
 
+    def holder(self, task_id: str) -> str | None:
+        """The lease's token: `host:pid/random` of the process running the task."""
+        return cast(str | None, self._redis.get(f"{self._prefix}lease:{task_id}"))
+
+    def break_lease(self, task_id: str, token: str) -> None:
+        """Remove the lease if it still has this token: its holder is known to be dead."""
+        key = f"{self._prefix}lease:{task_id}"
+        with self._redis.pipeline() as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                if pipe.get(key) == token:
+                    pipe.multi()
+                    pipe.delete(key)
+                    pipe.execute()
+            except redis.WatchError:
+                pass  # renewed or taken meanwhile: not dead after all
+
     def count_start(self, task_id: str, keep_seconds: float) -> int:
         """Record one more start of the task; returns how many there have been."""
         key = f"{self._prefix}starts:{task_id}"

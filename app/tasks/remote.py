@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import traceback
+import uuid
 from typing import Any
 
 from redis.exceptions import LockError
@@ -68,7 +69,12 @@ class RemoteRunner:
         if task is None or task.status in TERMINAL:
             return  # deleted, or finished by an earlier delivery of the same message
         lease = self.coordination.lease(task_id)
-        if not lease.acquire(blocking=False):
+        # The token names this process, so an operator (or a test) can see which one runs the task.
+        token = f"{self.name}/{uuid.uuid4().hex}"
+        taken = lease.acquire(blocking=False, token=token)
+        if not taken and self._holder_is_dead(task_id):
+            taken = lease.acquire(blocking=False, token=token)
+        if not taken:
             logger.info("Task %s is already running on another worker", task_id)
             return
         try:
@@ -80,6 +86,23 @@ class RemoteRunner:
         finally:
             with contextlib.suppress(LockError):
                 lease.release()
+
+    def _holder_is_dead(self, task_id: str) -> bool:
+        """Celery redelivers at once when a pool process dies; on the same host its lease need not
+        lapse first. Breaks the lease when its holder is a process of this host that is gone."""
+        token = self.coordination.holder(task_id)
+        host, _, rest = (token or "").partition(":")
+        pid = rest.partition("/")[0]
+        if token is None or host != socket.gethostname() or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            self.coordination.break_lease(task_id, token)
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        return False
 
     def _execute(self, task: Task, lease: Any) -> None:
         if self._pipeline is None:
