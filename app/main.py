@@ -20,7 +20,7 @@ from app.body_limit import BodyLimitMiddleware
 from app.config import Settings
 from app.metrics import Metrics
 from app.pipeline.base import PipelineFactory
-from app.preflight import preflight
+from app.preflight import log_preflight
 from app.security import ApiKeyMiddleware
 from app.tasks.backend import TaskBackend
 from app.tasks.manager import TaskManager
@@ -76,11 +76,8 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.upload_dir.mkdir(parents=True, exist_ok=True)
-        findings = preflight(settings)
-        for finding in findings:
-            logger.warning("Model preflight: %s", finding)
-        if not findings:
-            logger.info("Model preflight: the configured models and tools are present; loading them")
+        if settings.task_backend == "local":  # with celery, the workers load the models and check them
+            log_preflight(settings)
         manager = _backend(settings, store, factory)
         manager.events.add_listener(metrics.task_changed)
         webhooks = WebhookSender(settings, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode())

@@ -8,6 +8,7 @@ once and keeps them. Further arguments go to `celery worker`. The same worker st
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from app.config import Settings
+from app.preflight import log_preflight
 from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.remote import RemoteRunner
 
@@ -45,6 +47,8 @@ def transcribe(task_id: str) -> None:
 
 def main() -> None:
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    log_preflight(settings)
     celery.worker_main(
         [
             "worker",

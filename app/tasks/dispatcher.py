@@ -29,7 +29,7 @@ from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.codec import from_record
 from app.tasks.coordination import LEASE_SECONDS, MAX_ATTEMPTS, Coordination
 from app.tasks.events import TaskEvents
-from app.tasks.manager import QueueFull, TooManyTasks, WorkerState
+from app.tasks.manager import OverCapacity, QueueFull, TooManyTasks, WorkerState
 from app.tasks.models import TERMINAL, Task, TaskStatus, utcnow
 from app.tasks.redis_store import Admission, RedisTaskStore
 from app.tasks.remote import STOPPED_TWICE
@@ -37,6 +37,13 @@ from app.tasks.remote import STOPPED_TWICE
 logger = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 5.0
+
+
+class QueueUnreachable(OverCapacity):
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("The task queue (Redis) cannot be reached; retry later.")
 
 
 class CeleryDispatcher:
@@ -80,7 +87,13 @@ class CeleryDispatcher:
                 raise TooManyTasks(self._settings.max_tasks_per_key)
             case Admission.QUEUE_FULL:
                 raise QueueFull(self._settings.max_queue_size)
-        self._send(task.id)
+        try:
+            self._send(task.id)
+        except Exception as error:
+            logger.error("Could not queue task %s: %s", task.id, error)
+            with contextlib.suppress(Exception):
+                self._store.delete(task.id)  # not left pending with no message to run it
+            raise QueueUnreachable from error
         return task
 
     def _send(self, task_id: str) -> None:

@@ -1,0 +1,191 @@
+"""TASK_BACKEND=celery on this machine: throughput with 1 and 2 worker processes, and the
+latency the distributed path adds to one task compared with the local backend.
+
+Starts its own redis-server, workers (`python -m app.worker`, one pool process each) and API
+servers on loopback, on the embedded model and generated speech:
+    python -m bench.distributed [--model tiny.en] [--tasks 6] [--runs 3]
+        [--redis-port 6390] [--api-port 8190]
+Prints the figures. Throughput is audio minutes transcribed per wall-clock minute, from the
+first upload until the last task completed; latency is upload to completed as a client sees
+it, polling every 50 ms, median of --runs after one warm-up task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "bench-key"
+AUTH = {"X-API-Key": KEY}
+TEXT = (
+    "The weather is warm and sunny today. My brother likes to read books in the garden. "
+    "We will meet at the station after lunch. Please bring some water and a small map."
+)
+
+
+def _speech(folder: Path) -> tuple[Path, float]:
+    raw, clip = folder / "raw.wav", folder / "clip.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(raw), TEXT], check=True)
+    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(clip)], check=True)
+    seconds = float(subprocess.run(["soxi", "-D", str(clip)], capture_output=True, text=True, check=True).stdout)
+    return clip, seconds
+
+
+class Processes:
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        self.folder, self.env, self.started = folder, env, list[subprocess.Popen[bytes]]()
+
+    def start(self, name: str, command: list[str], **extra: str) -> subprocess.Popen[bytes]:
+        log = (self.folder / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**self.env, **extra}, stdout=log, stderr=log, start_new_session=True
+        )
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.started:
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.started.clear()
+
+
+@contextlib.contextmanager
+def _cluster(processes: Processes, backend: str, workers: int, api_port: int) -> Iterator[str]:
+    url = f"http://127.0.0.1:{api_port}"
+    try:
+        for number in range(workers):
+            processes.start(f"worker-{backend}-{workers}-{number}", [sys.executable, "-m", "app.worker"])
+        command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(api_port)]
+        processes.start(f"api-{backend}-{workers}", command, TASK_BACKEND=backend)
+        deadline = time.monotonic() + 600
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                health = httpx.get(f"{url}/health", headers=AUTH).json()
+                # Local: its own workers loaded. Celery: every worker announced its loaded model.
+                if health["model_loaded"] and (backend == "local" or _announced(processes.env) >= workers):
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the {backend} service did not become ready; see {processes.folder}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        processes.stop_all()
+
+
+def _announced(env: dict[str, str]) -> int:
+    import redis
+
+    return len(redis.Redis.from_url(env["REDIS_URL"]).keys("whisperx:worker:*"))
+
+
+def _submit(client: httpx.Client, clip: Path) -> str:
+    with clip.open("rb") as audio:
+        response = client.post("/api/v1/transcribe/upload", files={"file": (clip.name, audio)}, data={"language": "en"})
+    response.raise_for_status()
+    return str(response.json()["task_id"])
+
+
+def _wait(client: httpx.Client, task_id: str) -> None:
+    while True:
+        status = client.get(f"/api/v1/transcribe/status/{task_id}").json()
+        if status["status"] == "completed":
+            return
+        if status["status"] == "failed":
+            raise SystemExit(f"task failed: {status['error']}")
+        time.sleep(0.05)
+
+
+def _latency(url: str, clip: Path, runs: int) -> float:
+    with httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
+        _wait(client, _submit(client, clip))  # warm-up: first-use costs are not the backend's
+        times = []
+        for _ in range(runs):
+            started = time.monotonic()
+            _wait(client, _submit(client, clip))
+            times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
+def _throughput(url: str, clip: Path, seconds: float, tasks: int) -> float:
+    with httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
+        _wait(client, _submit(client, clip))  # warm-up
+        started = time.monotonic()
+        for task_id in [_submit(client, clip) for _ in range(tasks)]:
+            _wait(client, task_id)
+        elapsed = time.monotonic() - started
+    return (tasks * seconds / 60) / (elapsed / 60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--tasks", type=int, default=6, help="tasks per throughput run")
+    parser.add_argument("--runs", type=int, default=3, help="tasks per latency measurement")
+    parser.add_argument("--redis-port", type=int, default=6390)
+    parser.add_argument("--api-port", type=int, default=8190)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-distributed-") as temp:
+        folder = Path(temp)
+        clip, seconds = _speech(folder)
+        redis_url = f"redis://127.0.0.1:{args.redis_port}/0"
+        redis_command = ["redis-server", "--port", str(args.redis_port), "--bind", "127.0.0.1"]
+        redis_server = subprocess.Popen(
+            [*redis_command, "--save", "", "--appendonly", "no", "--dir", temp], stdout=subprocess.DEVNULL
+        )
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYANNOTE_METRICS_ENABLED": "false",
+            "API_KEYS": KEY,
+            "REDIS_URL": redis_url,
+            "UPLOAD_DIR": str(folder / "uploads"),
+            "WHISPER_MODEL": args.model,
+            "MAX_CONCURRENT_TASKS": "1",
+            "LOG_LEVEL": "warning",
+        }
+        processes = Processes(folder, env)
+        try:
+            time.sleep(0.5)
+            with _cluster(processes, "local", 0, args.api_port) as url:
+                local_latency = _latency(url, clip, args.runs)
+            with _cluster(processes, "celery", 1, args.api_port) as url:
+                celery_latency = _latency(url, clip, args.runs)
+                one = _throughput(url, clip, seconds, args.tasks)
+            with _cluster(processes, "celery", 2, args.api_port) as url:
+                two = _throughput(url, clip, seconds, args.tasks)
+        finally:
+            processes.stop_all()
+            redis_server.terminate()
+            redis_server.wait(10)
+
+    print(f"model {args.model}, clip {seconds:.1f} s of speech, speaker labels on, {os.cpu_count()} CPU cores")
+    print(f"latency per task, local backend        {local_latency:6.2f} s  (median of {args.runs})")
+    print(f"latency per task, celery backend       {celery_latency:6.2f} s  (median of {args.runs})")
+    print(f"added by the distributed path          {celery_latency - local_latency:+6.2f} s")
+    print(f"throughput, 1 worker process           {one:6.2f} audio-min/min  ({args.tasks} tasks)")
+    print(f"throughput, 2 worker processes         {two:6.2f} audio-min/min  ({args.tasks} tasks)")
+    print(f"speed-up                               {two / one:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
