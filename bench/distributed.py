@@ -4,10 +4,12 @@ latency the distributed path adds to one task compared with the local backend.
 Starts its own redis-server, workers (`python -m app.worker`, one pool process each) and API
 servers on loopback, on the embedded model and generated speech:
     python -m bench.distributed [--model tiny.en] [--tasks 6] [--runs 3]
-        [--redis-port 6390] [--api-port 8190]
+        [--redis-port 6390] [--api-port 8190]   (uses the API port and the next one)
 Prints the figures. Throughput is audio minutes transcribed per wall-clock minute, from the
-first upload until the last task completed; latency is upload to completed as a client sees
-it, polling every 50 ms, median of --runs after one warm-up task.
+first upload until the last task completed. Latency is upload to completed as a client sees
+it, polling every 50 ms, after one warm-up task each: a local server and a celery cluster run
+side by side (idle but for the task being timed) and take the clip in turn, so a change in
+the machine's load during the run weighs on both alike; the median of --runs each.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -67,27 +68,22 @@ class Processes:
         self.started.clear()
 
 
-@contextlib.contextmanager
-def _cluster(processes: Processes, backend: str, workers: int, api_port: int) -> Iterator[str]:
+def _start(processes: Processes, backend: str, workers: int, api_port: int) -> str:
     url = f"http://127.0.0.1:{api_port}"
-    try:
-        for number in range(workers):
-            processes.start(f"worker-{backend}-{workers}-{number}", [sys.executable, "-m", "app.worker"])
-        command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(api_port)]
-        processes.start(f"api-{backend}-{workers}", command, TASK_BACKEND=backend)
-        deadline = time.monotonic() + 600
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                health = httpx.get(f"{url}/health", headers=AUTH).json()
-                # Local: its own workers loaded. Celery: every worker announced its loaded model.
-                if health["model_loaded"] and (backend == "local" or _announced(processes.env) >= workers):
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the {backend} service did not become ready; see {processes.folder}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        processes.stop_all()
+    for number in range(workers):
+        processes.start(f"worker-{backend}-{workers}-{number}", [sys.executable, "-m", "app.worker"])
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(api_port)]
+    processes.start(f"api-{backend}-{workers}", command, TASK_BACKEND=backend)
+    deadline = time.monotonic() + 600
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            health = httpx.get(f"{url}/health", headers=AUTH).json()
+            # Local: its own workers loaded. Celery: every worker announced its loaded model.
+            if health["model_loaded"] and (backend == "local" or _announced(processes.env) >= workers):
+                return url
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the {backend} service did not become ready; see {processes.folder}")
+        time.sleep(0.5)
 
 
 def _announced(env: dict[str, str]) -> int:
@@ -113,15 +109,20 @@ def _wait(client: httpx.Client, task_id: str) -> None:
         time.sleep(0.05)
 
 
-def _latency(url: str, clip: Path, runs: int) -> float:
-    with httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
+def _latencies(urls: list[str], clip: Path, runs: int) -> list[float]:
+    """Median upload-to-completed time per server, the servers taking the clip in turn."""
+    clients = [httpx.Client(base_url=url, headers=AUTH, timeout=60) for url in urls]
+    times: list[list[float]] = [[] for _ in urls]
+    for client in clients:
         _wait(client, _submit(client, clip))  # warm-up: first-use costs are not the backend's
-        times = []
-        for _ in range(runs):
+    for _ in range(runs):
+        for client, measured in zip(clients, times, strict=True):
             started = time.monotonic()
             _wait(client, _submit(client, clip))
-            times.append(time.monotonic() - started)
-    return statistics.median(times)
+            measured.append(time.monotonic() - started)
+    for client in clients:
+        client.close()
+    return [statistics.median(measured) for measured in times]
 
 
 def _throughput(url: str, clip: Path, seconds: float, tasks: int) -> float:
@@ -166,21 +167,21 @@ def main() -> None:
         processes = Processes(folder, env)
         try:
             time.sleep(0.5)
-            with _cluster(processes, "local", 0, args.api_port) as url:
-                local_latency = _latency(url, clip, args.runs)
-            with _cluster(processes, "celery", 1, args.api_port) as url:
-                celery_latency = _latency(url, clip, args.runs)
-                one = _throughput(url, clip, seconds, args.tasks)
-            with _cluster(processes, "celery", 2, args.api_port) as url:
-                two = _throughput(url, clip, seconds, args.tasks)
+            local = _start(processes, "local", 0, args.api_port)
+            celery = _start(processes, "celery", 1, args.api_port + 1)
+            local_latency, celery_latency = _latencies([local, celery], clip, args.runs)
+            processes.stop_all()
+            one = _throughput(_start(processes, "celery", 1, args.api_port), clip, seconds, args.tasks)
+            processes.stop_all()
+            two = _throughput(_start(processes, "celery", 2, args.api_port), clip, seconds, args.tasks)
         finally:
             processes.stop_all()
             redis_server.terminate()
             redis_server.wait(10)
 
     print(f"model {args.model}, clip {seconds:.1f} s of speech, speaker labels on, {os.cpu_count()} CPU cores")
-    print(f"latency per task, local backend        {local_latency:6.2f} s  (median of {args.runs})")
-    print(f"latency per task, celery backend       {celery_latency:6.2f} s  (median of {args.runs})")
+    print(f"latency per task, local backend        {local_latency:6.2f} s  (median of {args.runs}, interleaved)")
+    print(f"latency per task, celery backend       {celery_latency:6.2f} s  (median of {args.runs}, interleaved)")
     print(f"added by the distributed path          {celery_latency - local_latency:+6.2f} s")
     print(f"throughput, 1 worker process           {one:6.2f} audio-min/min  ({args.tasks} tasks)")
     print(f"throughput, 2 worker processes         {two:6.2f} audio-min/min  ({args.tasks} tasks)")

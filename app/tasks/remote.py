@@ -29,7 +29,7 @@ from app.tasks.manager import StageWatch
 from app.tasks.models import TERMINAL, Task, TaskStatus, utcnow
 from app.tasks.progress import STAGE_MESSAGES, ProgressTracker
 from app.tasks.redis_store import RedisTaskStore
-from app.tasks.worker import JobCancelled, public_message
+from app.tasks.worker import WORKER_NICENESS, JobCancelled, public_message
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ STOPPED_TWICE = (
 
 class RemoteRunner:
     def __init__(self, settings: Any, factory: PipelineFactory) -> None:
+        # As in the local backend: an API on the same machine stays responsive while models compute.
+        os.nice(WORKER_NICENESS)
         self._settings = settings
         self.store = RedisTaskStore.from_url(settings.redis_url)
         self.coordination = Coordination(self.store.client)
