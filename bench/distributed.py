@@ -23,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -99,30 +101,37 @@ def _submit(client: httpx.Client, clip: Path) -> str:
     return str(response.json()["task_id"])
 
 
-def _wait(client: httpx.Client, task_id: str) -> None:
+def _wait(client: httpx.Client, task_id: str) -> dict[str, Any]:
     while True:
-        status = client.get(f"/api/v1/transcribe/status/{task_id}").json()
+        status: dict[str, Any] = client.get(f"/api/v1/transcribe/status/{task_id}").json()
         if status["status"] == "completed":
-            return
+            return status
         if status["status"] == "failed":
             raise SystemExit(f"task failed: {status['error']}")
         time.sleep(0.05)
 
 
-def _latencies(urls: list[str], clip: Path, runs: int) -> list[float]:
-    """Median upload-to-completed time per server, the servers taking the clip in turn."""
+def _latencies(urls: list[str], clip: Path, runs: int) -> list[tuple[list[float], list[float]]]:
+    """Per server, the clip taken in turn: upload-to-completed times, and the delay from the
+    task's creation to a worker starting it (its own created_at and started_at)."""
     clients = [httpx.Client(base_url=url, headers=AUTH, timeout=60) for url in urls]
-    times: list[list[float]] = [[] for _ in urls]
+    measured: list[tuple[list[float], list[float]]] = [([], []) for _ in urls]
     for client in clients:
         _wait(client, _submit(client, clip))  # warm-up: first-use costs are not the backend's
     for _ in range(runs):
-        for client, measured in zip(clients, times, strict=True):
+        for client, (totals, delays) in zip(clients, measured, strict=True):
             started = time.monotonic()
-            _wait(client, _submit(client, clip))
-            measured.append(time.monotonic() - started)
+            status = _wait(client, _submit(client, clip))
+            totals.append(time.monotonic() - started)
+            created, began = (datetime.fromisoformat(status[name]) for name in ("created_at", "started_at"))
+            delays.append((began - created).total_seconds())
     for client in clients:
         client.close()
-    return [statistics.median(measured) for measured in times]
+    return measured
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):6.2f} s  (min {min(values):.2f}, max {max(values):.2f})"
 
 
 def _throughput(url: str, clip: Path, seconds: float, tasks: int) -> float:
@@ -169,7 +178,7 @@ def main() -> None:
             time.sleep(0.5)
             local = _start(processes, "local", 0, args.api_port)
             celery = _start(processes, "celery", 1, args.api_port + 1)
-            local_latency, celery_latency = _latencies([local, celery], clip, args.runs)
+            (local_total, local_delay), (celery_total, celery_delay) = _latencies([local, celery], clip, args.runs)
             processes.stop_all()
             one = _throughput(_start(processes, "celery", 1, args.api_port), clip, seconds, args.tasks)
             processes.stop_all()
@@ -180,9 +189,13 @@ def main() -> None:
             redis_server.wait(10)
 
     print(f"model {args.model}, clip {seconds:.1f} s of speech, speaker labels on, {os.cpu_count()} CPU cores")
-    print(f"latency per task, local backend        {local_latency:6.2f} s  (median of {args.runs}, interleaved)")
-    print(f"latency per task, celery backend       {celery_latency:6.2f} s  (median of {args.runs}, interleaved)")
-    print(f"added by the distributed path          {celery_latency - local_latency:+6.2f} s")
+    print(f"median of {args.runs} tasks each, local and celery interleaved:")
+    print(f"upload to completed, local backend     {_spread(local_total)}")
+    print(f"upload to completed, celery backend    {_spread(celery_total)}")
+    print(f"creation to worker start, local        {_spread(local_delay)}")
+    print(f"creation to worker start, celery       {_spread(celery_delay)}")
+    added = statistics.median(celery_delay) - statistics.median(local_delay)
+    print(f"added by the distributed path (start)  {added:+6.3f} s")
     print(f"throughput, 1 worker process           {one:6.2f} audio-min/min  ({args.tasks} tasks)")
     print(f"throughput, 2 worker processes         {two:6.2f} audio-min/min  ({args.tasks} tasks)")
     print(f"speed-up                               {two / one:6.2f}x")
