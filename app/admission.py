@@ -10,7 +10,8 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.security import send_problem
-from app.tasks.manager import RETRY_AFTER_SECONDS, OverCapacity, TaskManager
+from app.tasks.backend import TaskBackend
+from app.tasks.manager import RETRY_AFTER_SECONDS, OverCapacity
 
 
 class UploadAdmissionMiddleware:
@@ -20,7 +21,7 @@ class UploadAdmissionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.upload_path:
-            manager: TaskManager | None = getattr(scope["app"].state, "manager", None)
+            manager: TaskBackend | None = getattr(scope["app"].state, "manager", None)
             if manager is not None:  # None only before the lifespan has started
                 try:
                     manager.check_capacity(scope["state"]["api_key_id"])

@@ -20,8 +20,9 @@ from app.body_limit import BodyLimitMiddleware
 from app.config import Settings
 from app.metrics import Metrics
 from app.pipeline.base import PipelineFactory
-from app.preflight import preflight
+from app.preflight import log_preflight
 from app.security import ApiKeyMiddleware
+from app.tasks.backend import TaskBackend
 from app.tasks.manager import TaskManager
 from app.tasks.store import MemoryTaskStore, TaskStore
 from app.webhooks import WebhookSender
@@ -45,11 +46,25 @@ def _default_pipeline(settings: Settings) -> object:
 
 
 def _store(settings: Settings) -> TaskStore:
+    if settings.task_backend == "celery":
+        from app.tasks.redis_store import RedisTaskStore
+
+        return RedisTaskStore.from_url(settings.redis_url)
     if settings.task_store == "sqlite":
         from app.tasks.sqlite_store import SqliteTaskStore
 
         return SqliteTaskStore(settings.task_db_file)
     return MemoryTaskStore()
+
+
+def _backend(settings: Settings, store: TaskStore, factory: PipelineFactory) -> TaskBackend:
+    if settings.task_backend == "celery":
+        from app.tasks.dispatcher import CeleryDispatcher
+        from app.tasks.redis_store import RedisTaskStore
+
+        assert isinstance(store, RedisTaskStore)  # noqa: S101 - _store made it for this backend
+        return CeleryDispatcher(store, settings)
+    return TaskManager(store, factory, settings)
 
 
 def create_app(settings: Settings | None = None, pipeline_factory: PipelineFactory | None = None) -> FastAPI:
@@ -61,12 +76,9 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.upload_dir.mkdir(parents=True, exist_ok=True)
-        findings = preflight(settings)
-        for finding in findings:
-            logger.warning("Model preflight: %s", finding)
-        if not findings:
-            logger.info("Model preflight: the configured models and tools are present; loading them")
-        manager = TaskManager(store, factory, settings)
+        if settings.task_backend == "local":  # with celery, the workers load the models and check them
+            log_preflight(settings)
+        manager = _backend(settings, store, factory)
         manager.events.add_listener(metrics.task_changed)
         webhooks = WebhookSender(settings, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode())
         manager.events.add_listener(webhooks.task_changed)

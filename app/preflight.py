@@ -7,6 +7,7 @@ models afterwards; `/ready` turns true once they have.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -80,3 +81,13 @@ def _tools() -> list[str]:
 def preflight(settings: Settings) -> list[str]:
     """What the configured models and tools lack, each with the way to provide it; empty when all is there."""
     return [*_whisper_model(settings), *_diarizer(settings), *_tools()]
+
+
+def log_preflight(settings: Settings) -> None:
+    """Log the findings, or that there are none, before the models load."""
+    logger = logging.getLogger("app")
+    findings = preflight(settings)
+    for finding in findings:
+        logger.warning("Model preflight: %s", finding)
+    if not findings:
+        logger.info("Model preflight: the configured models and tools are present; loading them")

@@ -12,6 +12,8 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
 import shutil
 import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,10 +37,10 @@ def speak(text: str, target: Path, voice: str = "en-us", speed: int = 150) -> Pa
     return target
 
 
-def free_port() -> int:
+def free_port(variable: str = "TEST_PORTS") -> int:
     """A free loopback port for a test server: the first free one of TEST_PORTS (say 8110-8119)
     when that is set, for machines where servers must keep to a range; else any the OS gives."""
-    first, _, last = os.environ.get("TEST_PORTS", "0").partition("-")
+    first, _, last = os.environ.get(variable, "0").partition("-")
     for port in range(int(first), int(last or first) + 1):
         with socket.socket() as probe:
             # As uvicorn binds: a port a finished test server left in TIME_WAIT is free.
@@ -49,7 +51,7 @@ def free_port() -> int:
                 continue
             chosen: int = probe.getsockname()[1]
             return chosen
-    raise RuntimeError(f"no free port in TEST_PORTS={os.environ['TEST_PORTS']}")
+    raise RuntimeError(f"no free port in {variable}={os.environ[variable]}")
 
 
 def ffmpeg(*args: str) -> None:
@@ -64,3 +66,24 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def short_speech(media_dir: Path) -> Path:
     return speak("Hello there, this is a short test.", media_dir / "short.wav")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on loopback, in memory only, on a free port of REDIS_TEST_PORTS (say 6390-6399)."""
+    port = free_port("REDIS_TEST_PORTS")
+    workdir = tmp_path_factory.mktemp("redis")
+    command = [_require("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen([*command, "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if process.poll() is not None:
+                pytest.fail(f"redis-server exited with {process.returncode}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -1,4 +1,4 @@
-"""The Docker deployment files: the Dockerfile lints clean, both compose files are valid and say what matters."""
+"""The Docker deployment files: the Dockerfile lints clean, the compose files are valid and say what matters."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import yaml
 ROOT = Path(__file__).parents[1]
 GPU_FILE = "docker-compose.yml"
 CPU_FILE = "docker-compose.cpu.yml"
+SCALE_FILE = "docker-compose.scale.yml"
 SERVICE = "whisperx-api"
 
 
@@ -41,7 +42,7 @@ def test_hadolint_accepts_the_dockerfile() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("compose_file", [GPU_FILE, CPU_FILE])
+@pytest.mark.parametrize("compose_file", [GPU_FILE, CPU_FILE, SCALE_FILE])
 def test_docker_compose_accepts_the_file(compose_file: str, tmp_path: Path) -> None:
     docker_compose = _tool("docker-compose", "docker-compose (apt-get install docker-compose)")
     # env_file must exist, and a developer's own .env must not decide the outcome: use a copy.
@@ -63,6 +64,32 @@ def test_cpu_file_runs_on_the_cpu_without_a_gpu() -> None:
     assert "deploy" not in service
     assert service["environment"]["DEVICE"] == "cpu"
     assert "int8" in service["environment"]["COMPUTE_TYPE"]
+
+
+def test_scale_file_runs_stateless_apis_and_one_worker_per_gpu() -> None:
+    services = yaml.safe_load((ROOT / SCALE_FILE).read_text())["services"]
+    api = services[SERVICE]
+    workers = {name: service for name, service in services.items() if name.startswith("worker")}
+    assert len(workers) >= 2
+    assert "redis-server" in services["redis"]["command"]
+    gpus = []
+    for service in [api, *workers.values()]:
+        environment = service["environment"]
+        assert environment["TASK_BACKEND"] == "celery"
+        assert environment["REDIS_URL"].startswith("redis://redis:")
+        # API and workers read uploads from one volume, at the path UPLOAD_DIR names.
+        assert f"uploads:{environment['UPLOAD_DIR']}" in service["volumes"]
+    for worker in workers.values():
+        assert worker["command"] == ["python", "-m", "app.worker"]
+        assert any(volume.split(":")[1] == _cache_dir() for volume in worker["volumes"])
+        (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia"
+        assert "gpu" in device["capabilities"]
+        gpus += device["device_ids"]
+    assert len(gpus) == len(set(gpus)) == len(workers), "each worker reserves a GPU of its own"
+    assert "--workers" in api["command"]
+    assert "8000:8000" in api["ports"]
+    assert "/health" in api["healthcheck"]["test"][3]
 
 
 @pytest.mark.parametrize("compose_file", [GPU_FILE, CPU_FILE])

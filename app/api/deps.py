@@ -11,7 +11,7 @@ from app.config import Settings
 from app.exports import SubtitleOptions
 from app.metrics import Metrics
 from app.security import API_KEY_HEADER
-from app.tasks.manager import TaskManager
+from app.tasks.backend import TaskBackend
 from app.tasks.models import Task
 from app.tasks.store import TaskStore
 
@@ -35,8 +35,8 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _manager(request: Request) -> TaskManager:
-    manager: TaskManager = request.app.state.manager
+def _manager(request: Request) -> TaskBackend:
+    manager: TaskBackend = request.app.state.manager
     return manager
 
 
@@ -60,7 +60,7 @@ def _subtitle_options(
 
 CallerDep = Annotated[str, Depends(_caller)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
-ManagerDep = Annotated[TaskManager, Depends(_manager)]
+ManagerDep = Annotated[TaskBackend, Depends(_manager)]
 StoreDep = Annotated[TaskStore, Depends(_store)]
 SubtitleOptionsDep = Annotated[SubtitleOptions, Depends(_subtitle_options)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]

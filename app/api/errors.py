@@ -9,6 +9,7 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas import Problem
@@ -48,6 +49,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(422, "; ".join(_describe(error) for error in exc.errors()))
 
 
+async def _store_unreachable(request: Request, exc: Exception) -> JSONResponse:
+    # TASK_BACKEND=celery: Redis is down or restarting; the request may succeed in a moment.
+    return problem(503, "The task store (Redis) cannot be reached; retry later.", {"Retry-After": "5"})
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # The traceback goes to the log (Starlette logs it); the client gets no internals.
     return problem(500, "Internal server error; the details are in the server log.")
@@ -56,4 +62,5 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RedisConnectionError, _store_unreachable)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -47,8 +47,9 @@ class TaskEvents:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def publish(self, task: Task, deleted: bool = False) -> None:
-        for listener in self._listeners:
+    def publish(self, task: Task, deleted: bool = False, notify_listeners: bool = True) -> None:
+        """Pass a change to the task's followers and, unless told not to, to the listeners."""
+        for listener in self._listeners if notify_listeners else ():
             try:
                 listener(task, deleted)
             except Exception:  # a faulty observer must not break the manager

@@ -8,16 +8,15 @@ restart recovery needs. Calls are tiny and run on the event loop, like the memor
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from app.pipeline.base import Job, Stage
+from app.tasks.codec import FIELDS, from_record, timestamp, to_record
 from app.tasks.models import ACTIVE, TERMINAL, Task, TaskStatus
 
 _SCHEMA = """
@@ -39,57 +38,11 @@ CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, status, created_at);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, completed_at);
 """
 
-_COLUMNS = (
-    "id", "owner", "status", "progress", "stage", "message",
-    "created_at", "started_at", "completed_at", "error", "result", "job",
-)  # fmt: skip
-
-
-def _time(value: datetime | None) -> str | None:
-    # Fixed width, so text order is time order.
-    return value.isoformat(timespec="microseconds") if value else None
-
-
-def _row(task: Task) -> dict[str, Any]:
-    job = {**asdict(task.job), "audio_path": str(task.job.audio_path)}
-    return {
-        "id": task.id,
-        "owner": task.owner,
-        "status": task.status.value,
-        "progress": task.progress,
-        "stage": task.stage.value if task.stage else None,
-        "message": task.message,
-        "created_at": _time(task.created_at),
-        "started_at": _time(task.started_at),
-        "completed_at": _time(task.completed_at),
-        "error": task.error,
-        "result": json.dumps(task.result) if task.result is not None else None,
-        "job": json.dumps(job),
-    }
+_COLUMNS = FIELDS
 
 
 def _task(row: sqlite3.Row) -> Task:
-    job = json.loads(row["job"])
-    job["audio_path"] = Path(job["audio_path"])
-
-    def when(column: str) -> datetime | None:
-        return datetime.fromisoformat(row[column]) if row[column] else None
-
-    created_at = when("created_at")
-    assert created_at is not None  # noqa: S101 - NOT NULL in the schema
-    return Task(
-        job=Job(**job),
-        owner=row["owner"],
-        status=TaskStatus(row["status"]),
-        progress=row["progress"],
-        stage=Stage(row["stage"]) if row["stage"] else None,
-        message=row["message"],
-        created_at=created_at,
-        started_at=when("started_at"),
-        completed_at=when("completed_at"),
-        error=row["error"],
-        result=json.loads(row["result"]) if row["result"] is not None else None,
-    )
+    return from_record(dict(row))
 
 
 class SqliteTaskStore:
@@ -110,7 +63,7 @@ class SqliteTaskStore:
 
     def add(self, task: Task) -> None:
         placeholders = ", ".join(f":{column}" for column in _COLUMNS)
-        self._query(f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({placeholders})", _row(task))  # noqa: S608
+        self._query(f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({placeholders})", to_record(task))  # noqa: S608
 
     def get(self, task_id: str) -> Task | None:
         rows = self._query("SELECT * FROM tasks WHERE id = ?", (task_id,))
@@ -121,9 +74,9 @@ class SqliteTaskStore:
         if task is None:
             return None
         updated = replace(task, **changes)
-        row = _row(updated)
+        row = to_record(updated)
         # Only the changed columns: a progress step never rewrites the result, and vice versa.
-        columns = [column for column in _COLUMNS if column != "id" and row[column] != _row(task)[column]]
+        columns = [column for column in _COLUMNS if column != "id" and row[column] != to_record(task)[column]]
         if columns:
             assignments = ", ".join(f"{column} = :{column}" for column in columns)
             self._query(f"UPDATE tasks SET {assignments} WHERE id = :id", row)  # noqa: S608
@@ -162,5 +115,6 @@ class SqliteTaskStore:
 
     def ended_before(self, moment: datetime) -> list[Task]:
         ended = tuple(status.value for status in TERMINAL)
-        rows = self._query("SELECT * FROM tasks WHERE status IN (?, ?) AND completed_at < ?", (*ended, _time(moment)))
+        sql = "SELECT * FROM tasks WHERE status IN (?, ?) AND completed_at < ?"
+        rows = self._query(sql, (*ended, timestamp(moment)))
         return [_task(row) for row in rows]

@@ -1,22 +1,35 @@
-"""One behaviour suite for every TaskStore: the in-memory default and TASK_STORE=sqlite."""
+"""One behaviour suite for every TaskStore: the in-memory default, TASK_STORE=sqlite and the
+Redis store of TASK_BACKEND=celery (on a real redis-server)."""
 
 from __future__ import annotations
 
+import json
+import threading
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import redis
 
 from app.pipeline.base import Job, Stage
 from app.tasks.models import Task, TaskStatus, utcnow
+from app.tasks.redis_store import Admission, RedisTaskStore
 from app.tasks.sqlite_store import SqliteTaskStore
 from app.tasks.store import MemoryTaskStore, TaskStore
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def _redis_store(url: str) -> RedisTaskStore:
+    # A prefix of its own per test: tests share the server, never each other's keys.
+    return RedisTaskStore(redis.Redis.from_url(url, decode_responses=True), prefix=f"test-{uuid.uuid4().hex}:")
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> TaskStore:
     if request.param == "sqlite":
         return SqliteTaskStore(tmp_path / "tasks.db")
+    if request.param == "redis":
+        return _redis_store(request.getfixturevalue("redis_url"))
     return MemoryTaskStore()
 
 
@@ -80,3 +93,57 @@ def test_sqlite_tasks_outlive_the_store_object(tmp_path: Path) -> None:
     reopened = SqliteTaskStore(tmp_path / "tasks.db")
     assert reopened.get("a") == first.get("a")
     assert reopened.unfinished()[0].progress == 12.0
+
+
+def test_redis_limits_hold_for_concurrent_adds_from_many_connections(redis_url: str) -> None:
+    """Eight writers, each with its own connection as separate API processes would have, race
+    to add 40 tasks for one key under a limit of 5 active tasks: exactly 5 get in."""
+    prefix = f"test-{uuid.uuid4().hex}:"
+    verdicts: list[Admission] = []
+    lock = threading.Lock()
+
+    def writer(number: int) -> None:
+        own = RedisTaskStore(redis.Redis.from_url(redis_url, decode_responses=True), prefix=prefix)
+        for index in range(5):
+            verdict = own.add_within_limits(_task(f"{number}-{index}"), max_pending=100, max_active_per_owner=5)
+            with lock:
+                verdicts.append(verdict)
+
+    threads = [threading.Thread(target=writer, args=(number,)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store = RedisTaskStore(redis.Redis.from_url(redis_url, decode_responses=True), prefix=prefix)
+    assert verdicts.count(Admission.ADDED) == 5
+    assert verdicts.count(Admission.KEY_FULL) == 35
+    assert store.count_active("alice") == 5
+
+
+def test_redis_queue_limit_counts_every_key(redis_url: str) -> None:
+    store = _redis_store(redis_url)
+    assert store.add_within_limits(_task("a"), max_pending=2, max_active_per_owner=10) is Admission.ADDED
+    assert store.add_within_limits(_task("b", owner="bob"), max_pending=2, max_active_per_owner=10) is Admission.ADDED
+    assert store.add_within_limits(_task("c", owner="carol"), 2, 10) is Admission.QUEUE_FULL
+    store.update("a", status=TaskStatus.PROCESSING)
+    assert store.add_within_limits(_task("c", owner="carol"), 2, 10) is Admission.ADDED
+    assert store.get("c") is not None
+
+
+def test_redis_conditional_update_and_published_changes(redis_url: str) -> None:
+    store = _redis_store(redis_url)
+    listener = redis.Redis.from_url(redis_url, decode_responses=True).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(store.channel)
+    store.add(_task("a"))
+    assert store.update_if("a", TaskStatus.PROCESSING, progress=5.0) is None
+    assert store.update_if("a", TaskStatus.PENDING, status=TaskStatus.PROCESSING) is not None
+    store.delete("a")
+    messages = []
+    for _ in range(50):  # the subscription's confirmation reads as None too
+        if len(messages) == 3:
+            break
+        if (message := listener.get_message(timeout=0.1)) is not None:
+            messages.append(json.loads(message["data"]))
+    assert [(m["task"]["status"], m["deleted"], m["version"]) for m in messages] == [
+        ("pending", False, 1), ("processing", False, 2), ("processing", True, 3),
+    ]  # fmt: skip

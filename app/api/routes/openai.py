@@ -19,7 +19,8 @@ from app.api.uploads import language_code, receive_upload, refuse_over_capacity
 from app.media import SUPPORTED_EXTENSIONS
 from app.openai_compat import Granularity, OpenAIFormat, openai_response
 from app.pipeline.base import Job
-from app.tasks.manager import OverCapacity, TaskManager
+from app.tasks.backend import TaskBackend
+from app.tasks.manager import OverCapacity
 from app.tasks.models import TERMINAL, Task, TaskStatus
 from app.tasks.store import TaskStore
 
@@ -31,7 +32,7 @@ _DISCONNECT_POLL_SECONDS = 1.0
 _CLIENT_CLOSED = 499
 
 
-async def _finished(task_id: str, manager: TaskManager, store: TaskStore) -> Task | None:
+async def _finished(task_id: str, manager: TaskBackend, store: TaskStore) -> Task | None:
     async for task in manager.events.follow(task_id, store.get):
         if task is None or task.status in TERMINAL:
             return task

@@ -1,0 +1,35 @@
+"""What the routes use to run tasks, whichever backend runs them (TASK_BACKEND)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from app.pipeline.base import Job
+from app.tasks.events import TaskEvents
+from app.tasks.manager import WorkerState
+from app.tasks.models import Task
+
+
+class TaskBackend(Protocol):
+    """TASK_BACKEND=local: TaskManager (app/tasks/manager.py); celery: CeleryDispatcher (app/tasks/dispatcher.py)."""
+
+    events: TaskEvents
+    """Every change of a task, for SSE streams, metrics and webhooks."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def check_capacity(self, owner: str) -> None:
+        """Raise OverCapacity when an upload by this owner would be refused now."""
+        ...
+
+    def submit(self, job: Job, owner: str) -> Task:
+        """Queue a job, checking the limits atomically; raises OverCapacity."""
+        ...
+
+    def delete(self, task_id: str, owner: str) -> bool:
+        """Remove the owner's task in any state, stopping it if it runs; False when there is none."""
+        ...
+
+    def worker_state(self) -> WorkerState: ...

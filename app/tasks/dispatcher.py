@@ -1,0 +1,197 @@
+"""TASK_BACKEND=celery, API side: tasks go to Redis and Celery; this process keeps no task state.
+
+Any number of API processes may run side by side. Each one:
+- submits with the limits checked and the task added in one Redis transaction, then sends
+  the task id to Celery;
+- deletes by removing the task (a running worker stops at its next progress step), revoking
+  its message, and killing its worker process if it is still running after CANCEL_GRACE_SECONDS;
+- follows the store's change channel (Redis pub/sub) and passes changes to its own SSE
+  streams; the listeners (metrics, webhooks) of one process per task see them, so a webhook
+  is sent once however many API processes run;
+- sweeps for tasks whose worker died (lease lapsed): requeued once, then failed;
+- expires ended tasks after TASK_TTL_HOURS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import redis.asyncio
+
+from app.pipeline.base import Job, PipelineInfo
+from app.tasks.celery_app import TASK_NAME, make_celery
+from app.tasks.codec import from_record
+from app.tasks.coordination import LEASE_SECONDS, MAX_ATTEMPTS, Coordination
+from app.tasks.events import TaskEvents
+from app.tasks.manager import OverCapacity, QueueFull, TooManyTasks, WorkerState
+from app.tasks.models import TERMINAL, Task, TaskStatus, utcnow
+from app.tasks.redis_store import Admission, RedisTaskStore
+from app.tasks.remote import STOPPED_TWICE
+
+logger = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 5.0
+
+
+class QueueUnreachable(OverCapacity):
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("The task queue (Redis) cannot be reached; retry later.")
+
+
+class CeleryDispatcher:
+    def __init__(self, store: RedisTaskStore, settings: Any, events: TaskEvents | None = None) -> None:
+        self._store = store
+        self._settings = settings
+        self.events = events or TaskEvents()
+        self._celery = make_celery(settings)
+        self._coordination = Coordination(store.client)
+        self._me = uuid.uuid4().hex
+        self._mine: dict[str, bool] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        # Connects on first use, on the event loop that uses it.
+        self._async_redis = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
+
+    async def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._follow_changes(), name="changes"),
+            asyncio.create_task(self._sweep_forever(), name="sweep"),
+            asyncio.create_task(self._expire_forever(), name="retention"),
+        ]
+
+    async def stop(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._async_redis.aclose()
+        self._celery.close()
+
+    def check_capacity(self, owner: str) -> None:
+        if self._store.count_active(owner) >= self._settings.max_tasks_per_key:
+            raise TooManyTasks(self._settings.max_tasks_per_key)
+        if self._store.count_by_status()[TaskStatus.PENDING] >= self._settings.max_queue_size:
+            raise QueueFull(self._settings.max_queue_size)
+
+    def submit(self, job: Job, owner: str) -> Task:
+        task = Task(job=job, owner=owner)
+        limits = (self._settings.max_queue_size, self._settings.max_tasks_per_key)
+        match self._store.add_within_limits(task, *limits):
+            case Admission.KEY_FULL:
+                raise TooManyTasks(self._settings.max_tasks_per_key)
+            case Admission.QUEUE_FULL:
+                raise QueueFull(self._settings.max_queue_size)
+        try:
+            self._send(task.id)
+        except Exception as error:
+            logger.error("Could not queue task %s: %s", task.id, error)
+            with contextlib.suppress(Exception):
+                self._store.delete(task.id)  # not left pending with no message to run it
+            raise QueueUnreachable from error
+        return task
+
+    def _send(self, task_id: str) -> None:
+        # The Celery id is the task id, so a revoke names it.
+        self._celery.send_task(TASK_NAME, args=[task_id], task_id=task_id)
+
+    def delete(self, task_id: str, owner: str) -> bool:
+        task = self._store.get(task_id)
+        if task is None or task.owner != owner:
+            return False
+        self._store.delete(task_id)
+        # A waiting message is dropped by the workers; a running task stops at its next progress step.
+        self._celery.control.revoke(task_id)
+        if task.status is TaskStatus.PROCESSING:
+            asyncio.get_running_loop().call_later(
+                self._settings.cancel_grace_seconds, self._kill_if_still_running, task_id
+            )
+        task.job.audio_path.unlink(missing_ok=True)
+        return True
+
+    def _kill_if_still_running(self, task_id: str) -> None:
+        if self._coordination.leased(task_id):
+            logger.warning("Task %s did not stop after deletion; killing its worker process", task_id)
+            self._celery.control.revoke(task_id, terminate=True, signal="SIGKILL")
+
+    def worker_state(self) -> WorkerState:
+        workers = self._coordination.workers()
+        loaded = [worker for worker in workers if worker.get("model")]
+        errors = [worker["error"] for worker in workers if worker.get("error")]
+        info = None
+        if loaded:
+            first = loaded[0]
+            info = PipelineInfo(model=first["model"], device=first["device"], diarizer=first["diarizer"])
+        return WorkerState(info=info, loaded=bool(loaded), load_error=errors[0] if errors and not loaded else None)
+
+    async def _follow_changes(self) -> None:
+        while True:
+            try:
+                async with self._async_redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self._store.channel)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            await self._pass_on(json.loads(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("Lost the task change channel; reconnecting", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    async def _pass_on(self, change: dict[str, Any]) -> None:
+        task, deleted = from_record(change["task"]), bool(change["deleted"])
+        mine = self._mine.get(task.id)
+        if mine is None:
+            # The first API process to see a task handles its listeners for good.
+            claim = self._store.key("listeners", task.id)
+            ttl = int(self._settings.task_ttl_hours * 3600) + 3600
+            mine = bool(await self._async_redis.set(claim, self._me, nx=True, ex=ttl))
+            mine = mine or await self._async_redis.get(claim) == self._me
+            self._mine[task.id] = mine
+        if deleted or task.status in TERMINAL:
+            del self._mine[task.id]
+        self.events.publish(task, deleted, notify_listeners=mine)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                await asyncio.to_thread(self._sweep)
+            except Exception:
+                logger.warning("Sweep for tasks of dead workers failed", exc_info=True)
+
+    def _sweep(self) -> None:
+        """Requeue (once) or fail tasks left processing by a worker that died."""
+        for task in self._store.unfinished():
+            if task.status is not TaskStatus.PROCESSING or self._coordination.leased(task.id):
+                continue
+            if self._coordination.starts(task.id) >= MAX_ATTEMPTS:
+                failed = self._store.update_if(
+                    task.id, TaskStatus.PROCESSING, status=TaskStatus.FAILED, message="Transcription failed",
+                    error=STOPPED_TWICE, completed_at=utcnow(),
+                )  # fmt: skip
+                if failed is not None:
+                    task.job.audio_path.unlink(missing_ok=True)
+                continue
+            requeued = self._store.update_if(
+                task.id, TaskStatus.PROCESSING, status=TaskStatus.PENDING, progress=0.0, stage=None,
+                started_at=None, message="Its worker stopped unexpectedly; waiting to be retried on another worker",
+            )  # fmt: skip
+            if requeued is not None:
+                logger.warning("Task %s lost its worker (no lease for %s s); retrying it", task.id, LEASE_SECONDS)
+                self._send(task.id)
+
+    async def _expire_forever(self) -> None:
+        ttl = timedelta(hours=self._settings.task_ttl_hours)
+        interval = min(max(ttl.total_seconds() / 10, 0.2), 60.0)
+        while True:
+            with contextlib.suppress(Exception):  # Redis away: try again next round
+                for task in await asyncio.to_thread(self._store.ended_before, utcnow() - ttl):
+                    if await asyncio.to_thread(self._store.delete, task.id) is not None:
+                        task.job.audio_path.unlink(missing_ok=True)
+            await asyncio.sleep(interval)

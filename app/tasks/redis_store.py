@@ -1,0 +1,208 @@
+"""TASK_BACKEND=celery: tasks, progress and results in Redis, shared by API processes and workers.
+
+Each task is a hash; sorted sets index it by status, by owner and by end time, so every
+query of the TaskStore protocol is an index read. Writes are WATCH/MULTI transactions
+(redis-py's optimistic locking): a write never resurrects a task deleted meanwhile, the
+indexes always agree with the hashes, and the upload limits are checked and applied in
+one step across any number of API processes. Every write also publishes the task on a
+channel, in the same transaction, so API processes can stream changes without polling.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from enum import Enum
+from typing import Any, cast
+
+import redis
+
+from app.tasks.codec import from_record, to_record
+from app.tasks.models import ACTIVE, TERMINAL, Task, TaskStatus
+
+
+class Admission(Enum):
+    ADDED = "added"
+    QUEUE_FULL = "queue full"
+    KEY_FULL = "key full"
+
+
+def _score(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+class RedisTaskStore:
+    durable = True
+
+    def __init__(self, client: redis.Redis, prefix: str = "whisperx:") -> None:
+        # The client must decode responses: records are read back as text.
+        self.client = client
+        self._redis = client
+        self._prefix = prefix
+        self.channel = f"{prefix}events"
+        """Where every write is published as {"task": record, "deleted": bool, "version": int}."""
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisTaskStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True))
+
+    def key(self, *parts: str) -> str:
+        return self._prefix + ":".join(parts)
+
+    def _task_key(self, task_id: str) -> str:
+        return self.key("task", task_id)
+
+    def _indexes(self, task: Task) -> list[str]:
+        status = task.status.value
+        return [self.key("status", status), self.key("owner", task.owner), self.key("owner", task.owner, status)]
+
+    # Writes
+
+    def _write(
+        self, task_id: str, change: Callable[[Task | None], Task | None], watch: tuple[str, ...] = ()
+    ) -> tuple[Task | None, Task | None]:
+        """Run `change` on the current task and store what it returns, atomically; (before, after)."""
+        key = self._task_key(task_id)
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key, *watch)  # type: ignore[no-untyped-call]
+                    fields = pipe.hgetall(key)
+                    before = from_record(fields) if fields else None
+                    after = change(before)
+                    if after is None or after == before:
+                        pipe.unwatch()
+                        return before, after
+                    version = int(fields.get("version", 0)) + 1
+                    pipe.multi()
+                    self._stage(pipe, before, after, version)
+                    pipe.execute()
+                    return before, after
+                except redis.WatchError:
+                    continue  # someone wrote meanwhile: read again and redo
+
+    def _stage(self, pipe: Any, before: Task | None, after: Task, version: int) -> None:
+        key = self._task_key(after.id)
+        record = to_record(after)
+        old = to_record(before) if before else {}
+        present = {name: value for name, value in record.items() if value is not None and old.get(name) != value}
+        absent = [name for name, value in record.items() if value is None and old.get(name) is not None]
+        pipe.hset(key, mapping={**present, "version": version})
+        if absent:
+            pipe.hdel(key, *absent)
+        score = _score(after.created_at)
+        if before is None or before.status != after.status:
+            if before is not None:
+                for index in self._indexes(before):
+                    pipe.zrem(index, after.id)
+            for index in self._indexes(after):
+                pipe.zadd(index, {after.id: score})
+        if after.status in TERMINAL and after.completed_at is not None:
+            pipe.zadd(self.key("ended"), {after.id: _score(after.completed_at)})
+        elif before is not None and before.status in TERMINAL:
+            pipe.zrem(self.key("ended"), after.id)
+        pipe.publish(self.channel, json.dumps({"task": record, "deleted": False, "version": version}))
+
+    def add(self, task: Task) -> None:
+        self._write(task.id, lambda _before: task)
+
+    def add_within_limits(self, task: Task, max_pending: int, max_active_per_owner: int) -> Admission:
+        """Add the task unless the queue or its owner's active tasks are at their limit, atomically."""
+        pending = self.key("status", TaskStatus.PENDING.value)
+        mine = [self.key("owner", task.owner, status.value) for status in ACTIVE]
+        verdict = Admission.ADDED
+
+        def admit(_before: Task | None) -> Task | None:
+            nonlocal verdict
+            # Read under WATCH: a concurrent add by another process makes the transaction retry.
+            if sum(self._redis.zcard(index) for index in mine) >= max_active_per_owner:
+                verdict = Admission.KEY_FULL
+                return None
+            if self._redis.zcard(pending) >= max_pending:
+                verdict = Admission.QUEUE_FULL
+                return None
+            verdict = Admission.ADDED
+            return task
+
+        self._write(task.id, admit, watch=(pending, *mine))
+        return verdict
+
+    def update(self, task_id: str, **changes: Any) -> Task | None:
+        return self.update_if(task_id, None, **changes)
+
+    def update_if(self, task_id: str, only_while: TaskStatus | None, **changes: Any) -> Task | None:
+        """Update only while the task is in status `only_while` (any when None); None when it was not."""
+
+        def change(before: Task | None) -> Task | None:
+            if before is None or (only_while is not None and before.status is not only_while):
+                return None
+            return replace(before, **changes)
+
+        return self._write(task_id, change)[1]
+
+    def delete(self, task_id: str) -> Task | None:
+        key = self._task_key(task_id)
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    fields = pipe.hgetall(key)
+                    if not fields:
+                        pipe.unwatch()
+                        return None
+                    task = from_record(fields)
+                    version = int(fields.get("version", 0)) + 1
+                    pipe.multi()
+                    pipe.delete(key)
+                    for index in [*self._indexes(task), self.key("ended")]:
+                        pipe.zrem(index, task_id)
+                    message = {"task": to_record(task), "deleted": True, "version": version}
+                    pipe.publish(self.channel, json.dumps(message))
+                    pipe.execute()
+                    return task
+                except redis.WatchError:
+                    continue
+
+    # Reads
+
+    def get(self, task_id: str) -> Task | None:
+        fields = self._redis.hgetall(self._task_key(task_id))
+        return from_record(fields) if fields else None
+
+    def _get_many(self, task_ids: list[str]) -> list[Task]:
+        with self._redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(self._task_key(task_id))
+            # A task deleted between the index read and this one is skipped.
+            return [from_record(fields) for fields in pipe.execute() if fields]
+
+    def count_by_status(self) -> Counter[TaskStatus]:
+        with self._redis.pipeline(transaction=False) as pipe:
+            for status in TaskStatus:
+                pipe.zcard(self.key("status", status.value))
+            counts = pipe.execute()
+        return Counter({status: count for status, count in zip(TaskStatus, counts, strict=True) if count})
+
+    def count_active(self, owner: str) -> int:
+        return sum(self._redis.zcard(self.key("owner", owner, status.value)) for status in ACTIVE)
+
+    def page(self, owner: str, status: TaskStatus | None, limit: int, offset: int) -> tuple[list[Task], int]:
+        index = self.key("owner", owner) if status is None else self.key("owner", owner, status.value)
+        total = self._redis.zcard(index)
+        task_ids = cast(list[str], self._redis.zrevrange(index, offset, offset + limit - 1))
+        return self._get_many(task_ids), int(total)
+
+    def unfinished(self) -> list[Task]:
+        scored: list[tuple[str, float]] = []
+        for status in ACTIVE:
+            scored += cast(
+                list[tuple[str, float]], self._redis.zrange(self.key("status", status.value), 0, -1, withscores=True)
+            )
+        return self._get_many([task_id for task_id, _ in sorted(scored, key=lambda item: item[1])])
+
+    def ended_before(self, moment: datetime) -> list[Task]:
+        ended = self._redis.zrangebyscore(self.key("ended"), "-inf", f"({_score(moment)}")
+        return self._get_many(cast(list[str], ended))

@@ -1,0 +1,199 @@
+"""TASK_BACKEND=celery, worker side: runs a task from the Redis store on this process's pipeline.
+
+One RemoteRunner per Celery pool process: it loads the models once and keeps them. A run
+holds the task's lease (app/tasks/coordination.py) and renews it from a heartbeat thread,
+which also enforces STAGE_TIMEOUT_SECONDS. Progress is written to the store with the same
+stage weights as the local backend; a deleted task is noticed at the next progress step
+(the store refuses the write) and the pipeline unwinds there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from typing import Any
+
+from redis.exceptions import LockError
+
+from app.pipeline.base import Pipeline, PipelineError, PipelineFactory, Stage
+from app.tasks.coordination import MAX_ATTEMPTS, RENEW_SECONDS, Coordination
+from app.tasks.manager import StageWatch
+from app.tasks.models import TERMINAL, Task, TaskStatus, utcnow
+from app.tasks.progress import STAGE_MESSAGES, ProgressTracker
+from app.tasks.redis_store import RedisTaskStore
+from app.tasks.worker import WORKER_NICENESS, JobCancelled, public_message
+
+logger = logging.getLogger(__name__)
+
+STOPPED_TWICE = (
+    "The worker running this task stopped unexpectedly twice (out of memory, or the machine went away); "
+    "try a shorter file, or tell the server's operator."
+)
+
+
+class RemoteRunner:
+    def __init__(self, settings: Any, factory: PipelineFactory) -> None:
+        # As in the local backend: an API on the same machine stays responsive while models compute.
+        os.nice(WORKER_NICENESS)
+        self._settings = settings
+        self.store = RedisTaskStore.from_url(settings.redis_url)
+        self.coordination = Coordination(self.store.client)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._state: dict[str, Any] = {"name": self.name, "model": None, "device": None, "diarizer": None}
+        self._pipeline: Pipeline | None = None
+        try:
+            self._pipeline = factory(settings)
+        except Exception as error:
+            logger.exception("Could not load the pipeline")
+            self._state["error"] = public_message(str(error) or type(error).__name__)
+        else:
+            info = self._pipeline.info()
+            self._state.update(model=info.model, device=info.device, diarizer=info.diarizer)
+            logger.info("%s ready: model %s on %s", self.name, info.model, info.device)
+        threading.Thread(target=self._announce_forever, name="announce", daemon=True).start()
+
+    def _announce_forever(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # Redis away for a moment: try again next round
+                self.coordination.announce(self.name, self._state)
+            time.sleep(RENEW_SECONDS)
+
+    def run(self, task_id: str) -> None:
+        task = self.store.get(task_id)
+        if task is None or task.status in TERMINAL:
+            return  # deleted, or finished by an earlier delivery of the same message
+        lease = self.coordination.lease(task_id)
+        # The token names this process, so an operator (or a test) can see which one runs the task.
+        token = f"{self.name}/{uuid.uuid4().hex}"
+        taken = lease.acquire(blocking=False, token=token)
+        if not taken and self._holder_is_dead(task_id):
+            taken = lease.acquire(blocking=False, token=token)
+        if not taken:
+            logger.info("Task %s is already running on another worker", task_id)
+            return
+        try:
+            keep = self._settings.task_ttl_hours * 3600
+            if self.coordination.count_start(task_id, keep) > MAX_ATTEMPTS:
+                self._fail(task, STOPPED_TWICE)
+                return
+            self._execute(task, lease)
+        finally:
+            with contextlib.suppress(LockError):
+                lease.release()
+
+    def _holder_is_dead(self, task_id: str) -> bool:
+        """Celery redelivers at once when a pool process dies; on the same host its lease need not
+        lapse first. Breaks the lease when its holder is a process of this host that is gone."""
+        token = self.coordination.holder(task_id)
+        host, _, rest = (token or "").partition(":")
+        pid = rest.partition("/")[0]
+        if token is None or host != socket.gethostname() or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            self.coordination.break_lease(task_id, token)
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        return False
+
+    def _execute(self, task: Task, lease: Any) -> None:
+        if self._pipeline is None:
+            self._fail(
+                task,
+                f"The worker could not load its speech model ({self._state['error']}), so it cannot transcribe; "
+                "tell the server's operator (GET /health shows the cause).",
+            )
+            return
+        if not task.job.audio_path.exists():
+            self._fail(
+                task,
+                "The worker cannot read this task's upload: UPLOAD_DIR must be a directory the API and every "
+                "worker share; tell the server's operator.",
+            )
+            return
+        retried = self.coordination.starts(task.id) > 1
+        message = "Starting again after its worker stopped" if retried else "Starting"
+        self.store.update(task.id, status=TaskStatus.PROCESSING, started_at=utcnow(), message=message, progress=0.0)
+        tracker = ProgressTracker(task.job.stages)
+        watch = StageWatch(task.job.stages)
+        lost = threading.Event()
+        done = threading.Event()
+
+        def on_progress(stage: Stage, fraction: float) -> None:
+            if lost.is_set():
+                raise JobCancelled
+            watch.report(stage, fraction)
+            percent = tracker.update(stage, fraction)
+            changes = {"stage": stage, "progress": round(percent, 1), "message": STAGE_MESSAGES[stage]}
+            # PROCESSING again: the API's sweep may have requeued a task whose lease renewal came late.
+            if self.store.update(task.id, status=TaskStatus.PROCESSING, **changes) is None:
+                raise JobCancelled  # deleted: stop here
+
+        heartbeat = threading.Thread(target=self._heartbeat, args=(task, lease, watch, lost, done), daemon=True)
+        heartbeat.start()
+        try:
+            output = self._pipeline.run(task.job, on_progress)
+        except JobCancelled:
+            logger.info("Task %s stopped after deletion", task.id)
+        except PipelineError as error:
+            self._fail(task, public_message(str(error)))
+        except Exception as error:  # noqa: BLE001 - the worker must outlive a bad job
+            logger.error("Job %s failed:\n%s", task.id, traceback.format_exc())
+            self._fail(
+                task,
+                f"Transcription failed unexpectedly ({type(error).__name__}). Upload the file again; if it fails "
+                f"again, give the server's operator the task id {task.id} (the cause is in the worker's log).",
+            )
+        else:
+            message = "Transcription completed successfully"
+            if output.note:
+                message = f"Transcription completed; {output.note}"
+            self.store.update(
+                task.id, status=TaskStatus.COMPLETED, progress=100.0, stage=None, message=message,
+                completed_at=utcnow(), result=output.result,
+            )  # fmt: skip
+        finally:
+            done.set()
+            self._pipeline.release()
+            gc.collect()
+            task.job.audio_path.unlink(missing_ok=True)
+
+    def _heartbeat(
+        self, task: Task, lease: Any, watch: StageWatch, lost: threading.Event, done: threading.Event
+    ) -> None:
+        limit = self._settings.stage_timeout_seconds
+        while not done.wait(min(RENEW_SECONDS, limit / 4)):
+            try:
+                lease.reacquire()
+            except LockError:
+                logger.warning("Task %s: its lease lapsed and another worker may run it; stopping", task.id)
+                lost.set()
+                return
+            except Exception:  # Redis away for a moment: the lease lasts a few renewals
+                logger.warning("Task %s: could not renew its lease", task.id, exc_info=True)
+            if time.monotonic() - watch.since > limit:
+                self._fail(
+                    task,
+                    f"The {watch.current.value} stage took longer than the server's limit of {limit:g} s "
+                    "(STAGE_TIMEOUT_SECONDS); try a shorter file.",
+                )
+                task.job.audio_path.unlink(missing_ok=True)
+                # Only killing the process stops the stage; Celery replaces it, and a redelivery finds the task failed.
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def _fail(self, task: Task, error: str) -> None:
+        logger.info("Task %s failed: %s", task.id, error)
+        self.store.update(
+            task.id, status=TaskStatus.FAILED, message="Transcription failed", error=error, completed_at=utcnow()
+        )
+        task.job.audio_path.unlink(missing_ok=True)
