@@ -332,6 +332,7 @@ def run(
                 compute_type=compute_type, cpu_threads=threads,
             )  # fmt: skip
             pipeline = WhisperXPipeline(settings)
+            pipeline.finish_loading()
             batch_size = pipeline.batch_size
             plain = PlainWhisperX(
                 resolve_whisper_model(model, settings.model_cache_dir), device, compute_type, threads, batch_size

@@ -27,13 +27,14 @@ class WhisperXPipeline:
     """Loads the models once, then transcribes job after job with them."""
 
     def __init__(self, settings: Settings) -> None:
+        """Load the Whisper model; `finish_loading` loads the rest (torch and the diarizer)."""
+        import ctranslate2
         import faster_whisper
-        import torch
 
         self._settings = settings
-        self.device = (
-            "cuda" if settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available()) else "cpu"
-        )
+        # CTranslate2 answers without importing torch, which would cost seconds before the model loads.
+        cuda = settings.device == "cuda" or (settings.device == "auto" and ctranslate2.get_cuda_device_count() > 0)
+        self.device = "cuda" if cuda else "cpu"
         self.compute_type = settings.compute_type
         if self.device == "cpu" and self.compute_type in ("float16", "int8_float16"):
             logger.info("COMPUTE_TYPE=%s is not supported on CPU; using int8", self.compute_type)
@@ -41,25 +42,37 @@ class WhisperXPipeline:
         # Measured on 2 CPU cores (docs/benchmarks.md): batches of 4 transcribe as fast as 16
         # while each 30-s chunk in a batch holds ~100 MB of encoder attention; greedy decoding
         # gives the same words as a beam of 5 on this audio at ~70 % of the time.
-        self.batch_size = settings.batch_size or (16 if self.device == "cuda" else 4)
-        self.beam_size = settings.beam_size or (5 if self.device == "cuda" else 1)
-        threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // settings.max_concurrent_tasks)
-        torch.set_num_threads(threads)
+        self.batch_size = settings.batch_size or (16 if cuda else 4)
+        self.beam_size = settings.beam_size or (5 if cuda else 1)
+        self._threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // settings.max_concurrent_tasks)
 
-        self.model_name = settings.whisper_model or ("large-v2" if self.device == "cuda" else "base")
+        self.model_name = settings.whisper_model or ("large-v2" if cuda else "base")
         # faster-whisper's own model and batched pipeline, with its packaged ONNX silero VAD:
         # whisperx.load_model would also load a pyannote VAD (torch) that runs ~15x slower here.
         self._model = faster_whisper.WhisperModel(
             resolve_whisper_model(self.model_name, settings.model_cache_dir),
             self.device,
             compute_type=self.compute_type,
-            cpu_threads=threads,
+            cpu_threads=self._threads,
             download_root=str(settings.model_cache_dir / "whisper"),
         )
         self._multilingual = bool(self._model.model.is_multilingual)
         self._batched = faster_whisper.BatchedInferencePipeline(self._model)
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | None] = {}
+        self._loaded = False
+        self._diarizer: Any = None
+        self.diarizer_name: str | None = None
+        self._diarizer_note: str | None = None
+
+    def finish_loading(self) -> None:
+        """Import torch and load the diarizer: most of a worker's start-up, done once, after it is ready."""
+        if self._loaded:
+            return
+        import torch
+
+        torch.set_num_threads(self._threads)
         self._diarizer, self.diarizer_name, self._diarizer_note = self._load_diarizer()
+        self._loaded = True
 
     def info(self) -> PipelineInfo:
         return PipelineInfo(model=self.model_name, device=self.device, diarizer=self.diarizer_name)
@@ -142,6 +155,7 @@ class WhisperXPipeline:
             (untrained / name).touch()
 
     def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
+        self.finish_loading()
         import torch
 
         try:
