@@ -129,9 +129,11 @@ def service_pipeline(clip: Clip, pipeline: Any) -> dict[str, Any]:
 
     from app.pipeline.base import Job
 
+    first: dict[str, float] = {}
     last: dict[str, float] = {}
 
     def progress(stage: Any, fraction: float) -> None:
+        first.setdefault(stage.value, time.perf_counter())
         last[stage.value] = time.perf_counter()
 
     clock = {"vad": 0.0}
@@ -140,13 +142,18 @@ def service_pipeline(clip: Clip, pipeline: Any) -> dict[str, Any]:
     with timed(faster_whisper.transcribe, "get_speech_timestamps", clock):
         output = pipeline.run(Job("bench", clip.path), progress)
     ended = time.perf_counter()
-    # Each stage runs from the previous stage's last event to its own last event.
-    order = [("decode", "decoding"), ("transcribe", "transcribing"), ("word_timing", "aligning"),
-             ("diarize", "diarizing"), ("assign", "assigning speakers")]  # fmt: skip
+    # Decoding ends at its last event (language detection then counts as transcription); every
+    # other stage ends where the next one's first event is.
+    ends = [
+        ("decode", last["decoding"]),
+        ("transcribe", first.get("aligning", ended)),
+        ("word_timing", first.get("diarizing", ended)),
+        ("diarize", first.get("assigning speakers", ended)),
+        ("assign", ended),
+    ]
     stages: dict[str, float | None] = {}
     previous = started
-    for name, event in order:
-        end = ended if name == "assign" else last.get(event, previous)
+    for name, end in ends:
         stages[name] = end - previous
         previous = end
     transcribe = stages["transcribe"] or 0.0
