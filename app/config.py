@@ -35,8 +35,9 @@ class Settings(BaseSettings):
     compute_type: Literal["float16", "float32", "int8", "int8_float16", "int8_float32", "default"] = "float16"
     """CTranslate2 precision. `float16` falls back to `int8` on a CPU."""
 
-    batch_size: int = Field(16, ge=1, le=256)
-    """Chunks transcribed per batch; lower it when the GPU runs out of memory."""
+    batch_size: int | None = Field(None, ge=1, le=256)
+    """30-s chunks transcribed per batch; lower it when the GPU runs out of memory. Unset: 16 on CUDA,
+    4 on a CPU (as fast there as 16, and each chunk in a batch holds about 100 MB)."""
 
     max_concurrent_tasks: int = Field(2, ge=1, le=32)
     """Tasks transcribed at once; each has its own worker process holding the models."""
@@ -47,6 +48,10 @@ class Settings(BaseSettings):
 
     cpu_threads: int = Field(0, ge=0)
     """CPU threads per worker. 0 shares the machine's cores among the workers."""
+
+    beam_size: int | None = Field(None, ge=1, le=16)
+    """Beam width when decoding. Unset: 5 on CUDA; 1 (greedy) on a CPU, which decodes ~30 % faster with
+    the same words on the bench's speech."""
 
     align_model: str | None = None
     """wav2vec2 alignment model (hub id or local directory). Unset: whisperX's default for the language."""
@@ -126,7 +131,16 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(10.0, gt=0)
     """Longest one callback request may take."""
 
-    @field_validator("api_keys", "hf_token", "whisper_model", "align_model", "webhook_secret", mode="before")
+    @field_validator(
+        "api_keys",
+        "hf_token",
+        "whisper_model",
+        "batch_size",
+        "beam_size",
+        "align_model",
+        "webhook_secret",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

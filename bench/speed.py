@@ -1,277 +1,413 @@
-"""Speed, accuracy and memory of the service against a plain whisperx script, in one run.
+"""The service against a plain whisperx script: speed per stage, accuracy, memory, latency.
 
-For each clip length (generated espeak-ng speech with known text, looped to length) it measures:
-- a plain whisperx script: load_audio → load_model (whisperx's default pyannote VAD) →
-  transcribe → assign speakers from the same embedded diarizer (offline there is no
-  alignment model, so the script gets no word times);
-- the service's pipeline called directly, stage by stage (decode, transcribe incl. VAD,
-  word timing, diarize, assign);
-- the same file through the HTTP API of a running service (upload → completed), and the
-  ratio API ÷ direct pipeline;
-- WER against the known text (lower case, no punctuation, digits as spoken by whisper kept);
-- status-endpoint latency (p50/p99, polled at 20 Hz) with no task and with 2 tasks running;
-- cold start (process start to /health reporting the models loaded) and peak RSS per process.
+    .venv/bin/python -m bench                 # 1, 5 and 30 minutes, the pyannote sample, 20 tasks in a row
+    .venv/bin/python -m bench --quick         # a 15 s clip with tiny.en: checks the bench itself runs
+    .venv/bin/python -m bench --docs          # also refresh the table in docs/benchmarks.md
 
-    .venv/bin/python -m bench.speed [--minutes 1 5] [--threads 2]
+It builds its inputs (bench/inputs.py), then, in one run so that ratios are fair on a shared machine:
+- per clip, a plain whisperx script (load_model with whisperx's default pyannote VAD → transcribe
+  → the same diarizer → assign_word_speakers) and this service's pipeline called in-process, each
+  timed per stage (decode, VAD, transcribe, word timing, diarize, assign) with its WER;
+- the same clip through the HTTP API of the service started as a real process, and API ÷ direct;
+- status-endpoint latency p50/p99 polled at 20 Hz with no task running and while 2 run;
+- cold start (process start to /ready), peak RSS of the API and each worker after every clip,
+  and the workers' RSS after each of N tasks in a row (memory must not grow).
 
-Prints a table and writes JSON under bench/results/. Ratios are taken within one run, since
-this machine is shared and absolute times drift.
+The result is printed as a table and written as JSON under bench/results/.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench import report
+from bench.inputs import Clip, pyannote_sample, speech
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 KEY = "bench-key"
-TEXT = (
-    "The weather is warm and sunny today. My brother likes to read books in the garden. "
-    "We will meet at the station after lunch. Please bring some water and a small map. "
-    "The little dog runs across the green field. Our neighbours planted apple trees last spring."
-)
+STAGES = ("decode", "vad", "transcribe", "word_timing", "diarize", "assign")
 
 
-def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+@cache
+def _normaliser() -> Any:
+    # Whisper's own English normaliser: case, punctuation, spelling and numbers ("nine" = "9").
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer({})
 
 
 def wer(reference: str, hypothesis: str) -> float:
     import jiwer
 
-    return float(jiwer.wer(normalise(reference), normalise(hypothesis)))
+    normalise = _normaliser()
+    return float(jiwer.wer(normalise(reference), normalise(hypothesis) or "-"))
 
 
-def make_clip(minutes: float, folder: Path) -> tuple[Path, str]:
-    one = folder / "one.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(one), TEXT], check=True)
-    length = float(subprocess.run(["soxi", "-D", str(one)], capture_output=True, text=True, check=True).stdout)
-    repeats = max(1, round(minutes * 60 / length))
-    clip = folder / f"speech-{minutes:g}min.wav"
-    subprocess.run(["sox", *[str(one)] * repeats, "-r", "16000", "-c", "1", str(clip)], check=True)
-    return clip, " ".join([TEXT] * repeats)
+def memory_mb(pid: int) -> dict[str, float]:
+    """Resident memory now and at its peak (VmRSS, VmHWM) of a process, in MiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {"rss": int(fields["VmRSS"].split()[0]) / 1024, "peak": int(fields["VmHWM"].split()[0]) / 1024}
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+@contextlib.contextmanager
+def timed(owner: Any, name: str, clock: dict[str, float]) -> Iterator[None]:
+    """Add the time spent in `owner.name` (a function or method) to clock["vad"] while inside."""
+    original = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            clock["vad"] += time.perf_counter() - started
+
+    setattr(owner, name, wrapper)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
 
 
-def plain_whisperx(clip: Path, settings: Any, diarizer: Any) -> dict[str, Any]:
-    import whisperx
+class PlainWhisperX:
+    """What a person would write with the whisperx library: its defaults, the same model and diarizer."""
 
-    from app.pipeline.models import resolve_whisper_model
+    def __init__(self, model: str, device: str, compute_type: str, threads: int, batch_size: int) -> None:
+        import whisperx
 
-    stages: dict[str, float] = {}
-    started = time.perf_counter()
-    model = whisperx.load_model(
-        resolve_whisper_model("base", settings.model_cache_dir),
-        "cpu",
-        compute_type="int8",
-        threads=settings.cpu_threads,
-    )
-    load = time.perf_counter() - started
-    mark = time.perf_counter()
-    audio = whisperx.load_audio(str(clip))
-    stages["decode"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    result = model.transcribe(audio, batch_size=settings.batch_size)
-    stages["transcribe"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    turns = diarizer(audio)
-    stages["diarize"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    result = whisperx.assign_word_speakers(turns, result)
-    stages["assign"] = time.perf_counter() - mark
-    text = " ".join(segment["text"] for segment in result["segments"])
-    return {"load_s": round(load, 2), "stages": stages, "total": sum(stages.values()), "text": text}
+        started = time.perf_counter()
+        self.model = whisperx.load_model(model, device, compute_type=compute_type, threads=threads)
+        self.load_s = time.perf_counter() - started
+        self.batch_size = batch_size
+        # An English-only model has no language detection; a script would say "en".
+        self.language = None if self.model.model.model.is_multilingual else "en"
+
+    def run(self, clip: Clip, diarizer: Any) -> dict[str, Any]:
+        import whisperx
+
+        clock = {"vad": 0.0}
+        stages: dict[str, float | None] = {}
+        mark = time.perf_counter()
+        audio = whisperx.load_audio(str(clip.path))
+        stages["decode"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        # whisperx calls its VAD model as `self.vad_model(...)`: time it through its class.
+        vad = self.model.vad_model
+        with timed(type(vad), "__call__", clock):
+            result = self.model.transcribe(audio, batch_size=self.batch_size, language=self.language)
+        stages["vad"] = clock["vad"]
+        stages["transcribe"] = time.perf_counter() - mark - clock["vad"]
+        stages["word_timing"] = None  # whisperx.align needs a wav2vec2 model from the hub: none offline
+        mark = time.perf_counter()
+        turns = diarizer(audio)
+        stages["diarize"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        result = whisperx.assign_word_speakers(turns, result)
+        stages["assign"] = time.perf_counter() - mark
+        text = " ".join(segment["text"] for segment in result["segments"])
+        return _row(clip, stages, text, word_times=False)
 
 
-def service_pipeline(clip: Path, pipeline: Any) -> dict[str, Any]:
+def service_pipeline(clip: Clip, pipeline: Any) -> dict[str, Any]:
+    """The service's own pipeline, in this process; stage times from its progress events."""
+    import faster_whisper.transcribe
+
     from app.pipeline.base import Job
 
-    firsts: dict[str, float] = {}
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
 
     def progress(stage: Any, fraction: float) -> None:
-        firsts.setdefault(stage.value, time.perf_counter())
+        first.setdefault(stage.value, time.perf_counter())
+        last[stage.value] = time.perf_counter()
 
+    clock = {"vad": 0.0}
     started = time.perf_counter()
-    output = pipeline.run(Job("bench", clip), progress)
+    # faster-whisper's batched transcription runs its silero VAD through this module-level function.
+    with timed(faster_whisper.transcribe, "get_speech_timestamps", clock):
+        output = pipeline.run(Job("bench", clip.path), progress)
     ended = time.perf_counter()
-    names = list(firsts)
-    stages = {
-        name: (firsts[names[i + 1]] if i + 1 < len(names) else ended) - firsts[name] for i, name in enumerate(names)
-    }
+    # Decoding ends at its last event (language detection then counts as transcription); every
+    # other stage ends where the next one's first event is.
+    ends = [
+        ("decode", last["decoding"]),
+        ("transcribe", first.get("aligning", ended)),
+        ("word_timing", first.get("diarizing", ended)),
+        ("diarize", first.get("assigning speakers", ended)),
+        ("assign", ended),
+    ]
+    stages: dict[str, float | None] = {}
+    previous = started
+    for name, end in ends:
+        stages[name] = end - previous
+        previous = end
+    transcribe = stages["transcribe"] or 0.0
+    stages["vad"], stages["transcribe"] = clock["vad"], transcribe - clock["vad"]
     text = " ".join(segment["text"] for segment in output.result["segments"])
-    return {"stages": stages, "total": ended - started, "text": text}
+    return _row(clip, stages, text, word_times=output.result.get("word_timing") is not None)
+
+
+def _row(clip: Clip, stages: dict[str, float | None], text: str, word_times: bool) -> dict[str, Any]:
+    total = sum(value for value in stages.values() if value is not None)
+    transcription = (stages["vad"] or 0.0) + (stages["transcribe"] or 0.0)
+    return {
+        "stages_s": {name: None if stages[name] is None else round(stages[name] or 0.0, 3) for name in STAGES},
+        "total_s": round(total, 3),
+        "rtf": round(total / clip.seconds, 4),
+        "transcription_rtf": round(transcription / clip.seconds, 4),
+        "wer": round(wer(clip.reference, text), 4),
+        "word_times": word_times,
+    }
 
 
 class Service:
-    """The service as a real process on a free loopback port."""
+    """The service as a real process on a loopback port."""
 
-    def __init__(self, folder: Path, threads: int) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ, "API_KEYS": KEY, "PORT": str(self.port), "HOST": "127.0.0.1", "MAX_CONCURRENT_TASKS": "2",
-            "CPU_THREADS": str(threads), "UPLOAD_DIR": str(folder / "uploads"), "LOG_LEVEL": "warning",
+    def __init__(self, folder: Path, port: int, env: dict[str, str]) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        environment = {
+            **os.environ, **env, "API_KEYS": KEY, "PORT": str(port), "HOST": "127.0.0.1", "MAX_CONCURRENT_TASKS": "2",
+            "UPLOAD_DIR": str(folder / "uploads"), "LOG_LEVEL": "warning",
         }  # fmt: skip
-        started = time.perf_counter()
+        self.client = httpx.Client(base_url=self.url, headers={"X-API-Key": KEY}, timeout=600)
+        self._started = started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.main"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+            [sys.executable, "-m", "app.main"], cwd=ROOT, env=environment, stderr=subprocess.DEVNULL
         )
-        while not self._loaded():
-            time.sleep(0.05)
-        self.cold_start = time.perf_counter() - started
+        self.api_up_s: float | None = None
+        while not self._ready():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the service exited with status {self.process.returncode} while starting")
+            time.sleep(0.02)
+        self.cold_start_s = time.perf_counter() - started
 
-    def _loaded(self) -> bool:
+    def _ready(self) -> bool:
         try:
-            return bool(self.health()["model_loaded"])
+            response = self.client.get("/ready")
         except httpx.TransportError:
             return False
+        if self.api_up_s is None:  # the first answer: the API is up, the models may still be loading
+            self.api_up_s = time.perf_counter() - self._started
+        return response.status_code == 200
 
-    def health(self) -> dict[str, Any]:
-        body: dict[str, Any] = httpx.get(f"{self.url}/health", headers={"X-API-Key": KEY}).json()
-        return body
+    def workers(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
 
-    def submit(self, clip: Path) -> str:
-        with clip.open("rb") as file:
-            response = httpx.post(
-                f"{self.url}/api/v1/transcribe/upload", headers={"X-API-Key": KEY}, files={"file": file}, timeout=120
-            )
+    def memory(self) -> dict[str, dict[str, float]]:
+        found = {"api": memory_mb(self.process.pid)}
+        found.update({f"worker-{n}": memory_mb(pid) for n, pid in enumerate(sorted(self.workers()))})
+        return {name: {key: round(value) for key, value in values.items()} for name, values in found.items()}
+
+    def submit(self, clip: Clip) -> str:
+        with clip.path.open("rb") as file:
+            response = self.client.post("/api/v1/transcribe/upload", files={"file": (clip.path.name, file)})
+        response.raise_for_status()
         task_id: str = response.json()["task_id"]
         return task_id
 
-    def status(self, client: httpx.Client, task_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = client.get(f"{self.url}/api/v1/transcribe/status/{task_id}").json()
+    def status(self, task_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.client.get(f"/api/v1/transcribe/status/{task_id}").json()
         return body
 
-    def transcribe(self, clip: Path) -> dict[str, Any]:
+    def transcribe(self, clip: Clip) -> dict[str, Any]:
         started = time.perf_counter()
         task_id = self.submit(clip)
-        with httpx.Client(headers={"X-API-Key": KEY}) as client:
-            while (doc := self.status(client, task_id))["status"] not in ("completed", "failed"):
-                time.sleep(0.05)
+        while (doc := self.status(task_id))["status"] not in ("completed", "failed"):
+            time.sleep(0.02)
         elapsed = time.perf_counter() - started
-        text = " ".join(segment["text"] for segment in (doc["result"] or {"segments": []})["segments"])
-        return {"total": elapsed, "status": doc["status"], "text": text}
+        if doc["status"] != "completed":
+            raise RuntimeError(f"the service failed {clip.name}: {doc.get('error')}")
+        text = " ".join(segment["text"] for segment in doc["result"]["segments"])
+        wer_ = round(wer(clip.reference, text), 4)
+        return {"total_s": round(elapsed, 3), "rtf": round(elapsed / clip.seconds, 4), "wer": wer_}
 
-    def status_latency(self, probe: str, busy_clip: Path | None, seconds: float = 8.0) -> dict[str, float]:
-        """Status round trips for task `probe` at 20 Hz: idle, or while two tasks transcribe `busy_clip`."""
-        tasks = [self.submit(busy_clip) for _ in range(2)] if busy_clip else []
+    def status_latency(self, probe: str, busy: Clip | None, seconds: float) -> dict[str, float]:
+        """Status round trips for task `probe` at 20 Hz: idle, or while two tasks transcribe `busy`."""
+        tasks = [self.submit(busy) for _ in range(2)] if busy else []
+        if tasks:  # measure while both run, not while they wait in the queue
+            while not all(self.status(task)["status"] == "processing" for task in tasks):
+                time.sleep(0.05)
         samples = []
-        with httpx.Client(headers={"X-API-Key": KEY}) as client:
-            deadline = time.perf_counter() + seconds
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                self.status(client, probe)
-                samples.append(1000 * (time.perf_counter() - started))
-                time.sleep(max(0.0, 0.05 - (time.perf_counter() - started)))
-            running = sum(self.status(client, task)["status"] == "processing" for task in tasks)
-            for task in tasks:
-                client.delete(f"{self.url}/api/v1/transcribe/task/{task}")
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            self.status(probe)
+            samples.append(1000 * (time.perf_counter() - started))
+            time.sleep(max(0.0, 0.05 - (time.perf_counter() - started)))
+        running = sum(self.status(task)["status"] == "processing" for task in tasks)
+        for task in tasks:
+            self.client.delete(f"/api/v1/transcribe/task/{task}")
         quantiles = statistics.quantiles(samples, n=100)
-        return {"p50_ms": round(quantiles[49], 2), "p99_ms": round(quantiles[98], 2), "still_running": running}
+        return {"p50_ms": round(quantiles[49], 2), "p99_ms": round(quantiles[98], 2), "samples": len(samples),
+                "running_at_end": running}  # fmt: skip
 
-    def close(self) -> dict[str, float]:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        workers = [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
-        memory = {"api": round(peak_rss_mb(self.process.pid))}
-        memory.update({f"worker-{n}": round(peak_rss_mb(pid)) for n, pid in enumerate(workers)})
+    def wait_idle(self) -> None:
+        while self.client.get("/health").json()["queue"]["processing"]:
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.client.close()
         self.process.terminate()
         self.process.wait(30)
-        return memory
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0], help="clip lengths to run")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference")
-    args = parser.parse_args()
-    for name, value in {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "PYANNOTE_METRICS_ENABLED": "false",
-    }.items():
+    parser.add_argument("--quick", action="store_true", help="a 15 s clip, tiny.en, 3 tasks in a row: a smoke run")
+    parser.add_argument("--minutes", type=float, nargs="+", help="speech clip lengths (default 1 5 30)")
+    parser.add_argument("--model", help="Whisper model (default base; tiny.en with --quick)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both sides run")
+    parser.add_argument("--compute-type", default=None, help="default int8 on cpu, float16 on cuda")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference, both sides")
+    parser.add_argument("--tasks-in-a-row", type=int, help="tasks run back to back for the memory check (default 20)")
+    parser.add_argument("--port", type=int, default=0, help="port for the service (default: any free one)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON result")
+    parser.add_argument("--docs", action="store_true", help="refresh the table in docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "false"}
+    for name, value in offline.items():
         os.environ.setdefault(name, value)
+    minutes = args.minutes or ([0.25] if args.quick else [1.0, 5.0, 30.0])
+    model = args.model or ("tiny.en" if args.quick else "base")
+    compute_type = args.compute_type or ("int8" if args.device == "cpu" else "float16")
+    in_a_row = args.tasks_in_a_row or (3 if args.quick else 20)
+    port = args.port or _free_port()
+    result = run(args.quick, sorted(minutes), model, args.device, compute_type, args.threads, in_a_row, port)
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
+    # allow_nan=False: a NaN or infinity anywhere is a bug in the bench, not a figure.
+    target.write_text(json.dumps(result, indent=2, allow_nan=False))
+    print(report.table(result))
+    print(f"wrote {target}")
+    if args.docs:
+        report.refresh_docs(result, target)
+        print(f"refreshed {report.DOCS}")
 
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run(
+    quick: bool, minutes: list[float], model: str, device: str, compute_type: str, threads: int, in_a_row: int,
+    port: int,
+) -> dict[str, Any]:  # fmt: skip
     from app.config import Settings
+    from app.pipeline.models import resolve_whisper_model
     from app.pipeline.whisperx_pipeline import WhisperXPipeline
 
-    report: dict[str, Any] = {"threads": args.threads, "clips": []}
-    with tempfile.TemporaryDirectory(prefix="bench-speed-") as temp:
+    env = {"WHISPER_MODEL": model, "DEVICE": device, "COMPUTE_TYPE": compute_type, "CPU_THREADS": str(threads)}
+    result: dict[str, Any] = {
+        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "machine": _machine(device),
+        "quick": quick,
+        "settings": {"model": model, "device": device, "compute_type": compute_type, "threads": threads},
+        "clips": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-") as temp:
         folder = Path(temp)
-        settings = Settings(  # type: ignore[call-arg]
-            _env_file=None, api_keys=KEY, max_concurrent_tasks=1, cpu_threads=args.threads,
-            whisper_model="base", compute_type="int8",
-        )  # fmt: skip
-        pipeline = WhisperXPipeline(settings)
-        clips = [make_clip(minutes, folder) for minutes in args.minutes]
-        service = Service(folder, args.threads)
-        report["cold_start_s"] = round(service.cold_start, 2)
-        # One short task each first: one-off costs (first calls, lookups) are not what is compared.
-        warm_up, _ = make_clip(0.2, folder)
-        service_pipeline(warm_up, pipeline)
-        service.transcribe(warm_up)
-        for clip, reference in clips:
-            seconds = float(subprocess.run(["soxi", "-D", str(clip)], capture_output=True, text=True).stdout)
-            plain = plain_whisperx(clip, settings, pipeline._diarizer)
-            direct = service_pipeline(clip, pipeline)
-            api = service.transcribe(clip)
-            row = {
-                "clip": clip.name,
-                "audio_s": round(seconds, 1),
-                "plain_whisperx": {
-                    "stages_s": {k: round(v, 2) for k, v in plain["stages"].items()},
-                    "rtf": round(plain["total"] / seconds, 4),
-                    "transcribe_rtf": round(plain["stages"]["transcribe"] / seconds, 4),
-                    "wer": round(wer(reference, plain["text"]), 4),
-                    "word_times": False,
-                },
-                "service_pipeline": {
-                    "stages_s": {k: round(v, 2) for k, v in direct["stages"].items()},
-                    "rtf": round(direct["total"] / seconds, 4),
-                    "transcribe_rtf": round(direct["stages"].get("transcribing", 0) / seconds, 4),
-                    "wer": round(wer(reference, direct["text"]), 4),
-                    "word_times": True,
-                },
-                "api": {
-                    "seconds": round(api["total"], 2),
-                    "rtf": round(api["total"] / seconds, 4),
-                    "wer": round(wer(reference, api["text"]), 4),
-                },
-                "api_over_direct": round(api["total"] / direct["total"], 3),
+        print("building inputs…", file=sys.stderr, flush=True)
+        clips = [speech(length, folder) for length in minutes] + ([] if quick else [pyannote_sample()])
+        warm_up = speech(0.1, folder)
+        print("starting the service…", file=sys.stderr, flush=True)
+        service = Service(folder, port, env)
+        try:
+            result["cold_start"] = {
+                "api_up_s": round(service.api_up_s or 0, 2),
+                "ready_s": round(service.cold_start_s, 2),
             }
-            report["clips"].append(row)
-        probe = service.submit(clips[0][0])
-        while service.health()["queue"]["processing"]:
-            time.sleep(0.2)
-        report["status_latency_idle"] = service.status_latency(probe, None)
-        report["status_latency_two_tasks"] = service.status_latency(probe, clips[-1][0])
-        report["peak_rss_mb"] = service.close()
+            settings = Settings(  # type: ignore[call-arg]
+                _env_file=None, api_keys=KEY, max_concurrent_tasks=1, whisper_model=model, device=device,
+                compute_type=compute_type, cpu_threads=threads,
+            )  # fmt: skip
+            pipeline = WhisperXPipeline(settings)
+            pipeline.finish_loading()
+            batch_size = pipeline.batch_size
+            plain = PlainWhisperX(
+                resolve_whisper_model(model, settings.model_cache_dir), device, compute_type, threads, batch_size
+            )
+            result["settings"].update(batch_size=batch_size, beam_size=pipeline.beam_size)
+            result["plain_whisperx_load_s"] = round(plain.load_s, 2)
+            # One short task each first: one-off costs (first calls, lazy set-up) are not what is compared.
+            service_pipeline(warm_up, pipeline)
+            plain.run(warm_up, pipeline._diarizer)
+            service.transcribe(warm_up)
+            for clip in sorted(clips, key=lambda clip: clip.seconds):
+                print(f"{clip.name}: plain whisperx, service pipeline, API…", file=sys.stderr, flush=True)
+                row: dict[str, Any] = {"clip": clip.name, "audio_s": round(clip.seconds, 1)}
+                row["plain_whisperx"] = plain.run(clip, pipeline._diarizer)
+                row["service_pipeline"] = service_pipeline(clip, pipeline)
+                row["api"] = service.transcribe(clip)
+                row["api_over_direct"] = round(row["api"]["total_s"] / row["service_pipeline"]["total_s"], 3)
+                row["transcription_ratio"] = round(
+                    row["service_pipeline"]["transcription_rtf"] / row["plain_whisperx"]["transcription_rtf"], 3
+                )
+                row["service_memory_mb"] = service.memory()
+                result["clips"].append(row)
+            del plain, pipeline
+            shortest = min(clips, key=lambda clip: clip.seconds)
+            print(f"{in_a_row} tasks in a row…", file=sys.stderr, flush=True)
+            result["tasks_in_a_row"] = _in_a_row(service, shortest, in_a_row)
+            print("status latency…", file=sys.stderr, flush=True)
+            probe = service.submit(shortest)
+            service.wait_idle()
+            seconds = 3.0 if quick else 10.0
+            idle = service.status_latency(probe, None, seconds)
+            busy = service.status_latency(probe, max(clips, key=lambda clip: clip.seconds), seconds)
+            ratio = round(busy["p99_ms"] / idle["p99_ms"], 2)
+            result["status_latency"] = {"idle": idle, "two_tasks": busy, "p99_ratio": ratio}
+            service.wait_idle()
+            result["service_memory_mb"] = service.memory()
+        finally:
+            service.close()
+    return result
 
-    print(json.dumps(report, indent=2))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    target = RESULTS / f"speed-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    target.write_text(json.dumps(report, indent=2))
-    print(f"wrote {target.relative_to(ROOT)}")
+
+def _in_a_row(service: Service, clip: Clip, count: int) -> dict[str, Any]:
+    """Run `count` tasks one after another; the workers' resident memory after each."""
+    after: list[dict[str, float]] = []
+    for n in range(count):
+        service.transcribe(clip)
+        memory = {name: values["rss"] for name, values in service.memory().items() if name.startswith("worker")}
+        after.append(memory)
+        print(f"  task {n + 1:2d}: workers' RSS {memory} MiB", file=sys.stderr, flush=True)
+    totals = [sum(memory.values()) for memory in after]
+    # From the second task on: by then a worker has run a task, its one-off allocations made.
+    base = totals[min(1, len(totals) - 1)]
+    return {"clip": clip.name, "tasks": count, "workers_rss_mb": after, "growth_mb": round(totals[-1] - base)}
+
+
+def _machine(device: str) -> dict[str, Any]:
+    name = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    machine: dict[str, Any] = {"cpu": name, "cores": os.cpu_count() or 0, "load_1min": round(os.getloadavg()[0], 2)}
+    if device == "cuda":
+        import torch
+
+        machine["gpu"] = torch.cuda.get_device_name(0)
+    return machine
 
 
 if __name__ == "__main__":

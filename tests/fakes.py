@@ -36,6 +36,9 @@ class FakePipeline:
     def info(self) -> PipelineInfo:
         return PipelineInfo(model="fake", device="cpu")
 
+    def finish_loading(self) -> None:
+        pass  # the fake has nothing heavy to load
+
     def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
         if self._mode == "crash":
             os._exit(1)

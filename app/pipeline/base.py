@@ -76,6 +76,10 @@ class Pipeline(Protocol):
 
     def info(self) -> PipelineInfo: ...
 
+    def finish_loading(self) -> None:
+        """Load what jobs need but readiness need not wait for; called once the worker reports ready."""
+        ...
+
     def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput: ...
 
     def release(self) -> None:

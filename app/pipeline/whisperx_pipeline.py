@@ -5,7 +5,8 @@ Runs inside a worker process; torch and whisperx are imported here only, never b
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import ctypes
 import logging
 import os
 from typing import Any
@@ -26,35 +27,52 @@ class WhisperXPipeline:
     """Loads the models once, then transcribes job after job with them."""
 
     def __init__(self, settings: Settings) -> None:
+        """Load the Whisper model; `finish_loading` loads the rest (torch and the diarizer)."""
+        import ctranslate2
         import faster_whisper
-        import torch
-        import whisperx
 
         self._settings = settings
-        self.device = (
-            "cuda" if settings.device == "cuda" or (settings.device == "auto" and torch.cuda.is_available()) else "cpu"
-        )
+        # CTranslate2 answers without importing torch, which would cost seconds before the model loads.
+        cuda = settings.device == "cuda" or (settings.device == "auto" and ctranslate2.get_cuda_device_count() > 0)
+        self.device = "cuda" if cuda else "cpu"
         self.compute_type = settings.compute_type
         if self.device == "cpu" and self.compute_type in ("float16", "int8_float16"):
             logger.info("COMPUTE_TYPE=%s is not supported on CPU; using int8", self.compute_type)
             self.compute_type = "int8"
-        threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // settings.max_concurrent_tasks)
-        torch.set_num_threads(threads)
+        # Measured on 2 CPU cores (docs/benchmarks.md): batches of 4 transcribe as fast as 16
+        # while each 30-s chunk in a batch holds ~100 MB of encoder attention; greedy decoding
+        # gives the same words as a beam of 5 on this audio at ~70 % of the time.
+        self.batch_size = settings.batch_size or (16 if cuda else 4)
+        self.beam_size = settings.beam_size or (5 if cuda else 1)
+        self._threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // settings.max_concurrent_tasks)
 
-        self.model_name = settings.whisper_model or ("large-v2" if self.device == "cuda" else "base")
-        self._asr = whisperx.load_model(
+        self.model_name = settings.whisper_model or ("large-v2" if cuda else "base")
+        # faster-whisper's own model and batched pipeline, with its packaged ONNX silero VAD:
+        # whisperx.load_model would also load a pyannote VAD (torch) that runs ~15x slower here.
+        self._model = faster_whisper.WhisperModel(
             resolve_whisper_model(self.model_name, settings.model_cache_dir),
             self.device,
             compute_type=self.compute_type,
+            cpu_threads=self._threads,
             download_root=str(settings.model_cache_dir / "whisper"),
-            threads=threads,
         )
-        self._multilingual = bool(self._asr.model.model.is_multilingual)
-        # Same loaded weights, faster-whisper's batched decoder: gives each word a time when
-        # no alignment model is available for the language.
-        self._word_timer = faster_whisper.BatchedInferencePipeline(self._asr.model)
+        self._multilingual = bool(self._model.model.is_multilingual)
+        self._batched = faster_whisper.BatchedInferencePipeline(self._model)
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | None] = {}
+        self._loaded = False
+        self._diarizer: Any = None
+        self.diarizer_name: str | None = None
+        self._diarizer_note: str | None = None
+
+    def finish_loading(self) -> None:
+        """Import torch and load the diarizer: most of a worker's start-up, done once, after it is ready."""
+        if self._loaded:
+            return
+        import torch
+
+        torch.set_num_threads(self._threads)
         self._diarizer, self.diarizer_name, self._diarizer_note = self._load_diarizer()
+        self._loaded = True
 
     def info(self) -> PipelineInfo:
         return PipelineInfo(model=self.model_name, device=self.device, diarizer=self.diarizer_name)
@@ -137,6 +155,7 @@ class WhisperXPipeline:
             (untrained / name).touch()
 
     def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
+        self.finish_loading()
         import torch
 
         try:
@@ -146,7 +165,7 @@ class WhisperXPipeline:
             if "out of memory" not in str(error).lower():
                 raise
             raise PipelineError(
-                f"The GPU ran out of memory. Lower BATCH_SIZE (now {self._settings.batch_size}), set "
+                f"The GPU ran out of memory. Lower BATCH_SIZE (now {self.batch_size}), set "
                 f"COMPUTE_TYPE=int8 (now {self.compute_type}) or lower MAX_CONCURRENT_TASKS."
             ) from None
 
@@ -161,11 +180,11 @@ class WhisperXPipeline:
         language = self._language(job, audio)
         progress(Stage.TRANSCRIBE, 0.0)
         aligner = self._aligner(language)
-        if aligner is None:
-            segments = self._transcribe_with_word_times(audio, language, job, progress)
-            word_timing = WORD_TIMING_WHISPER
-        else:
-            segments = self._transcribe_and_align(audio, language, aligner, job, progress)
+        # Without an alignment model Whisper times the words itself, in the same pass.
+        segments = self._transcribe(audio, language, job, progress, word_timestamps=aligner is None)
+        word_timing = WORD_TIMING_WHISPER
+        if aligner is not None:
+            segments = self._align(audio, segments, aligner, progress)
             word_timing = WORD_TIMING_ALIGNMENT
         progress(Stage.ALIGN, 1.0)
 
@@ -185,52 +204,42 @@ class WhisperXPipeline:
                     f"leave language empty or set WHISPER_MODEL to a multilingual model."
                 )
             return "en"
-        return job.language or str(self._asr.detect_language(audio))
+        return job.language or self._model.detect_language(audio)[0]
 
-    def _transcribe_and_align(
-        self, audio: Any, language: str, aligner: tuple[Any, dict[str, Any]], job: Job, progress: ProgressCallback
-    ) -> list[dict[str, Any]]:
-        import whisperx
-
-        # whisperx's batched decoder reads the prompt from its options (it decodes by beam
-        # search, without temperature); set it for this job only.
-        defaults = self._asr.options
-        self._asr.options = dataclasses.replace(defaults, initial_prompt=job.initial_prompt)
-        try:
-            transcript = self._asr.transcribe(
-                audio,
-                batch_size=self._settings.batch_size,
-                language=language,
-                progress_callback=lambda percent: progress(Stage.TRANSCRIBE, percent / 100),
-            )
-        finally:
-            self._asr.options = defaults
-        progress(Stage.ALIGN, 0.0)
-        model, metadata = aligner
-        aligned = whisperx.align(
-            transcript["segments"], model, metadata, audio, self.device,
-            progress_callback=lambda percent: progress(Stage.ALIGN, percent / 100),
-        )  # fmt: skip
-        return list(aligned["segments"])
-
-    def _transcribe_with_word_times(
-        self, audio: Any, language: str, job: Job, progress: ProgressCallback
+    def _transcribe(
+        self, audio: Any, language: str, job: Job, progress: ProgressCallback, word_timestamps: bool
     ) -> list[dict[str, Any]]:
         sampling = {} if job.temperature is None else {"temperature": job.temperature}
-        pieces, info = self._word_timer.transcribe(
-            audio, language=language, batch_size=self._settings.batch_size, word_timestamps=True, vad_filter=True,
-            initial_prompt=job.initial_prompt, **sampling,
+        pieces, info = self._batched.transcribe(
+            audio, language=language, batch_size=self.batch_size, beam_size=self.beam_size,
+            word_timestamps=word_timestamps, vad_filter=True, initial_prompt=job.initial_prompt, **sampling,
         )  # fmt: skip
         segments = []
         for piece in pieces:  # a generator: each segment arrives as its batch is decoded
-            words = [
-                {"word": word.word.strip(), "start": word.start, "end": word.end, "score": word.probability}
-                for word in piece.words or []
-            ]
-            segments.append({"start": piece.start, "end": piece.end, "text": piece.text, "words": words})
+            segment: dict[str, Any] = {"start": piece.start, "end": piece.end, "text": piece.text}
+            if word_timestamps:
+                segment["words"] = [
+                    {"word": word.word.strip(), "start": word.start, "end": word.end, "score": word.probability}
+                    for word in piece.words or []
+                ]
+            segments.append(segment)
             progress(Stage.TRANSCRIBE, piece.end / info.duration if info.duration else 1.0)
         progress(Stage.TRANSCRIBE, 1.0)
         return segments
+
+    def _align(
+        self, audio: Any, segments: list[dict[str, Any]], aligner: tuple[Any, dict[str, Any]],
+        progress: ProgressCallback,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        import whisperx
+
+        progress(Stage.ALIGN, 0.0)
+        model, metadata = aligner
+        aligned = whisperx.align(
+            segments, model, metadata, audio, self.device,
+            progress_callback=lambda percent: progress(Stage.ALIGN, percent / 100),
+        )  # fmt: skip
+        return list(aligned["segments"])
 
     def _diarize(
         self, audio: Any, segments: list[dict[str, Any]], job: Job, progress: ProgressCallback
@@ -259,10 +268,19 @@ class WhisperXPipeline:
         return labelled, speakers, self._diarizer_note
 
     def release(self) -> None:
+        """Give back what the last job used: CUDA's cached blocks, and free heap pages to the system."""
         if self.device == "cuda":
             import torch
 
             torch.cuda.empty_cache()
+        _trim_heap()
+
+
+def _trim_heap() -> None:
+    # glibc keeps freed memory in its arenas; a long task's buffers would stay resident in an idle
+    # worker. malloc_trim hands it back (glibc only; elsewhere there is nothing to call).
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _seconds(value: Any) -> float | None:

@@ -61,7 +61,14 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
         logger.exception("Could not load the pipeline")
         conn.send(("load_failed", public_message(str(error) or type(error).__name__)))
         return
+    # Ready as soon as the Whisper model is loaded; the rest (the diarizer) loads before the first
+    # job is read, and /health learns its name from the second report.
     conn.send(("ready", pipeline.info()))
+    try:
+        pipeline.finish_loading()
+    except Exception:  # a job will try again and fail with a message of its own
+        logger.exception("Could not finish loading the pipeline")
+    conn.send(("info", pipeline.info()))
 
     def report(stage: Stage, fraction: float) -> None:
         # Checked at every progress step: raising here unwinds the pipeline cooperatively.
@@ -141,7 +148,10 @@ class WorkerProcess:
             except (EOFError, OSError):
                 message = ("exited",)
             try:
-                loop.call_soon_threadsafe(self._inbox.put_nowait, message)
+                if message[0] == "info":  # what the worker loaded after it was ready
+                    loop.call_soon_threadsafe(setattr, self, "info", message[1])
+                else:
+                    loop.call_soon_threadsafe(self._inbox.put_nowait, message)
             except RuntimeError:  # the event loop has closed
                 return
             if message[0] == "exited":

@@ -75,7 +75,9 @@ def tiny_en_pipeline(random_align_model: Path, tmp_path_factory: pytest.TempPath
         model_cache_dir=tmp_path_factory.mktemp("cache"),
         max_concurrent_tasks=1,
     )
-    return WhisperXPipeline(settings)
+    pipeline = WhisperXPipeline(settings)
+    pipeline.finish_loading()  # what a worker does right after reporting ready
+    return pipeline
 
 
 def test_alignment_path_runs_when_an_align_model_loads(tiny_en_pipeline: WhisperXPipeline, known_speech: Path) -> None:

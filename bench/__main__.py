@@ -1,0 +1,5 @@
+"""`python -m bench`: the whole benchmark (see bench/speed.py)."""
+
+from bench.speed import main
+
+main()
