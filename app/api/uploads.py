@@ -14,7 +14,8 @@ from whisperx.utils import LANGUAGES, TO_LANGUAGE_CODE
 from app.config import Settings
 from app.media import MediaError, MediaInfo, UnsupportedMediaError, probe
 from app.tasks.manager import RETRY_AFTER_SECONDS, OverCapacity
-from app.webhooks import WebhookTargetError, check_target
+from app.outbound import TargetRefused, check_target
+from app.webhooks import CALLBACK
 
 
 def language_code(language: str | None) -> str | None:
@@ -85,6 +86,6 @@ async def check_callback(url: str, settings: Settings) -> None:
             "poll the status or follow the events stream instead"
         )  # fmt: skip
     try:
-        await check_target(url, settings.webhook_allow_private)
-    except WebhookTargetError as error:
+        await check_target(url, settings.webhook_allow_private, CALLBACK)
+    except TargetRefused as error:
         raise HTTPException(422, str(error)) from None
