@@ -21,6 +21,11 @@ logger = logging.getLogger(__name__)
 WORD_TIMING_ALIGNMENT = "wav2vec2-alignment"
 WORD_TIMING_WHISPER = "whisper-word-timestamps"
 
+# whisperx.load_model's VAD defaults, which the server loads with.
+WHISPERX_VAD_DEFAULTS = {"vad_onset": 0.500, "vad_offset": 0.363}
+DEFAULT_CHUNK_SECONDS = 30
+DEFAULT_BEAM_SIZE = 5
+
 
 class WhisperXPipeline:
     """Loads the models once, then transcribes job after job with them."""
@@ -53,11 +58,14 @@ class WhisperXPipeline:
         # Same loaded weights, faster-whisper's batched decoder: gives each word a time when
         # no alignment model is available for the language.
         self._word_timer = faster_whisper.BatchedInferencePipeline(self._asr.model)
+        self._numeral_tokens: list[int] | None = None
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | None] = {}
         self._diarizer, self.diarizer_name, self._diarizer_note = self._load_diarizer()
 
     def info(self) -> PipelineInfo:
-        return PipelineInfo(model=self.model_name, device=self.device, diarizer=self.diarizer_name)
+        return PipelineInfo(
+            model=self.model_name, device=self.device, diarizer=self.diarizer_name, multilingual=self._multilingual
+        )
 
     def _load_diarizer(self) -> tuple[Any, str | None, str | None]:
         """The diarizer, its name, and a note for results when it is not the one asked for.
@@ -159,8 +167,10 @@ class WhisperXPipeline:
         progress(Stage.DECODE, 1.0)
 
         language = self._language(job, audio)
+        # Translation writes English, so English is what gets timed and split into sentences.
+        text_language = "en" if job.task == "translate" else language
         progress(Stage.TRANSCRIBE, 0.0)
-        aligner = self._aligner(language)
+        aligner = self._aligner(text_language)
         if aligner is None:
             segments = self._transcribe_with_word_times(audio, language, job, progress)
             word_timing = WORD_TIMING_WHISPER
@@ -169,13 +179,25 @@ class WhisperXPipeline:
             word_timing = WORD_TIMING_ALIGNMENT
         progress(Stage.ALIGN, 1.0)
 
-        result: dict[str, Any] = {"language": language, "model": self.model_name, "word_timing": word_timing}
-        note = None
+        result: dict[str, Any] = {
+            "language": language,
+            "task": job.task,
+            "model": self.model_name,
+            "word_timing": word_timing,
+            "options": job.chosen_options(),
+        }
+        notes = []
+        if job.return_char_alignments and aligner is None:
+            notes.append(
+                "characters are not timed: no wav2vec2 alignment model is available, so Whisper timed the words"
+            )
         if job.enable_diarization:
             segments, speakers, note = self._diarize(audio, segments, job, progress)
             result.update(diarizer=self.diarizer_name if speakers is not None else None, speakers=speakers)
-        result["segments"] = [_segment(segment) for segment in split_segments(segments, language)]
-        return PipelineOutput(result=result, note=note)
+            notes += [note] if note else []
+        pieces = split_segments(_keep_unaligned_words(segments), text_language)
+        result["segments"] = [_segment(piece, with_chars=job.return_char_alignments) for piece in pieces]
+        return PipelineOutput(result=result, note="; ".join(notes) or None)
 
     def _language(self, job: Job, audio: Any) -> str:
         if not self._multilingual:
@@ -184,6 +206,11 @@ class WhisperXPipeline:
                     f"The model {self.model_name} transcribes English only; "
                     f"leave language empty or set WHISPER_MODEL to a multilingual model."
                 )
+            if job.task == "translate":
+                raise PipelineError(
+                    f"The model {self.model_name} is English-only and cannot translate; use task=transcribe, "
+                    "or set WHISPER_MODEL to a multilingual model."
+                )
             return "en"
         return job.language or str(self._asr.detect_language(audio))
 
@@ -191,24 +218,40 @@ class WhisperXPipeline:
         self, audio: Any, language: str, aligner: tuple[Any, dict[str, Any]], job: Job, progress: ProgressCallback
     ) -> list[dict[str, Any]]:
         import whisperx
+        from whisperx.asr import FasterWhisperPipeline
 
-        # whisperx's batched decoder reads the prompt from its options (it decodes by beam
-        # search, without temperature); set it for this job only.
-        defaults = self._asr.options
-        self._asr.options = dataclasses.replace(defaults, initial_prompt=job.initial_prompt)
-        try:
-            transcript = self._asr.transcribe(
-                audio,
-                batch_size=self._settings.batch_size,
-                language=language,
-                progress_callback=lambda percent: progress(Stage.TRANSCRIBE, percent / 100),
-            )
-        finally:
-            self._asr.options = defaults
+        # A pipeline for this job only, over the loaded model and VAD: whisperx reads the prompt,
+        # hotwords, beam size, VAD thresholds and numeral suppression from its pipeline object
+        # (it decodes by beam search, without temperature).
+        asr = FasterWhisperPipeline(
+            model=self._asr.model,
+            vad=self._asr.vad_model,
+            vad_params={
+                "vad_onset": job.vad_onset or WHISPERX_VAD_DEFAULTS["vad_onset"],
+                "vad_offset": job.vad_offset or WHISPERX_VAD_DEFAULTS["vad_offset"],
+            },
+            options=dataclasses.replace(
+                self._asr.options,
+                initial_prompt=job.initial_prompt,
+                hotwords=job.hotwords,
+                beam_size=job.beam_size or self._asr.options.beam_size,
+            ),
+            device=self._asr.device,
+            suppress_numerals=job.suppress_numerals,
+        )
+        transcript = asr.transcribe(
+            audio,
+            batch_size=self._settings.batch_size,
+            language=language,
+            task=job.task,
+            chunk_size=job.chunk_size or DEFAULT_CHUNK_SECONDS,
+            progress_callback=lambda percent: progress(Stage.TRANSCRIBE, percent / 100),
+        )
         progress(Stage.ALIGN, 0.0)
         model, metadata = aligner
         aligned = whisperx.align(
             transcript["segments"], model, metadata, audio, self.device,
+            return_char_alignments=job.return_char_alignments,
             progress_callback=lambda percent: progress(Stage.ALIGN, percent / 100),
         )  # fmt: skip
         return list(aligned["segments"])
@@ -216,10 +259,19 @@ class WhisperXPipeline:
     def _transcribe_with_word_times(
         self, audio: Any, language: str, job: Job, progress: ProgressCallback
     ) -> list[dict[str, Any]]:
-        sampling = {} if job.temperature is None else {"temperature": job.temperature}
+        options: dict[str, Any] = {}
+        if job.temperature is not None:
+            options["temperature"] = job.temperature
+        if job.suppress_numerals:
+            options["suppress_tokens"] = [-1, *self._numeral_symbol_tokens()]
+        vad = {"threshold": job.vad_onset} if job.vad_onset is not None else {}
+        if job.vad_offset is not None:
+            vad["neg_threshold"] = job.vad_offset
         pieces, info = self._word_timer.transcribe(
-            audio, language=language, batch_size=self._settings.batch_size, word_timestamps=True, vad_filter=True,
-            initial_prompt=job.initial_prompt, **sampling,
+            audio, language=language, task=job.task, batch_size=self._settings.batch_size, word_timestamps=True,
+            vad_filter=True, vad_parameters=vad or None, chunk_length=job.chunk_size,
+            initial_prompt=job.initial_prompt, hotwords=job.hotwords, beam_size=job.beam_size or DEFAULT_BEAM_SIZE,
+            **options,
         )  # fmt: skip
         segments = []
         for piece in pieces:  # a generator: each segment arrives as its batch is decoded
@@ -231,6 +283,16 @@ class WhisperXPipeline:
             progress(Stage.TRANSCRIBE, piece.end / info.duration if info.duration else 1.0)
         progress(Stage.TRANSCRIBE, 1.0)
         return segments
+
+    def _numeral_symbol_tokens(self) -> list[int]:
+        """Tokens holding a digit or %, $, £: whisperx's list for suppress_numerals, built once."""
+        if self._numeral_tokens is None:
+            from faster_whisper.tokenizer import Tokenizer
+            from whisperx.asr import find_numeral_symbol_tokens
+
+            tokenizer = Tokenizer(self._asr.model.hf_tokenizer, self._multilingual, task="transcribe", language="en")
+            self._numeral_tokens = list(find_numeral_symbol_tokens(tokenizer))
+        return self._numeral_tokens
 
     def _diarize(
         self, audio: Any, segments: list[dict[str, Any]], job: Job, progress: ProgressCallback
@@ -269,9 +331,24 @@ def _seconds(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def _segment(segment: dict[str, Any]) -> dict[str, Any]:
-    """One segment in the API's result shape; words alignment could not time keep null times."""
-    return {
+def _keep_unaligned_words(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Segments alignment could not time at all come back from whisperx without words: give them
+    their words back, untimed, so the text and the words always agree."""
+    return [
+        {**segment, "words": [{"word": word} for word in segment["text"].split()]}
+        if not segment.get("words") and segment.get("text", "").strip()
+        else segment
+        for segment in segments
+    ]
+
+
+def _score(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def _segment(segment: dict[str, Any], with_chars: bool) -> dict[str, Any]:
+    """One segment in the API's result shape; words that could not be timed keep null times and `timed: false`."""
+    shaped = {
         "start": _seconds(segment["start"]),
         "end": _seconds(segment["end"]),
         "text": segment["text"].strip(),
@@ -281,9 +358,21 @@ def _segment(segment: dict[str, Any]) -> dict[str, Any]:
                 "word": word["word"],
                 "start": _seconds(word.get("start")),
                 "end": _seconds(word.get("end")),
-                "score": None if word.get("score") is None else round(float(word["score"]), 3),
+                "score": _score(word.get("score")),
+                "timed": word.get("start") is not None and word.get("end") is not None,
                 "speaker": word.get("speaker"),
             }
             for word in segment.get("words", [])
         ],
     }
+    if with_chars and segment.get("chars") is not None:
+        shaped["chars"] = [
+            {
+                "char": char["char"],
+                "start": _seconds(char.get("start")),
+                "end": _seconds(char.get("end")),
+                "score": _score(char.get("score")),
+            }
+            for char in segment["chars"]
+        ]
+    return shaped
