@@ -27,7 +27,6 @@ from app.tasks.manager import PrepareFailed
 
 AUDIO_URL = Target(field="audio_url", allow_setting="AUDIO_URL_ALLOW_PRIVATE")
 MAX_REDIRECTS = 5
-_CHUNK_BYTES = 1024 * 1024
 # Connecting and each read; the whole download is bounded by AUDIO_URL_TIMEOUT_SECONDS.
 _STEP_TIMEOUT_SECONDS = 30.0
 
@@ -104,7 +103,7 @@ async def _save(
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as out:
         # Bytes as decoded (gzip and the like undone): the limit is on what lands on disk.
-        async for chunk in response.aiter_bytes(_CHUNK_BYTES):
+        async for chunk in response.aiter_bytes():  # as it arrives: progress moves with the network
             received += len(chunk)
             if received > limit:
                 raise PrepareFailed(f"audio_url: {too_large_message(limit)}")
