@@ -54,7 +54,8 @@ def _piece(words: list[dict[str, Any]], segment: dict[str, Any], joiner: str) ->
     return {
         "start": timed[0]["start"] if timed else segment["start"],
         "end": max(word["end"] for word in timed) if timed else segment["end"],
-        "text": joiner.join(word["word"] for word in words),
+        # Whisper's own spacing where it is known (a word's `spaced` form), else the language's.
+        "text": "".join(word.get("spaced", joiner + word["word"]) for word in words).strip(),
         "speaker": words[0].get("speaker", segment.get("speaker")),
         "words": words,
     }

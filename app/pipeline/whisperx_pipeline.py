@@ -276,9 +276,12 @@ class WhisperXPipeline:
         segments = []
         for piece in pieces:  # a generator: each segment arrives as its batch is decoded
             words = [
-                {"word": word.word.strip(), "start": word.start, "end": word.end, "score": word.probability}
+                # `spaced` keeps Whisper's own spacing, so "12%" and "9:30" read as spoken, though Whisper
+                # may give "12" and "%" as two words.
+                {"word": word.word.strip(), "spaced": word.word, "start": word.start, "end": word.end,
+                 "score": word.probability}
                 for word in piece.words or []
-            ]
+            ]  # fmt: skip
             segments.append({"start": piece.start, "end": piece.end, "text": piece.text, "words": words})
             progress(Stage.TRANSCRIBE, piece.end / info.duration if info.duration else 1.0)
         progress(Stage.TRANSCRIBE, 1.0)
