@@ -64,8 +64,9 @@ class TranscriptionResult(BaseModel):
     speakers: list[SpeakerTime] | None = Field(None, description="Each speaker label's total speaking time")
     options: dict[str, Any] = Field(
         default_factory=dict,
-        description="The request's options that differ from the defaults (initial_prompt, beam_size, …): with "
-        "`model`, `language`, `task`, `word_timing` and `diarizer`, what it takes to reproduce this transcript",
+        description="The options the request gave (initial_prompt, beam_size, …; those left out are at their "
+        "defaults): with `model`, `language`, `task`, `word_timing` and `diarizer`, what it takes to "
+        "reproduce this transcript",
     )
 
 

@@ -76,7 +76,7 @@ class Job:
         return [Stage.DOWNLOAD, *self.stages] if self.audio_url else self.stages
 
     def chosen_options(self) -> dict[str, Any]:
-        """The transcription options given with the request that differ from their defaults."""
+        """The transcription options the request gave; those left out (at their defaults) are not listed."""
         return {
             field.name: getattr(self, field.name)
             for field in fields(self)
