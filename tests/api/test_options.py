@@ -37,6 +37,7 @@ def _refused(client: TestClient, audio: Path, **form: str) -> str:
         ({"vad_onset": "1"}, "vad_onset: Input should be less than 1"),
         ({"vad_offset": "1.2"}, "vad_offset: Input should be less than 1"),
         ({"vad_onset": "0.3", "vad_offset": "0.5"}, "vad_offset (0.5) cannot be larger than vad_onset (0.3)"),
+        ({"vad_offset": "0.7"}, "vad_offset (0.7) cannot be larger than vad_onset (0.5, the default)"),
         ({"chunk_size": "0"}, "chunk_size: Input should be greater than or equal to 1"),
         ({"chunk_size": "31"}, "chunk_size: Input should be less than or equal to 30"),
         ({"suppress_numerals": "perhaps"}, "suppress_numerals: Input should be a valid boolean"),

@@ -41,6 +41,8 @@ MAX_PROMPT_CHARS = 2000
 """Whisper reads at most 223 tokens of prompt (its last ones); more text than this is a mistake."""
 MAX_URL_CHARS = 4096
 MAX_BEAM_SIZE = 20
+DEFAULT_VAD_ONSET = 0.5
+"""Both engines' (whisperx's and faster-whisper's Silero VAD) default speech threshold."""
 
 router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"], responses=UNAUTHORIZED)
 
@@ -185,8 +187,9 @@ async def upload(
         await check_callback(callback_url, settings)
     if min_speakers is not None and max_speakers is not None and min_speakers > max_speakers:
         raise HTTPException(422, f"min_speakers ({min_speakers}) cannot be larger than max_speakers ({max_speakers})")
-    if vad_onset is not None and vad_offset is not None and vad_offset > vad_onset:
-        raise HTTPException(422, f"vad_offset ({vad_offset:g}) cannot be larger than vad_onset ({vad_onset:g})")
+    onset = f"{vad_onset:g}" if vad_onset is not None else f"{DEFAULT_VAD_ONSET:g}, the default"
+    if vad_offset is not None and vad_offset > (vad_onset or DEFAULT_VAD_ONSET):
+        raise HTTPException(422, f"vad_offset ({vad_offset:g}) cannot be larger than vad_onset ({onset})")
     if prompt and initial_prompt and prompt != initial_prompt:
         raise HTTPException(422, "prompt: give the prompt once, as initial_prompt (prompt is its earlier name)")
     if task is TranscriptionTask.TRANSLATE:
