@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -77,10 +78,11 @@ async def check_target(url: str, allow_private: bool, target: Target) -> None:
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that connects only to public addresses (unless private ones are allowed)."""
 
-    def __init__(self, allow_private: bool, target: Target) -> None:
+    def __init__(self, allow_private: bool, target: Target, verify: ssl.SSLContext | bool = True) -> None:
+        """`verify` as httpx takes it: True checks certificates against the usual CA bundle."""
         self._allow_private = allow_private
         self._target = target
-        self._inner = httpx.AsyncHTTPTransport()
+        self._inner = httpx.AsyncHTTPTransport(verify=verify)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import trustme
 from fastapi.testclient import TestClient
 
 import app.outbound
@@ -296,3 +298,63 @@ def test_the_transport_connects_to_the_address_it_checked(
 
     with pytest.raises(TargetRefused, match=r"'audio\.example' is a loopback, private"):
         asyncio.run(fetch_again())  # the name now points into the private network
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, ssl.SSLContext, list[str | None]]]:
+    """An https server on 127.0.0.1 whose certificate names only `audio.example`, a client
+    context trusting its CA, and the server names (SNI) clients sent."""
+    authority = trustme.CA()
+    certificate = authority.issue_cert("audio.example")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    names: list[str | None] = []
+    server_context.sni_callback = lambda sock, name, context: names.append(name)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield port, client_context, names
+    server.shutdown()
+    thread.join(5)
+
+
+@pytest.mark.usefixtures("loopback_is_public")
+def test_https_keeps_the_name_for_sni_and_the_certificate(
+    tls_server: tuple[int, ssl.SSLContext, list[str | None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connecting to the checked address, TLS still names the host: the certificate for
+    `audio.example` verifies, one for any other name would not."""
+    port, trusting, server_names = tls_server
+    real_getaddrinfo = socket.getaddrinfo
+
+    def dns(host: Any, service: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("audio.example", "other.example"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", service))]
+        return real_getaddrinfo(host, service, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+
+    async def fetch(host: str) -> httpx.Response:
+        transport = GuardedTransport(False, Target("audio_url", "AUDIO_URL_ALLOW_PRIVATE"), verify=trusting)
+        async with httpx.AsyncClient(transport=transport) as http:
+            return await http.get(f"https://{host}:{port}/speech.wav")
+
+    assert asyncio.run(fetch("audio.example")).content == b"ok"
+    with pytest.raises(httpx.ConnectError, match="certificate verify failed"):
+        asyncio.run(fetch("other.example"))
+    assert server_names == ["audio.example", "other.example"], "SNI carries the name, not the address"
