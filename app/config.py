@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity."""
 
+    audio_url_allow_private: bool = False
+    """Allow `audio_url` downloads from loopback, private and link-local addresses (off: they would let
+    callers reach the server's own network)."""
+
+    audio_url_timeout_seconds: float = Field(300.0, gt=0)
+    """Longest an `audio_url` download may take, start to end."""
+
     webhook_secret: SecretStr | None = None
     """Standard Webhooks signing secret (`whsec_` + base64) for callbacks. Unset: `callback_url` is refused."""
 

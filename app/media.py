@@ -101,6 +101,20 @@ async def probe(path: Path, timeout: float) -> MediaInfo:
     return MediaInfo(format_name=format_name, duration=duration)
 
 
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.0f} s"
+
+
+def too_long_message(info: MediaInfo, max_seconds: float) -> str | None:
+    """Why the audio is refused for its length (MAX_AUDIO_SECONDS), or None when it is short enough."""
+    if info.duration is None or info.duration <= max_seconds:
+        return None
+    return (
+        f"The audio lasts {_hours(info.duration)}; this server accepts at most {_hours(max_seconds)} "
+        f"(MAX_AUDIO_SECONDS={max_seconds:g}). Split the file into shorter parts."
+    )
+
+
 def _seconds(value: object) -> float | None:
     try:
         seconds = float(str(value))

@@ -43,7 +43,7 @@ def _duration(result: dict[str, Any], duration: float | None) -> float:
 
 def _verbose(result: dict[str, Any], duration: float | None, granularities: set[Granularity]) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "task": "transcribe",
+        "task": result.get("task", "transcribe"),
         "language": LANGUAGES.get(result["language"], result["language"]),  # OpenAI names it: "english"
         "duration": _duration(result, duration),
         "text": _text(result),
@@ -66,7 +66,7 @@ def _verbose(result: dict[str, Any], duration: float | None, granularities: set[
 def _diarized(result: dict[str, Any], duration: float | None) -> dict[str, Any]:
     seconds = _duration(result, duration)
     return {
-        "task": "transcribe",
+        "task": result.get("task", "transcribe"),
         "duration": seconds,
         "text": _text(result),
         "segments": [

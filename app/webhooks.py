@@ -9,14 +9,13 @@ stays the same across retries so receivers can drop duplicates.
 The service refuses targets on loopback, private, link-local and other non-public addresses
 unless WEBHOOK_ALLOW_PRIVATE is set: otherwise anyone with a key could make the server send
 requests into its own network (server-side request forgery), e.g. to a cloud metadata endpoint.
+The check is made on upload and again, by the transport, on every attempt (app/outbound.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -25,42 +24,13 @@ import httpx
 from standardwebhooks import Webhook
 
 from app.config import Settings
+from app.outbound import GuardedTransport, Target, TargetRefused
 from app.tasks.models import TERMINAL, Task
 
 logger = logging.getLogger(__name__)
 
 
-class WebhookTargetError(Exception):
-    """The callback URL may not be used; the message says why, for the person who sent it."""
-
-
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
-async def check_target(url: str, allow_private: bool) -> None:
-    """Refuse a URL that is not http(s), or whose host resolves to a non-public address."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as error:
-        raise WebhookTargetError(f"callback_url: not a valid URL ({error})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookTargetError("callback_url: give an absolute http:// or https:// URL")
-    if allow_private:
-        return
-    try:
-        found = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        raise WebhookTargetError(f"callback_url: the host {parts.hostname!r} could not be resolved") from None
-    if not all(_is_public(str(info[4][0])) for info in found):
-        raise WebhookTargetError(
-            f"callback_url: {parts.hostname!r} is a loopback, private or link-local address; this server only "
-            "calls public addresses (its operator can allow others with WEBHOOK_ALLOW_PRIVATE=true)"
-        )
+CALLBACK = Target(field="callback_url", allow_setting="WEBHOOK_ALLOW_PRIVATE")
 
 
 class WebhookSender:
@@ -70,7 +40,13 @@ class WebhookSender:
         self._settings = settings
         self._status_document = status_document
         self._signer = Webhook(settings.webhook_secret.get_secret_value()) if settings.webhook_secret else None
-        self._client = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+        self._client = httpx.AsyncClient(
+            timeout=settings.webhook_timeout_seconds,
+            follow_redirects=False,
+            # Resolved and checked on every attempt, connecting to the address checked: the name may
+            # point elsewhere by now.
+            transport=GuardedTransport(settings.webhook_allow_private, CALLBACK),
+        )
         self._deliveries: set[asyncio.Task[None]] = set()
 
     def task_changed(self, task: Task, deleted: bool) -> None:
@@ -88,8 +64,6 @@ class WebhookSender:
         attempts = self._settings.webhook_max_attempts
         for attempt in range(1, attempts + 1):
             try:
-                # Resolved again on every attempt: the name may point elsewhere by now.
-                await check_target(url, self._settings.webhook_allow_private)
                 now = datetime.now(UTC)
                 headers = {
                     "content-type": "application/json",
@@ -102,7 +76,7 @@ class WebhookSender:
                     logger.info("Webhook %s delivered to %s (attempt %d)", message_id, host, attempt)
                     return
                 reason = f"HTTP {response.status_code}"
-            except (httpx.HTTPError, WebhookTargetError) as error:
+            except (httpx.HTTPError, TargetRefused) as error:
                 reason = type(error).__name__ if isinstance(error, httpx.HTTPError) else str(error)
             if attempt < attempts:
                 delay = self._settings.webhook_retry_base_seconds * 2 ** (attempt - 1)

@@ -8,6 +8,7 @@ worker processes inherit:
   FAKE_MODE          "ok" (default), "fail" (a user-facing error), "crash" (the process dies),
                      "stubborn" (ignores cancellation: sleeps without reporting progress),
                      "unloadable" (fails while loading, as a missing model would)
+  FAKE_ENGLISH_ONLY  "1": report an English-only model, as tiny.en would
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class FakePipeline:
             raise RuntimeError("The fake pipeline was told not to load.")
 
     def info(self) -> PipelineInfo:
-        return PipelineInfo(model="fake", device="cpu")
+        english_only = os.environ.get("FAKE_ENGLISH_ONLY") == "1"
+        return PipelineInfo(model="fake", device="cpu", multilingual=not english_only)
 
     def finish_loading(self) -> None:
         pass  # the fake has nothing heavy to load
@@ -56,7 +58,13 @@ class FakePipeline:
             raise PipelineError("The fake pipeline was told to fail.")
         labels = ("SPEAKER_00", "SPEAKER_01") if job.enable_diarization else (None, None)
         segments = [_segment(FAKE_TEXT, 0.0, labels[0]), _segment(FAKE_LONG_TEXT, 3.0, labels[1])]
-        result = {"language": job.language or "en", "segments": segments, "model": "fake"}
+        result = {
+            "language": job.language or "en",
+            "segments": segments,
+            "model": "fake",
+            "task": job.task,
+            "options": job.chosen_options(),
+        }
         return PipelineOutput(result=result, note=None)
 
     def release(self) -> None:

@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from enum import StrEnum
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from app.tasks.models import Task, TaskStatus
 
 
+class TranscriptionTask(StrEnum):
+    TRANSCRIBE = "transcribe"
+    TRANSLATE = "translate"
+
+
 class Word(BaseModel):
     word: str
     start: float | None = Field(description="Seconds; null when the word could not be timed")
     end: float | None
-    score: float | None = Field(None, description="Alignment score or Whisper's word probability")
+    score: float | None = Field(
+        None,
+        description="0–1: the wav2vec2 alignment score, or Whisper's probability for the word; null when "
+        "alignment gave none (the word could not be timed, or its times were interpolated)",
+    )
+    timed: bool = Field(True, description="False when the word could not be timed: `start` and `end` are null")
     speaker: str | None = None
+
+
+class Char(BaseModel):
+    char: str
+    start: float | None = None
+    end: float | None = None
+    score: float | None = None
 
 
 class Segment(BaseModel):
@@ -24,6 +42,9 @@ class Segment(BaseModel):
     text: str
     speaker: str | None = None
     words: list[Word]
+    chars: list[Char] | None = Field(
+        None, description="Each character's times, with `return_char_alignments` and wav2vec2 alignment only"
+    )
 
 
 class SpeakerTime(BaseModel):
@@ -32,14 +53,21 @@ class SpeakerTime(BaseModel):
 
 
 class TranscriptionResult(BaseModel):
-    language: str
+    language: str = Field(description="The language spoken (given, or detected); with `translate`, the text is English")
     segments: list[Segment]
+    task: TranscriptionTask = Field(TranscriptionTask.TRANSCRIBE, description="`transcribe` or `translate`")
     model: str | None = Field(None, description="Whisper model that transcribed the audio")
     word_timing: str | None = Field(
         None, description="How words were timed: `wav2vec2-alignment` or `whisper-word-timestamps`"
     )
     diarizer: str | None = Field(None, description="Model that labelled the speakers; null when none ran")
     speakers: list[SpeakerTime] | None = Field(None, description="Each speaker label's total speaking time")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The options the request gave (initial_prompt, beam_size, …; those left out are at their "
+        "defaults): with `model`, `language`, `task`, `word_timing` and `diarizer`, what it takes to "
+        "reproduce this transcript",
+    )
 
 
 class UploadResponse(BaseModel):
@@ -82,7 +110,7 @@ class TaskEvent(BaseModel):
 
     task_id: str
     status: TaskStatus | Literal["deleted"]
-    stage: str | None = Field(description="The pipeline stage running now, while processing")
+    stage: str | None = Field(description="The stage running now: `downloading` while pending, then the pipeline's")
     progress: float
     message: str
     eta_seconds: float | None = Field(description="Estimated seconds until completion; null until it can be told")

@@ -12,9 +12,12 @@ from fastapi import HTTPException, UploadFile
 from whisperx.utils import LANGUAGES, TO_LANGUAGE_CODE
 
 from app.config import Settings
-from app.media import MediaError, MediaInfo, UnsupportedMediaError, probe
+from app.downloads import AUDIO_URL
+from app.media import MediaError, MediaInfo, UnsupportedMediaError, probe, too_long_message
+from app.outbound import TargetRefused, check_target
+from app.tasks.backend import TaskBackend
 from app.tasks.manager import RETRY_AFTER_SECONDS, OverCapacity
-from app.webhooks import WebhookTargetError, check_target
+from app.webhooks import CALLBACK
 
 
 def language_code(language: str | None) -> str | None:
@@ -32,10 +35,6 @@ def language_code(language: str | None) -> str | None:
     return code
 
 
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.0f} s"
-
-
 def refuse_over_capacity(error: OverCapacity) -> HTTPException:
     """429 (this key's limit) or 503 (queue full), with when to try again."""
     return HTTPException(error.status, error.detail, {"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -48,23 +47,20 @@ def _save(source: BinaryIO, target: Path) -> int:
         return out.tell()
 
 
-async def receive_upload(file: UploadFile, settings: Settings) -> tuple[Path, MediaInfo]:
-    """Save the upload under a fresh task id and check what it is; 415/422 when it cannot be used.
+def new_upload_path(settings: Settings) -> Path:
+    """Where a new task's audio goes; its name is the task id (a client's file name never touches the disk)."""
+    return settings.upload_dir / str(uuid.uuid4())
 
-    The file's name is the task id: the client's file name never touches the file system.
-    """
-    path = settings.upload_dir / str(uuid.uuid4())
+
+async def receive_upload(file: UploadFile, settings: Settings) -> tuple[Path, MediaInfo]:
+    """Save the upload under a fresh task id and check what it is; 415/422 when it cannot be used."""
+    path = new_upload_path(settings)
     try:
         if await asyncio.to_thread(_save, file.file, path) == 0:
             raise HTTPException(422, "The uploaded file is empty.")
         info = await probe(path, settings.ffmpeg_timeout_seconds)
-        if info.duration is not None and info.duration > settings.max_audio_seconds:
-            raise HTTPException(
-                413,
-                f"The audio lasts {_hours(info.duration)}; this server accepts at most "
-                f"{_hours(settings.max_audio_seconds)} (MAX_AUDIO_SECONDS={settings.max_audio_seconds:g}). "
-                "Split the file into shorter parts.",
-            )
+        if (too_long := too_long_message(info, settings.max_audio_seconds)) is not None:
+            raise HTTPException(413, too_long)
         return path, info
     except UnsupportedMediaError as error:
         path.unlink(missing_ok=True)
@@ -85,6 +81,24 @@ async def check_callback(url: str, settings: Settings) -> None:
             "poll the status or follow the events stream instead"
         )  # fmt: skip
     try:
-        await check_target(url, settings.webhook_allow_private)
-    except WebhookTargetError as error:
+        await check_target(url, settings.webhook_allow_private, CALLBACK)
+    except TargetRefused as error:
         raise HTTPException(422, str(error)) from None
+
+
+async def check_audio_url(url: str, settings: Settings) -> None:
+    """422 unless the server may download from the URL (checked again, hop by hop, as it downloads)."""
+    try:
+        await check_target(url, settings.audio_url_allow_private, AUDIO_URL)
+    except TargetRefused as error:
+        raise HTTPException(422, str(error)) from None
+
+
+def check_can_translate(manager: TaskBackend) -> None:
+    """422 when the loaded model is English-only: it cannot translate."""
+    info = manager.worker_state().info
+    if info is not None and not info.multilingual:
+        raise HTTPException(
+            422, f"task: the model {info.model} is English-only and cannot translate; use task=transcribe, "
+            "or ask the server's operator for a multilingual WHISPER_MODEL (such as base or large-v2)"
+        )  # fmt: skip

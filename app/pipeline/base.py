@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,6 +12,8 @@ from typing import Any, Protocol
 class Stage(StrEnum):
     """Steps of a transcription, in the order they run."""
 
+    DOWNLOAD = "downloading"
+    """Fetching `audio_url`, in the API process, before the task is queued for a worker."""
     DECODE = "decoding"
     TRANSCRIBE = "transcribing"
     ALIGN = "aligning"
@@ -41,13 +43,54 @@ class Job:
     """Seconds of audio, as probed on upload."""
     callback_url: str | None = None
     """Where the finished task's status document is POSTed (app/webhooks.py)."""
+    task: str = "transcribe"
+    """`transcribe`, or `translate` (into English)."""
+    hotwords: str | None = None
+    """Words Whisper should expect (names, jargon), given to the decoder as a hint."""
+    beam_size: int | None = None
+    """Beams searched while decoding; None: the default, 5."""
+    vad_onset: float | None = None
+    """Speech probability at which voice activity starts; None: the engine's default."""
+    vad_offset: float | None = None
+    """Speech probability below which voice activity ends; None: the engine's default."""
+    chunk_size: int | None = None
+    """Longest stretch of speech (seconds) transcribed as one piece; None: 30."""
+    suppress_numerals: bool = False
+    """Spell numbers and symbols out as words (no digits, %, $ or £ tokens)."""
+    return_char_alignments: bool = False
+    """Time every character too (wav2vec2 alignment only)."""
+    audio_url: str | None = None
+    """Where the audio was downloaded from, when it was not uploaded."""
 
     @property
     def stages(self) -> list[Stage]:
+        """The stages a worker runs."""
         stages = [Stage.DECODE, Stage.TRANSCRIBE, Stage.ALIGN]
         if self.enable_diarization:
             stages += [Stage.DIARIZE, Stage.ASSIGN]
         return stages
+
+    @property
+    def progress_stages(self) -> list[Stage]:
+        """Every stage the task's progress goes through: the download first, when there is one."""
+        return [Stage.DOWNLOAD, *self.stages] if self.audio_url else self.stages
+
+    def chosen_options(self) -> dict[str, Any]:
+        """The transcription options the request gave; those left out (at their defaults) are not listed."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in fields(self)
+            if field.name in TRANSCRIPTION_OPTIONS and getattr(self, field.name) != field.default
+        }
+
+
+TRANSCRIPTION_OPTIONS = frozenset(
+    {
+        "initial_prompt", "hotwords", "beam_size", "temperature", "vad_onset", "vad_offset", "chunk_size",
+        "suppress_numerals", "return_char_alignments", "min_speakers", "max_speakers", "enable_diarization",
+    }
+)  # fmt: skip
+"""Job fields that change the transcript; a result lists those a request set (for reproducing it)."""
 
 
 @dataclass
@@ -65,6 +108,8 @@ class PipelineInfo:
     model: str
     device: str
     diarizer: str | None = None
+    multilingual: bool = True
+    """False for English-only models (`*.en`), which can neither translate nor transcribe other languages."""
 
 
 class PipelineError(Exception):

@@ -22,15 +22,31 @@ def split_segments(segments: list[dict[str, Any]], language: str) -> list[dict[s
             pieces.append(segment)
             continue
         current: list[dict[str, Any]] = []
+        own: list[dict[str, Any]] = []
         for word in words:
             if current and (
                 current[-1]["word"].endswith(SENTENCE_ENDINGS) or word.get("speaker") != current[-1].get("speaker")
             ):
-                pieces.append(_piece(current, segment, joiner))
+                own.append(_piece(current, segment, joiner))
                 current = []
             current.append(word)
-        pieces.append(_piece(current, segment, joiner))
+        own.append(_piece(current, segment, joiner))
+        if segment.get("chars") is not None:
+            _share_chars(segment["chars"], own)
+        pieces += own
     return pieces
+
+
+def _share_chars(chars: list[dict[str, Any]], pieces: list[dict[str, Any]]) -> None:
+    """Give each piece the characters in its time span; an untimed character goes with the one before it."""
+    index = 0
+    for piece in pieces:
+        piece["chars"] = []
+    for char in chars:
+        start = char.get("start")
+        while start is not None and index + 1 < len(pieces) and start >= pieces[index + 1]["start"]:
+            index += 1
+        pieces[index]["chars"].append(char)
 
 
 def _piece(words: list[dict[str, Any]], segment: dict[str, Any], joiner: str) -> dict[str, Any]:
@@ -38,7 +54,8 @@ def _piece(words: list[dict[str, Any]], segment: dict[str, Any], joiner: str) ->
     return {
         "start": timed[0]["start"] if timed else segment["start"],
         "end": max(word["end"] for word in timed) if timed else segment["end"],
-        "text": joiner.join(word["word"] for word in words),
+        # Whisper's own spacing where it is known (a word's `spaced` form), else the language's.
+        "text": "".join(word.get("spaced", joiner + word["word"]) for word in words).strip(),
         "speaker": words[0].get("speaker", segment.get("speaker")),
         "words": words,
     }

@@ -58,6 +58,7 @@ class WhisperXPipeline:
         )
         self._multilingual = bool(self._model.model.is_multilingual)
         self._batched = faster_whisper.BatchedInferencePipeline(self._model)
+        self._numeral_tokens: list[int] | None = None
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | None] = {}
         self._loaded = False
         self._diarizer: Any = None
@@ -75,7 +76,9 @@ class WhisperXPipeline:
         self._loaded = True
 
     def info(self) -> PipelineInfo:
-        return PipelineInfo(model=self.model_name, device=self.device, diarizer=self.diarizer_name)
+        return PipelineInfo(
+            model=self.model_name, device=self.device, diarizer=self.diarizer_name, multilingual=self._multilingual
+        )
 
     def _load_diarizer(self) -> tuple[Any, str | None, str | None]:
         """The diarizer, its name, and a note for results when it is not the one asked for.
@@ -178,23 +181,37 @@ class WhisperXPipeline:
         progress(Stage.DECODE, 1.0)
 
         language = self._language(job, audio)
+        # Translation writes English, so English is what gets timed and split into sentences.
+        text_language = "en" if job.task == "translate" else language
         progress(Stage.TRANSCRIBE, 0.0)
-        aligner = self._aligner(language)
+        aligner = self._aligner(text_language)
         # Without an alignment model Whisper times the words itself, in the same pass.
         segments = self._transcribe(audio, language, job, progress, word_timestamps=aligner is None)
         word_timing = WORD_TIMING_WHISPER
         if aligner is not None:
-            segments = self._align(audio, segments, aligner, progress)
+            segments = self._align(audio, segments, aligner, job, progress)
             word_timing = WORD_TIMING_ALIGNMENT
         progress(Stage.ALIGN, 1.0)
 
-        result: dict[str, Any] = {"language": language, "model": self.model_name, "word_timing": word_timing}
-        note = None
+        result: dict[str, Any] = {
+            "language": language,
+            "task": job.task,
+            "model": self.model_name,
+            "word_timing": word_timing,
+            "options": job.chosen_options(),
+        }
+        notes = []
+        if job.return_char_alignments and aligner is None:
+            notes.append(
+                "characters are not timed: no wav2vec2 alignment model is available, so Whisper timed the words"
+            )
         if job.enable_diarization:
             segments, speakers, note = self._diarize(audio, segments, job, progress)
             result.update(diarizer=self.diarizer_name if speakers is not None else None, speakers=speakers)
-        result["segments"] = [_segment(segment) for segment in split_segments(segments, language)]
-        return PipelineOutput(result=result, note=note)
+            notes += [note] if note else []
+        pieces = split_segments(_keep_unaligned_words(segments), text_language)
+        result["segments"] = [_segment(piece, with_chars=job.return_char_alignments) for piece in pieces]
+        return PipelineOutput(result=result, note="; ".join(notes) or None)
 
     def _language(self, job: Job, audio: Any) -> str:
         if not self._multilingual:
@@ -203,32 +220,49 @@ class WhisperXPipeline:
                     f"The model {self.model_name} transcribes English only; "
                     f"leave language empty or set WHISPER_MODEL to a multilingual model."
                 )
+            if job.task == "translate":
+                raise PipelineError(
+                    f"The model {self.model_name} is English-only and cannot translate; use task=transcribe, "
+                    "or set WHISPER_MODEL to a multilingual model."
+                )
             return "en"
         return job.language or self._model.detect_language(audio)[0]
 
     def _transcribe(
         self, audio: Any, language: str, job: Job, progress: ProgressCallback, word_timestamps: bool
     ) -> list[dict[str, Any]]:
-        sampling = {} if job.temperature is None else {"temperature": job.temperature}
+        options: dict[str, Any] = {}
+        if job.temperature is not None:
+            options["temperature"] = job.temperature
+        if job.suppress_numerals:
+            options["suppress_tokens"] = [-1, *self._numeral_symbol_tokens()]
+        vad = {"threshold": job.vad_onset} if job.vad_onset is not None else {}
+        if job.vad_offset is not None:
+            vad["neg_threshold"] = job.vad_offset
         pieces, info = self._batched.transcribe(
-            audio, language=language, batch_size=self.batch_size, beam_size=self.beam_size,
-            word_timestamps=word_timestamps, vad_filter=True, initial_prompt=job.initial_prompt, **sampling,
+            audio, language=language, task=job.task, batch_size=self.batch_size, word_timestamps=word_timestamps,
+            vad_filter=True, vad_parameters=vad or None, chunk_length=job.chunk_size,
+            initial_prompt=job.initial_prompt, hotwords=job.hotwords, beam_size=job.beam_size or self.beam_size,
+            **options,
         )  # fmt: skip
         segments = []
         for piece in pieces:  # a generator: each segment arrives as its batch is decoded
             segment: dict[str, Any] = {"start": piece.start, "end": piece.end, "text": piece.text}
             if word_timestamps:
                 segment["words"] = [
-                    {"word": word.word.strip(), "start": word.start, "end": word.end, "score": word.probability}
+                    # `spaced` keeps Whisper's own spacing, so "12%" and "9:30" read as spoken, though Whisper
+                    # may give "12" and "%" as two words.
+                    {"word": word.word.strip(), "spaced": word.word, "start": word.start, "end": word.end,
+                     "score": word.probability}
                     for word in piece.words or []
-                ]
+                ]  # fmt: skip
             segments.append(segment)
             progress(Stage.TRANSCRIBE, piece.end / info.duration if info.duration else 1.0)
         progress(Stage.TRANSCRIBE, 1.0)
         return segments
 
     def _align(
-        self, audio: Any, segments: list[dict[str, Any]], aligner: tuple[Any, dict[str, Any]],
+        self, audio: Any, segments: list[dict[str, Any]], aligner: tuple[Any, dict[str, Any]], job: Job,
         progress: ProgressCallback,
     ) -> list[dict[str, Any]]:  # fmt: skip
         import whisperx
@@ -237,9 +271,20 @@ class WhisperXPipeline:
         model, metadata = aligner
         aligned = whisperx.align(
             segments, model, metadata, audio, self.device,
+            return_char_alignments=job.return_char_alignments,
             progress_callback=lambda percent: progress(Stage.ALIGN, percent / 100),
         )  # fmt: skip
         return list(aligned["segments"])
+
+    def _numeral_symbol_tokens(self) -> list[int]:
+        """Tokens holding a digit or %, $, £: whisperx's list for suppress_numerals, built once."""
+        if self._numeral_tokens is None:
+            from faster_whisper.tokenizer import Tokenizer
+            from whisperx.asr import find_numeral_symbol_tokens
+
+            tokenizer = Tokenizer(self._model.hf_tokenizer, self._multilingual, task="transcribe", language="en")
+            self._numeral_tokens = list(find_numeral_symbol_tokens(tokenizer))
+        return self._numeral_tokens
 
     def _diarize(
         self, audio: Any, segments: list[dict[str, Any]], job: Job, progress: ProgressCallback
@@ -287,9 +332,24 @@ def _seconds(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def _segment(segment: dict[str, Any]) -> dict[str, Any]:
-    """One segment in the API's result shape; words alignment could not time keep null times."""
-    return {
+def _keep_unaligned_words(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Segments alignment could not time at all come back from whisperx without words: give them
+    their words back, untimed, so the text and the words always agree."""
+    return [
+        {**segment, "words": [{"word": word} for word in segment["text"].split()]}
+        if not segment.get("words") and segment.get("text", "").strip()
+        else segment
+        for segment in segments
+    ]
+
+
+def _score(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def _segment(segment: dict[str, Any], with_chars: bool) -> dict[str, Any]:
+    """One segment in the API's result shape; words that could not be timed keep null times and `timed: false`."""
+    shaped = {
         "start": _seconds(segment["start"]),
         "end": _seconds(segment["end"]),
         "text": segment["text"].strip(),
@@ -299,9 +359,21 @@ def _segment(segment: dict[str, Any]) -> dict[str, Any]:
                 "word": word["word"],
                 "start": _seconds(word.get("start")),
                 "end": _seconds(word.get("end")),
-                "score": None if word.get("score") is None else round(float(word["score"]), 3),
+                "score": _score(word.get("score")),
+                "timed": word.get("start") is not None and word.get("end") is not None,
                 "speaker": word.get("speaker"),
             }
             for word in segment.get("words", [])
         ],
     }
+    if with_chars and segment.get("chars") is not None:
+        shaped["chars"] = [
+            {
+                "char": char["char"],
+                "start": _seconds(char.get("start")),
+                "end": _seconds(char.get("end")),
+                "score": _score(char.get("score")),
+            }
+            for char in segment["chars"]
+        ]
+    return shaped

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from app.pipeline.base import Job
 from app.tasks.events import TaskEvents
-from app.tasks.manager import WorkerState
+from app.tasks.manager import Prepare, WorkerState
 from app.tasks.models import Task
 
 
@@ -24,8 +24,10 @@ class TaskBackend(Protocol):
         """Raise OverCapacity when an upload by this owner would be refused now."""
         ...
 
-    def submit(self, job: Job, owner: str) -> Task:
-        """Queue a job, checking the limits atomically; raises OverCapacity."""
+    def submit(self, job: Job, owner: str, prepare: Prepare | None = None) -> Task:
+        """Queue a job, checking the limits atomically; raises OverCapacity.
+
+        With `prepare` (an audio_url download), the task waits pending until its input is fetched."""
         ...
 
     def delete(self, task_id: str, owner: str) -> bool:

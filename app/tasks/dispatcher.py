@@ -24,13 +24,14 @@ from typing import Any
 
 import redis.asyncio
 
-from app.pipeline.base import Job, PipelineInfo
+from app.pipeline.base import Job, PipelineInfo, Stage
 from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.codec import from_record
 from app.tasks.coordination import LEASE_SECONDS, MAX_ATTEMPTS, Coordination
 from app.tasks.events import TaskEvents
-from app.tasks.manager import OverCapacity, QueueFull, TooManyTasks, WorkerState
+from app.tasks.manager import OverCapacity, Prepare, PrepareFailed, QueueFull, TooManyTasks, WorkerState
 from app.tasks.models import TERMINAL, Task, TaskStatus, utcnow
+from app.tasks.progress import STAGE_MESSAGES, ProgressTracker
 from app.tasks.redis_store import Admission, RedisTaskStore
 from app.tasks.remote import STOPPED_TWICE
 
@@ -56,6 +57,7 @@ class CeleryDispatcher:
         self._me = uuid.uuid4().hex
         self._mine: dict[str, bool] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._preparing: dict[str, asyncio.Task[None]] = {}
         # Connects on first use, on the event loop that uses it.
         self._async_redis = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
 
@@ -67,9 +69,12 @@ class CeleryDispatcher:
         ]
 
     async def stop(self) -> None:
-        for loop in self._loops:
+        preparing = list(self._preparing.items())
+        for loop in [*self._loops, *(download for _, download in preparing)]:
             loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*self._loops, *(download for _, download in preparing), return_exceptions=True)
+        for task_id, _ in preparing:  # no other process can take over a download this one was making
+            self._fail(task_id, "The server restarted while downloading audio_url; submit it again.")
         await self._async_redis.aclose()
         self._celery.close()
 
@@ -79,14 +84,20 @@ class CeleryDispatcher:
         if self._store.count_by_status()[TaskStatus.PENDING] >= self._settings.max_queue_size:
             raise QueueFull(self._settings.max_queue_size)
 
-    def submit(self, job: Job, owner: str) -> Task:
+    def submit(self, job: Job, owner: str, prepare: Prepare | None = None) -> Task:
+        """Add the task within the limits and send it to Celery; with `prepare`, once that has fetched its input."""
         task = Task(job=job, owner=owner)
+        if prepare is not None:
+            task.stage, task.message = Stage.DOWNLOAD, STAGE_MESSAGES[Stage.DOWNLOAD]
         limits = (self._settings.max_queue_size, self._settings.max_tasks_per_key)
         match self._store.add_within_limits(task, *limits):
             case Admission.KEY_FULL:
                 raise TooManyTasks(self._settings.max_tasks_per_key)
             case Admission.QUEUE_FULL:
                 raise QueueFull(self._settings.max_queue_size)
+        if prepare is not None:
+            self._preparing[task.id] = asyncio.create_task(self._prepare(task, prepare), name=f"prepare-{task.id}")
+            return task
         try:
             self._send(task.id)
         except Exception as error:
@@ -95,6 +106,40 @@ class CeleryDispatcher:
                 self._store.delete(task.id)  # not left pending with no message to run it
             raise QueueUnreachable from error
         return task
+
+    async def _prepare(self, task: Task, prepare: Prepare) -> None:
+        """Fetch the task's input in this process, then send the task to the workers."""
+        tracker = ProgressTracker(task.job.progress_stages)
+
+        def on_progress(fraction: float) -> None:
+            percent = round(tracker.update(Stage.DOWNLOAD, fraction), 1)
+            self._store.update(task.id, stage=Stage.DOWNLOAD, progress=percent, message=STAGE_MESSAGES[Stage.DOWNLOAD])
+
+        try:
+            job = await prepare(on_progress)
+        except PrepareFailed as error:
+            self._fail(task.id, str(error))
+            return
+        except Exception:  # one task fails, the service goes on
+            logger.exception("Preparing task %s failed", task.id)
+            self._fail(task.id, "The audio could not be fetched because of an unexpected error; try again.")
+            return
+        finally:
+            self._preparing.pop(task.id, None)
+        if self._store.update(task.id, job=job, stage=None, message="Waiting in the queue") is None:
+            job.audio_path.unlink(missing_ok=True)  # deleted just as the download ended
+            return
+        try:
+            self._send(task.id)
+        except Exception:
+            logger.exception("Could not queue task %s", task.id)
+            self._fail(task.id, "The task queue (Redis) could not be reached after the download; try again.")
+            job.audio_path.unlink(missing_ok=True)
+
+    def _fail(self, task_id: str, error: str) -> None:
+        self._store.update(
+            task_id, status=TaskStatus.FAILED, message="Transcription failed", error=error, completed_at=utcnow()
+        )
 
     def _send(self, task_id: str) -> None:
         # The Celery id is the task id, so a revoke names it.
@@ -105,6 +150,8 @@ class CeleryDispatcher:
         if task is None or task.owner != owner:
             return False
         self._store.delete(task_id)
+        if (preparing := self._preparing.pop(task_id, None)) is not None:
+            preparing.cancel()  # the download stops and removes what it wrote
         # A waiting message is dropped by the workers; a running task stops at its next progress step.
         self._celery.control.revoke(task_id)
         if task.status is TaskStatus.PROCESSING:
@@ -126,7 +173,10 @@ class CeleryDispatcher:
         info = None
         if loaded:
             first = loaded[0]
-            info = PipelineInfo(model=first["model"], device=first["device"], diarizer=first["diarizer"])
+            info = PipelineInfo(
+                model=first["model"], device=first["device"], diarizer=first["diarizer"],
+                multilingual=first.get("multilingual", True),
+            )  # fmt: skip
         return WorkerState(info=info, loaded=bool(loaded), load_error=errors[0] if errors and not loaded else None)
 
     async def _follow_changes(self) -> None:

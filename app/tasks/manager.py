@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -55,6 +56,15 @@ class TooManyTasks(OverCapacity):
         )
 
 
+class PrepareFailed(Exception):
+    """A task's input could not be fetched; the message is meant for the user."""
+
+
+Prepare = Callable[[Callable[[float], None]], Awaitable[Job]]
+"""Fetches a task's input in the API process (its audio_url), reporting the fraction done;
+returns the job as the worker should see it (its probed duration filled in)."""
+
+
 class StageWatch:
     """Which stage a job is in and since when, from its progress events."""
 
@@ -94,6 +104,7 @@ class TaskManager:
             WorkerProcess(f"worker-{slot}", factory, settings) for slot in range(settings.max_concurrent_tasks)
         ]
         self._running: dict[str, WorkerProcess] = {}
+        self._preparing: dict[str, asyncio.Task[None]] = {}
         self._slots: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -103,9 +114,10 @@ class TaskManager:
         self._slots.append(asyncio.create_task(self._expire_forever(), name="retention"))
 
     async def stop(self) -> None:
-        for slot in self._slots:
+        preparing = list(self._preparing.values())
+        for slot in [*self._slots, *preparing]:
             slot.cancel()
-        await asyncio.gather(*self._slots, return_exceptions=True)
+        await asyncio.gather(*self._slots, *preparing, return_exceptions=True)
         await asyncio.gather(*(worker.stop() for worker in self._workers))
         if self._store.durable:
             return  # waiting uploads stay on disk: the next start requeues their tasks
@@ -121,14 +133,45 @@ class TaskManager:
         if self._store.count_by_status()[TaskStatus.PENDING] >= self._settings.max_queue_size:
             raise QueueFull(self._settings.max_queue_size)
 
-    def submit(self, job: Job, owner: str) -> Task:
+    def submit(self, job: Job, owner: str, prepare: Prepare | None = None) -> Task:
+        """Queue a job; with `prepare`, the task waits (pending, stage downloading) until it has run."""
         # No await between the check and the add: concurrent uploads cannot both slip past a limit.
         self.check_capacity(owner)
         task = Task(job=job, owner=owner)
+        if prepare is not None:
+            task.stage, task.message = Stage.DOWNLOAD, STAGE_MESSAGES[Stage.DOWNLOAD]
         self._store.add(task)
-        self._queue.put_nowait(task.id)
+        if prepare is None:
+            self._queue.put_nowait(task.id)
+        else:
+            self._preparing[task.id] = asyncio.create_task(self._prepare(task, prepare), name=f"prepare-{task.id}")
         self.events.publish(task)
         return task
+
+    async def _prepare(self, task: Task, prepare: Prepare) -> None:
+        """Fetch the task's input, then queue it; pending tasks count against the queue meanwhile."""
+        tracker = ProgressTracker(task.job.progress_stages)
+
+        def on_progress(fraction: float) -> None:
+            percent = round(tracker.update(Stage.DOWNLOAD, fraction), 1)
+            self._update(task.id, stage=Stage.DOWNLOAD, progress=percent, message=STAGE_MESSAGES[Stage.DOWNLOAD])
+
+        try:
+            job = await prepare(on_progress)
+        except PrepareFailed as error:
+            self._fail(task.id, str(error))
+            return
+        except Exception:  # one task fails, the service goes on
+            logger.exception("Preparing task %s failed", task.id)
+            self._fail(task.id, "The audio could not be fetched because of an unexpected error; try again.")
+            return
+        finally:
+            self._preparing.pop(task.id, None)
+        if self._store.update(task.id, job=job, stage=None, message="Waiting in the queue") is None:
+            job.audio_path.unlink(missing_ok=True)  # deleted just as the download ended
+            return
+        self._queue.put_nowait(task.id)
+        self.events.publish(self._store.get(task.id) or task)
 
     def delete(self, task_id: str, owner: str) -> bool:
         """Remove a task in any state; a running one is told to stop, and killed if it does not."""
@@ -137,6 +180,8 @@ class TaskManager:
             return False
         self._store.delete(task_id)
         self.events.publish(task, deleted=True)
+        if (preparing := self._preparing.pop(task_id, None)) is not None:
+            preparing.cancel()  # the download stops and removes what it wrote
         worker = self._running.get(task_id)
         if worker is not None:
             worker.cancel()
@@ -156,6 +201,8 @@ class TaskManager:
                     message="Requeued after a server restart",
                 )  # fmt: skip
                 self._queue.put_nowait(task.id)
+            elif task.job.audio_url:
+                self._fail(task.id, "The server restarted while downloading audio_url; submit it again.")
             else:
                 self._fail(task.id, "The server restarted and this task's upload was lost; upload the file again.")
 
@@ -209,8 +256,9 @@ class TaskManager:
                 "tell the server's operator (GET /health shows the cause).",
             )
             return
-        self._update(task.id, status=TaskStatus.PROCESSING, started_at=utcnow(), message="Starting", progress=0.0)
-        tracker = ProgressTracker(task.job.stages)
+        # Progress carries on from the download, when there was one: it never goes backwards.
+        self._update(task.id, status=TaskStatus.PROCESSING, started_at=utcnow(), message="Starting")
+        tracker = ProgressTracker(task.job.progress_stages)
         watch = StageWatch(task.job.stages)
 
         def on_progress(stage: Stage, fraction: float) -> None:

@@ -9,6 +9,8 @@ from app.pipeline.base import Stage
 # Relative cost of each stage, from timing the embedded `base` model on CPU;
 # only the stages a job runs count, so the total always reaches 100.
 STAGE_WEIGHTS: dict[Stage, float] = {
+    # A download's cost depends on the network, not the audio: a small, fixed share.
+    Stage.DOWNLOAD: 5.0,
     Stage.DECODE: 3.0,
     Stage.TRANSCRIBE: 60.0,
     Stage.ALIGN: 12.0,
@@ -17,6 +19,7 @@ STAGE_WEIGHTS: dict[Stage, float] = {
 }
 
 STAGE_MESSAGES: dict[Stage, str] = {
+    Stage.DOWNLOAD: "Downloading audio",
     Stage.DECODE: "Decoding audio",
     Stage.TRANSCRIBE: "Transcribing speech",
     Stage.ALIGN: "Timing words",

@@ -47,7 +47,9 @@ class RemoteRunner:
         self.store = RedisTaskStore.from_url(settings.redis_url)
         self.coordination = Coordination(self.store.client)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self._state: dict[str, Any] = {"name": self.name, "model": None, "device": None, "diarizer": None}
+        self._state: dict[str, Any] = {
+            "name": self.name, "model": None, "device": None, "diarizer": None, "multilingual": True,
+        }  # fmt: skip
         self._pipeline: Pipeline | None = None
         try:
             self._pipeline = factory(settings)
@@ -56,7 +58,9 @@ class RemoteRunner:
             self._state["error"] = public_message(str(error) or type(error).__name__)
         else:
             info = self._pipeline.info()
-            self._state.update(model=info.model, device=info.device, diarizer=info.diarizer)
+            self._state.update(
+                model=info.model, device=info.device, diarizer=info.diarizer, multilingual=info.multilingual
+            )
             logger.info("%s ready: model %s on %s", self.name, info.model, info.device)
         threading.Thread(target=self._announce_forever, name="announce", daemon=True).start()
 
@@ -123,8 +127,10 @@ class RemoteRunner:
             return
         retried = self.coordination.starts(task.id) > 1
         message = "Starting again after its worker stopped" if retried else "Starting"
-        self.store.update(task.id, status=TaskStatus.PROCESSING, started_at=utcnow(), message=message, progress=0.0)
-        tracker = ProgressTracker(task.job.stages)
+        # Progress carries on from an audio_url download; a retry starts it again.
+        restart = {"progress": 0.0} if retried else {}
+        self.store.update(task.id, status=TaskStatus.PROCESSING, started_at=utcnow(), message=message, **restart)
+        tracker = ProgressTracker(task.job.progress_stages)
         watch = StageWatch(task.job.stages)
         lost = threading.Event()
         done = threading.Event()

@@ -152,3 +152,25 @@ def test_a_client_that_hangs_up_stops_its_transcription(
     # The full fake run takes 7.5 s; the server stops it soon after the hang-up.
     wait_until(lambda: _queue(port) == {"pending": 0, "processing": 0}, timeout=4)
     assert list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_translations_run_the_translate_task(port: int, short_speech: Path) -> None:
+    sdk = _sdk(port)
+    with short_speech.open("rb") as audio:
+        translation = sdk.audio.translations.create(model="whisper-1", file=audio, prompt="Minutes.")
+    assert translation.text == FULL_TEXT
+    with short_speech.open("rb") as audio:
+        verbose = sdk.audio.translations.create(model="whisper-1", file=audio, response_format="verbose_json")
+    assert verbose.model_extra is not None
+    assert verbose.model_extra["task"] == "translate"
+    with short_speech.open("rb") as audio:
+        transcribed = sdk.audio.transcriptions.create(model="whisper-1", file=audio, response_format="verbose_json")
+    assert transcribed.model_extra is not None
+    assert transcribed.model_extra["task"] == "transcribe"
+
+
+def test_translations_are_refused_on_an_english_only_model(live_server: Callable[..., int], short_speech: Path) -> None:
+    port = live_server({"FAKE_ENGLISH_ONLY": "1"})
+    with short_speech.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as raised:
+        _sdk(port).audio.translations.create(model="whisper-1", file=audio)
+    assert "is English-only and cannot translate" in raised.value.body["detail"]  # type: ignore[index]

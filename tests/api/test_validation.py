@@ -65,7 +65,7 @@ def test_invalid_form_fields_are_422(
 def test_missing_file_is_422(client: TestClient) -> None:
     response = client.post("/api/v1/transcribe/upload", headers=AUTH, data={"language": "en"})
     assert response.status_code == 422
-    assert response.json()["detail"] == "file: Field required"
+    assert response.json()["detail"].startswith("file: Field required")
 
 
 @pytest.mark.parametrize(("given", "code"), [("en", "en"), ("English", "en"), (" DE ", "de"), ("", None)])

@@ -71,6 +71,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "BATCH_SIZE": "1",
         "WEBHOOK_SECRET": WEBHOOK_SECRET,
         "WEBHOOK_ALLOW_PRIVATE": "true",
+        # audio_url tests serve their audio from a loopback HTTP server.
+        "AUDIO_URL_ALLOW_PRIVATE": "true",
     }
     env.pop("WHISPER_MODEL", None)
     with log_path.open("wb") as log:

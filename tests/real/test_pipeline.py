@@ -12,6 +12,7 @@ from app.pipeline.base import Job, PipelineError, Stage
 from app.pipeline.diarizers import EMBEDDED_DIARIZER
 from app.pipeline.models import resolve_whisper_model
 from app.pipeline.whisperx_pipeline import WORD_TIMING_ALIGNMENT, WhisperXPipeline
+from tests.conftest import speak
 
 
 def test_embedded_base_is_assembled_once_from_its_two_packages(tmp_path: Path) -> None:
@@ -130,3 +131,39 @@ def test_embedded_diarizer_takes_over_when_the_hub_model_cannot_load(
     # pyannote reports per batch of its two steps (segmentation, embeddings): a short clip is one batch each.
     inside = {fraction for fraction in diarizing if 0 < fraction < 1}
     assert len(inside) >= 2, f"diarization progress should advance inside its stage: {diarizing}"
+
+
+def test_alignment_path_takes_the_options_and_times_characters(
+    tiny_en_pipeline: WhisperXPipeline, media_dir: Path
+) -> None:
+    clip = speak("The meeting is at 9:30 and the price rose by 12% today.", media_dir / "aligned-numbers.wav")
+    job = Job(
+        "t", clip, enable_diarization=False, return_char_alignments=True, beam_size=2, hotwords="meeting",
+        initial_prompt="Minutes.", vad_onset=0.55, vad_offset=0.35, chunk_size=20,
+    )  # fmt: skip
+    result = tiny_en_pipeline.run(job, lambda *_: None).result
+    assert result["word_timing"] == WORD_TIMING_ALIGNMENT
+    assert result["options"] == {
+        "enable_diarization": False, "initial_prompt": "Minutes.", "hotwords": "meeting", "beam_size": 2,
+        "vad_onset": 0.55, "vad_offset": 0.35, "chunk_size": 20, "return_char_alignments": True,
+    }  # fmt: skip
+    for segment in result["segments"]:
+        words = segment["words"]
+        assert " ".join(word["word"] for word in words) == segment["text"], "no word is dropped"
+        for word in words:
+            assert word["timed"] == (word["start"] is not None), word
+        assert segment["chars"], segment
+        assert "".join(char["char"] for char in segment["chars"]).strip() == segment["text"]
+
+
+def test_alignment_path_spells_numbers_out_on_request(tiny_en_pipeline: WhisperXPipeline, media_dir: Path) -> None:
+    clip = speak("The price rose by 12% today.", media_dir / "aligned-percent.wav")
+    result = tiny_en_pipeline.run(Job("t", clip, enable_diarization=False, suppress_numerals=True), lambda *_: None)
+    text = " ".join(segment["text"] for segment in result.result["segments"])
+    assert not any(character.isdigit() or character == "%" for character in text), text
+
+
+def test_english_only_model_cannot_translate(tiny_en_pipeline: WhisperXPipeline, known_speech: Path) -> None:
+    assert tiny_en_pipeline.info().multilingual is False
+    with pytest.raises(PipelineError, match="is English-only and cannot translate"):
+        tiny_en_pipeline.run(Job("t", known_speech, task="translate"), lambda *_: None)

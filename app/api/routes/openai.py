@@ -1,4 +1,4 @@
-"""POST /v1/audio/transcriptions: OpenAI's transcription endpoint, so its SDKs and tools work as they are.
+"""POST /v1/audio/transcriptions and /v1/audio/translations: OpenAI's endpoints, so its SDKs and tools work.
 
 Synchronous, as OpenAI's is, but the work goes through the same task manager as uploads: the
 same engine, the same MAX_CONCURRENT_TASKS cap and queue, the same keys (OpenAI clients send
@@ -9,13 +9,15 @@ stops its transcription.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
 
 from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
 from app.api.errors import UNAUTHORIZED, problem_response
-from app.api.uploads import language_code, receive_upload, refuse_over_capacity
+from app.api.uploads import check_can_translate, language_code, receive_upload, refuse_over_capacity
+from app.config import Settings
 from app.media import SUPPORTED_EXTENSIONS
 from app.openai_compat import Granularity, OpenAIFormat, openai_response
 from app.pipeline.base import Job
@@ -30,6 +32,16 @@ router = APIRouter(prefix="/v1/audio", tags=["openai-compatible"], responses=UNA
 _DISCONNECT_POLL_SECONDS = 1.0
 # nginx's "client closed request": logged, never read by anyone.
 _CLIENT_CLOSED = 499
+
+
+class TranslationFormat(StrEnum):
+    """OpenAI's translation endpoint has no diarized_json."""
+
+    JSON = "json"
+    TEXT = "text"
+    SRT = "srt"
+    VERBOSE_JSON = "verbose_json"
+    VTT = "vtt"
 
 
 async def _finished(task_id: str, manager: TaskBackend, store: TaskStore) -> Task | None:
@@ -85,18 +97,72 @@ async def create_transcription(
         )  # fmt: skip
     if timestamp_granularities and response_format is not OpenAIFormat.VERBOSE_JSON:
         raise HTTPException(422, "timestamp_granularities[]: needs response_format=verbose_json")
-    code = language_code(language)
+    granularities = set(timestamp_granularities or [Granularity.SEGMENT])
+    # Speakers cost time and only diarized_json reports them.
+    options = {
+        "language": language_code(language),
+        "enable_diarization": response_format is OpenAIFormat.DIARIZED_JSON,
+        "initial_prompt": prompt or None,
+        "temperature": temperature,
+    }
+    return await _answer(request, caller, settings, manager, store, file, options, response_format, granularities)
+
+
+@router.post(
+    "/translations",
+    summary="Translate audio into English text, OpenAI-compatible (synchronous)",
+    responses={
+        200: {
+            "content": {"application/json": {}, "text/plain": {}, "application/x-subrip": {}, "text/vtt": {}},
+            "description": "The English transcript in the requested response_format",
+        },
+        413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
+        415: problem_response("Not a supported audio or video format"),
+        422: problem_response("A form field is invalid, the model is English-only, or the audio could not be used"),
+        429: problem_response("The key has MAX_TASKS_PER_KEY tasks pending or processing"),
+        503: problem_response("The queue is full, the speech model is not loaded, or the server is shutting down"),
+    },
+)
+async def create_translation(
+    request: Request,
+    caller: CallerDep,
+    settings: SettingsDep,
+    manager: ManagerDep,
+    store: StoreDep,
+    file: Annotated[UploadFile, File(description=f"Audio or video: {', '.join(SUPPORTED_EXTENSIONS)}")],
+    model: Annotated[
+        str, Form(description="Accepted for compatibility (e.g. `whisper-1`); the server's WHISPER_MODEL translates")
+    ],
+    prompt: Annotated[str | None, Form(description="Text that guides spelling and style, in English")] = None,
+    response_format: Annotated[TranslationFormat, Form(description="json (default), text, srt, verbose_json, vtt")] = (
+        TranslationFormat.JSON
+    ),
+    temperature: Annotated[
+        float | None, Form(ge=0, le=1, description="Sampling temperature; omit for Whisper's fallback schedule")
+    ] = None,
+) -> Response:
+    check_can_translate(manager)
+    options = {
+        "task": "translate", "enable_diarization": False, "initial_prompt": prompt or None, "temperature": temperature,
+    }  # fmt: skip
+    fmt = OpenAIFormat(response_format.value)
+    return await _answer(request, caller, settings, manager, store, file, options, fmt, {Granularity.SEGMENT})
+
+
+async def _answer(
+    request: Request,
+    caller: str,
+    settings: Settings,
+    manager: TaskBackend,
+    store: TaskStore,
+    file: UploadFile,
+    options: dict[str, Any],
+    response_format: OpenAIFormat,
+    granularities: set[Granularity],
+) -> Response:
+    """Run one job through the queue and answer as OpenAI does, once it has finished."""
     path, media = await receive_upload(file, settings)
-    job = Job(
-        task_id=path.name,
-        audio_path=path,
-        language=code,
-        # Speakers cost time and only diarized_json reports them.
-        enable_diarization=response_format is OpenAIFormat.DIARIZED_JSON,
-        initial_prompt=prompt or None,
-        temperature=temperature,
-        duration=media.duration,
-    )
+    job = Job(task_id=path.name, audio_path=path, duration=media.duration, **options)
     try:
         task = manager.submit(job, caller)
     except OverCapacity as error:
@@ -118,5 +184,4 @@ async def create_transcription(
         raise HTTPException(status, f"Transcription failed: {done.error}")
     if done is None or done.result is None:
         raise HTTPException(503, "The transcription was stopped before it finished (is the server shutting down?)")
-    granularities = set(timestamp_granularities or [Granularity.SEGMENT])
     return openai_response(done.result, response_format, granularities, job.duration)
