@@ -53,6 +53,8 @@ class RemoteRunner:
         self._pipeline: Pipeline | None = None
         try:
             self._pipeline = factory(settings)
+            # Celery starts taking tasks once this returns: load everything now, not on the first job.
+            self._pipeline.finish_loading()
         except Exception as error:
             logger.exception("Could not load the pipeline")
             self._state["error"] = public_message(str(error) or type(error).__name__)
