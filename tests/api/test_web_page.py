@@ -1,0 +1,147 @@
+"""The web page at / and its files: open without a key, typed, locked down by CSP; data still needs the key."""
+
+from __future__ import annotations
+
+import http.client
+import re
+from collections.abc import Callable
+from html.parser import HTMLParser
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.routes.page import WEB_DIR
+from app.media import SUPPORTED_EXTENSIONS
+
+
+class _PageParser(HTMLParser):
+    """Collects what the page loads and anything a strict CSP would block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.assets: list[str] = []
+        self.blocked: list[str] = []
+        self.accept = ""
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        for name, _ in attrs:
+            if name.startswith("on") or name == "style":
+                self.blocked.append(f"<{tag} {name}=...>")
+        if tag == "style":
+            self.blocked.append("<style>")
+        if tag == "script":
+            self._in_script = True
+            self.assets.append(values["src"] or "")
+        if tag == "link" and values.get("rel") == "stylesheet":
+            self.assets.append(values["href"] or "")
+        if tag == "input" and values.get("type") == "file":
+            self.accept = values["accept"] or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.blocked.append("inline <script>")
+
+
+def _parsed(client: TestClient) -> _PageParser:
+    parser = _PageParser()
+    parser.feed(client.get("/").text)
+    return parser
+
+
+def test_page_is_served_without_a_key_with_a_strict_csp(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    policy = dict(part.strip().split(" ", 1) for part in response.headers["content-security-policy"].split(";"))
+    assert policy["default-src"] == "'none'"
+    assert policy["script-src"] == "'self'"
+    assert policy["connect-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "<title>WhisperX Transcription</title>" in response.text
+
+
+def test_page_has_nothing_the_csp_would_block(client: TestClient) -> None:
+    parser = _parsed(client)
+    assert parser.blocked == []
+    assert parser.assets, "the page loads its script and stylesheet"
+
+
+@pytest.mark.parametrize(
+    ("path", "media_type"),
+    [
+        ("/static/style.css", "text/css"),
+        ("/static/app.js", "javascript"),
+        ("/static/api.js", "javascript"),
+        ("/static/transcript.js", "javascript"),
+    ],
+)
+def test_assets_are_served_without_a_key(client: TestClient, path: str, media_type: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 200
+    assert media_type in response.headers["content-type"]
+    assert response.content == (WEB_DIR / path.removeprefix("/static/")).read_bytes()
+
+
+def test_every_asset_the_page_and_its_modules_load_exists(client: TestClient) -> None:
+    paths = set(_parsed(client).assets)
+    for script in WEB_DIR.glob("*.js"):
+        paths |= {f"/static/{name}" for name in re.findall(r'from "\./([\w.]+)"', script.read_text())}
+    assert len(paths) == 4
+    for path in paths:
+        assert client.get(path).status_code == 200, path
+
+
+def test_file_picker_offers_the_supported_formats(client: TestClient) -> None:
+    offered = {part.removeprefix(".") for part in _parsed(client).accept.split(",") if part.startswith(".")}
+    assert offered == set(SUPPORTED_EXTENSIONS)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/missing.js",
+        "/static/../config.py",
+        "/static/%2e%2e/config.py",
+        "/static/..%2fsecurity.py",
+        "/static/../api/v1/transcribe/tasks",
+    ],
+)
+def test_static_paths_do_not_reach_outside_their_folder(live_server: Callable[..., int], path: str) -> None:
+    # http.client sends the path as written; httpx would resolve the dots first.
+    connection = http.client.HTTPConnection("127.0.0.1", live_server(), timeout=10)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    assert response.status == 404
+    assert response.getheader("content-type") == "application/problem+json"
+    connection.close()
+
+
+@pytest.mark.parametrize("path", ["/index.html", "/health", "/api/v1/transcribe/tasks", "/docs/../health"])
+def test_other_paths_still_need_the_key(live_server: Callable[..., int], path: str) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", live_server(), timeout=10)
+    connection.request("GET", path)
+    assert connection.getresponse().status == 401
+    connection.close()
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_speaker_colours_are_distinct_and_readable_on_white() -> None:
+    css = (WEB_DIR / "style.css").read_text()
+    colours = re.findall(r"\.speaker-\d \{ --speaker: (#[0-9a-f]{6}); \}", css)
+    assert len(colours) == 8
+    assert len(set(colours)) == len(colours)
+    for colour in colours:
+        contrast = 1.05 / (_luminance(colour) + 0.05)
+        assert contrast >= 4.5, f"{colour} has contrast {contrast:.2f}:1 on white"
