@@ -12,9 +12,11 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +66,23 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def short_speech(media_dir: Path) -> Path:
     return speak("Hello there, this is a short test.", media_dir / "short.wav")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """The system's headless chromium, driven by Playwright (its own browser downloads need the network)."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=_require("chromium"),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                # Playback starts from a click on a word; allow it where headless has no audio device.
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        yield launched
+        launched.close()

@@ -1,4 +1,7 @@
-"""The web page at / and its files: open without a key, typed, locked down by CSP; data still needs the key."""
+"""The web page at / and its files: open without a key, typed, locked down by CSP; data still needs the key.
+
+The page's whole path runs in chromium on the real models in tests/real/test_web_page.py.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,19 @@ import http.client
 import re
 from collections.abc import Callable
 from html.parser import HTMLParser
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser
 
 from app.api.routes.page import WEB_DIR
+from app.body_limit import too_large_message
 from app.media import SUPPORTED_EXTENSIONS
+from tests.api.conftest import API_KEY, AUTH
+from tests.browser import open_page, shown_error, use_key
+from tests.fakes import FAKE_TEXT
 
 
 class _PageParser(HTMLParser):
@@ -145,3 +155,65 @@ def test_speaker_colours_are_distinct_and_readable_on_white() -> None:
     for colour in colours:
         contrast = 1.05 / (_luminance(colour) + 0.05)
         assert contrast >= 4.5, f"{colour} has contrast {contrast:.2f}:1 on white"
+
+
+# In chromium, on the fast tier's FakePipeline: the errors and paths the real tier's test does not reach.
+
+
+def test_browser_shows_the_missing_key_and_too_large_messages(
+    browser: Browser, live_server: Callable[..., int], tmp_path: Path
+) -> None:
+    port = live_server(max_upload_mb=0.25)
+    big = tmp_path / "big.wav"
+    # Far over the limit: the server answers 413 before reading the body, and the page still shows it.
+    big.write_bytes(b"\0" * 8_000_000)
+    with open_page(browser, f"http://127.0.0.1:{port}", [API_KEY]) as watched:
+        page = watched.page
+        page.locator("#file").set_input_files(big)
+        page.get_by_role("button", name="Transcribe").click()
+        assert shown_error(page).startswith("Missing X-API-Key header: ")
+
+        use_key(page, API_KEY)
+        page.wait_for_function("() => document.querySelector('#error').hidden")
+        page.get_by_role("button", name="Transcribe").click()
+        assert shown_error(page) == too_large_message(int(0.25 * 1024 * 1024))
+
+
+def test_browser_shows_why_a_task_failed(browser: Browser, live_server: Callable[..., int], short_speech: Path) -> None:
+    port = live_server(fake_env={"FAKE_MODE": "fail"})
+    with open_page(browser, f"http://127.0.0.1:{port}", [API_KEY]) as watched:
+        page = watched.page
+        use_key(page, API_KEY)
+        page.locator("#file").set_input_files(short_speech)
+        page.get_by_role("button", name="Transcribe").click()
+        message = shown_error(page)
+        task_id = page.locator("#tasks li").get_attribute("data-task-id")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH) as api:
+            failed = api.get(f"/api/v1/transcribe/status/{task_id}").json()
+        assert failed["status"] == "failed"
+        assert message == failed["error"]
+        assert message in page.locator("#tasks li").inner_text()
+
+
+def test_browser_keeps_the_key_for_the_tab_and_lists_earlier_tasks(
+    browser: Browser, live_server: Callable[..., int], short_speech: Path
+) -> None:
+    port = live_server()
+    with open_page(browser, f"http://127.0.0.1:{port}", [API_KEY]) as watched:
+        page = watched.page
+        use_key(page, API_KEY)
+        page.locator("#file").set_input_files(short_speech)
+        page.get_by_role("button", name="Transcribe").click()
+        page.locator("#transcript .turn").first.wait_for()
+        assert page.locator("#player").is_visible()
+        assert FAKE_TEXT in page.locator("#transcript").inner_text()
+
+        page.reload()
+        row = page.locator("#tasks li")
+        assert "completed" in row.inner_text()
+        assert page.evaluate("() => sessionStorage.length") == 1
+        row.get_by_role("button", name="Open").click()
+        page.locator("#transcript .turn").first.wait_for()
+        # The file stayed in the earlier page: there is nothing to play, and the page says so.
+        assert page.locator("#player").is_hidden()
+        assert page.locator("#player-note").is_visible()

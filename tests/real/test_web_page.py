@@ -3,13 +3,12 @@
 A person's path: enter the key, upload a two-voice dialogue, follow its live progress, read the
 speaker-coloured transcript, play from a word, download the subtitles, delete the task; and the
 errors they may meet, shown as the API words them. Browser downloads do not work here, so the
-SRT is read from the response the page fetched for its download.
+SRT is read from the blob the page hands the browser to save.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 import srt
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
+from playwright.sync_api import Browser
 
 from bench.diarization import make_dialogue
+from tests.browser import Watched, open_page, shown_error, use_key
 from tests.conftest import ROOT
 from tests.real.conftest import API_KEY, AUTH, Server, word_error_rate
 from tests.real.test_diarization import TWO_VOICES
@@ -32,66 +32,10 @@ TRANSCRIPTION_WAIT_MS = 300_000
 TRANSCRIPT = "#transcript"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable, "chromium is installed by scripts/setup --dev"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=executable,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                # Clicking a word starts playback; headless chromium may have no audio device.
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
-        yield launched
-        launched.close()
-
-
-class Watched:
-    """A page with its requests, script errors and console messages recorded."""
-
-    def __init__(self, page: Page) -> None:
-        self.page = page
-        self.urls: list[str] = []
-        self.script_errors: list[str] = []
-        self.console: list[str] = []
-        page.on("request", lambda request: self._request(request))
-        page.on("pageerror", lambda error: self.script_errors.append(str(error)))
-        page.on("console", lambda message: self._console(message))
-
-    def _request(self, request: Request) -> None:
-        self.urls.append(request.url)
-
-    def _console(self, message: ConsoleMessage) -> None:
-        self.console.append(message.text)
-
-    def check_clean(self) -> None:
-        assert self.script_errors == []
-        assert not [text for text in self.console if "Content Security Policy" in text]
-        assert not [url for url in self.urls if API_KEY in url or "your-api" in url], "the key went into a URL"
-
-
 @pytest.fixture
 def watched(browser: Browser, server: Server) -> Iterator[Watched]:
-    context = browser.new_context(viewport={"width": 1100, "height": 900}, base_url=server.url)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    watched = Watched(page)
-    page.goto("/")
-    yield watched
-    context.close()
-    watched.check_clean()
-
-
-def _use_key(page: Page, key: str) -> None:
-    page.get_by_role("textbox", name="API key").fill(key)
-    page.get_by_role("button", name="Use key").click()
+    with open_page(browser, server.url, [API_KEY, "not-the-key"]) as watched:
+        yield watched
 
 
 def _api_detail(response: httpx.Response) -> str:
@@ -101,14 +45,13 @@ def _api_detail(response: httpx.Response) -> str:
 
 def test_errors_are_shown_as_the_api_words_them(watched: Watched, server: Server, tmp_path: Path) -> None:
     page = watched.page
-    _use_key(page, "not-the-key")
+    use_key(page, "not-the-key")
     wrong = httpx.get(f"{server.url}/api/v1/transcribe/tasks", headers={"X-API-Key": "not-the-key"})
     assert wrong.status_code == 401
-    error = page.get_by_role("alert")
-    assert error.inner_text(timeout=30_000) == _api_detail(wrong)
+    assert shown_error(page) == _api_detail(wrong)
     assert _api_detail(wrong).startswith("Invalid API key")
 
-    _use_key(page, API_KEY)
+    use_key(page, API_KEY)
     page.wait_for_function("() => document.querySelector('#error').hidden")
     notes = tmp_path / "notes.txt"
     notes.write_text("These are meeting notes, not audio.\n" * 20)
@@ -117,9 +60,8 @@ def test_errors_are_shown_as_the_api_words_them(watched: Watched, server: Server
     assert refused.status_code == 415
     page.locator("#file").set_input_files(notes)
     page.get_by_role("button", name="Transcribe").click()
-    page.wait_for_function("() => !document.querySelector('#error').hidden")
-    assert error.inner_text() == _api_detail(refused)
-    assert "Supported formats" in error.inner_text()
+    assert shown_error(page) == _api_detail(refused)
+    assert "Supported formats" in _api_detail(refused)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +96,7 @@ RECORD_DOWNLOADS = """() => {
 
 def test_upload_progress_transcript_playback_download_delete(watched: Watched, server: Server, dialogue: Path) -> None:
     page = watched.page
-    _use_key(page, API_KEY)
+    use_key(page, API_KEY)
     page.evaluate(RECORD_TASK_LIST)
     page.locator("#file").set_input_files(dialogue)
     assert page.locator("#file-name").inner_text() == "dialogue.wav"
