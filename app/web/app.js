@@ -121,6 +121,9 @@ async function refreshTasks() {
   const page = await apiJson(`${API}/tasks?limit=100`);
   tasks.clear();
   for (const task of page.tasks) tasks.set(task.task_id, task);
+  // Another key's tasks (the key was changed) are no longer followed or shown.
+  for (const [id, controller] of following) if (!tasks.has(id)) controller.abort();
+  if (openTask && !tasks.has(openTask)) closeResult();
   renderTasks();
   for (const task of page.tasks) if (!TERMINAL.has(task.status)) follow(task.task_id);
 }
@@ -266,6 +269,20 @@ async function showResult(id) {
   $("#result").scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
+// Marks the word being played, so the listener can follow along.
+function markPlaying() {
+  const now = player.currentTime;
+  let playing = null;
+  for (const word of document.querySelectorAll("#transcript button.word")) {
+    if (Number(word.dataset.start) > now) break;
+    playing = word;
+  }
+  const previous = document.querySelector("#transcript .playing");
+  if (previous === playing) return;
+  previous?.classList.remove("playing");
+  playing?.classList.add("playing");
+}
+
 function playFrom(event) {
   const word = event.target.closest("button.word");
   if (!word || !player.src) return;
@@ -320,6 +337,7 @@ dropZone.addEventListener("drop", (event) => {
 });
 
 $("#transcript").addEventListener("click", playFrom);
+player.addEventListener("timeupdate", markPlaying);
 for (const button of document.querySelectorAll("[data-format]")) {
   button.addEventListener("click", () => guarded(() => download(button.dataset.format)));
 }

@@ -96,6 +96,8 @@ def test_assets_are_served_without_a_key(client: TestClient, path: str, media_ty
     response = client.get(path)
     assert response.status_code == 200
     assert media_type in response.headers["content-type"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-cache"
     assert response.content == (WEB_DIR / path.removeprefix("/static/")).read_bytes()
 
 

@@ -139,6 +139,10 @@ def test_upload_progress_transcript_playback_download_delete(watched: Watched, s
     )
     assert played["src"].startswith("blob:")
     assert played["time"] >= start - 0.05
+    # The word being played is marked, from the clicked one on.
+    page.wait_for_function(
+        "start => Number(document.querySelector('#transcript .playing')?.dataset.start) >= start", arg=start
+    )
 
     # The SRT download is a file named after the upload, with the speakers and the words.
     page.evaluate(RECORD_DOWNLOADS)
@@ -159,6 +163,7 @@ def test_upload_progress_transcript_playback_download_delete(watched: Watched, s
     assert page.locator("#error").is_hidden()
 
     page.mouse.move(0, 0)
+    page.evaluate("() => document.querySelector('#player').pause()")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOT, full_page=True)
 

@@ -6,11 +6,14 @@ sends the key the person enters.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 STATIC_PREFIX = "/static"
@@ -30,16 +33,23 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     ]
 )
-PAGE_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    # The page changes with the service: browsers revalidate it (its ETag makes that cheap).
-    "Cache-Control": "no-cache",
-}
+# The page and its modules change with the service: browsers revalidate them (their ETags make
+# that cheap), so an upgrade never pairs a new page with old scripts.
+ASSET_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+PAGE_HEADERS = {**ASSET_HEADERS, "Content-Security-Policy": CONTENT_SECURITY_POLICY, "Referrer-Policy": "no-referrer"}
+
+
+class _AssetFiles(StaticFiles):
+    def file_response(
+        self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers.update(ASSET_HEADERS)
+        return response
+
 
 router = APIRouter(include_in_schema=False)
-static_files = StaticFiles(directory=WEB_DIR)
+static_files = _AssetFiles(directory=WEB_DIR)
 
 
 @router.get("/")
