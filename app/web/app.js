@@ -252,7 +252,7 @@ async function showResult(id) {
   const result = await apiJson(`${API}/result/${encodeURIComponent(id)}`);
   openTask = id;
   renderTranscript($("#transcript"), result);
-  const speakers = result.speakers?.length;
+  const speakers = new Set(result.segments.map((segment) => segment.speaker).filter(Boolean)).size;
   const duration = result.segments.at(-1)?.end ?? 0;
   $("#result-heading").textContent = `Transcript of ${taskName(id)}`;
   $("#result-meta").textContent = [
