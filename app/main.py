@@ -14,7 +14,7 @@ from app import __doc__ as description
 from app.admission import UploadAdmissionMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
-from app.api.routes import events, health, openai, operations, transcribe
+from app.api.routes import events, health, openai, operations, page, transcribe
 from app.api.schemas import TaskStatusResponse
 from app.body_limit import BodyLimitMiddleware
 from app.config import Settings
@@ -101,6 +101,8 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.include_router(events.router)
     app.include_router(openai.router)
     app.include_router(operations.router)
+    app.include_router(page.router)
+    app.mount(page.STATIC_PREFIX, page.static_files, name="static")
     # Added last runs first: the key is checked, then the body's size and the caller's admission,
     # all before any route reads the body.
     app.add_middleware(UploadAdmissionMiddleware, upload_path=app.url_path_for("upload"))

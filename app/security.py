@@ -17,8 +17,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 API_KEY_HEADER = "X-API-Key"
 
-# Documentation pages stay open, so a person can read /docs and press Authorize.
-PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# Documentation pages stay open, so a person can read /docs and press Authorize; so does the
+# web page with its files, which hold no data (every call it makes sends the key).
+PUBLIC_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PREFIXES = ("/static/",)
 
 
 def key_id(key: str) -> str:
@@ -38,7 +40,7 @@ class ApiKeyMiddleware:
         return any(matches)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or _public(scope["path"]):
             await self.app(scope, receive, send)
             return
         supplied = _supplied_key(scope["headers"])
@@ -52,6 +54,10 @@ class ApiKeyMiddleware:
             return
         scope.setdefault("state", {})["api_key_id"] = key_id(supplied.decode("latin-1"))
         await self.app(scope, receive, send)
+
+
+def _public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 def _supplied_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:

@@ -1,0 +1,348 @@
+// The page: key, upload, live progress per task, transcript with playback, downloads.
+
+import { ApiError, apiFetch, apiJson, serverSentEvents, storeKey, storedKey } from "./api.js";
+import { clock, renderTranscript } from "./transcript.js";
+
+const API = "/api/v1/transcribe";
+const TERMINAL = new Set(["completed", "failed"]);
+
+const $ = (selector) => document.querySelector(selector);
+const errorBox = $("#error");
+const fileInput = $("#file");
+const player = $("#player");
+
+const tasks = new Map(); // task id -> latest summary or event
+const localFiles = new Map(); // task id -> {name, url}: files uploaded from this tab, for playback
+const following = new Map(); // task id -> AbortController of its event stream
+let selectedFile = null;
+let openAfterUpload = null;
+let openTask = null;
+
+function showError(message) {
+  errorBox.textContent = message;
+  errorBox.hidden = false;
+}
+
+function clearError() {
+  errorBox.hidden = true;
+  errorBox.textContent = "";
+}
+
+// Runs an action, showing whatever went wrong: nothing fails silently.
+async function guarded(action) {
+  try {
+    await action();
+  } catch (error) {
+    if (error.name !== "AbortError") showError(error.message);
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function eta(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  if (seconds < 60) return `about ${Math.max(1, Math.round(seconds))} s left`;
+  return `about ${Math.round(seconds / 60)} min left`;
+}
+
+// --- task list -------------------------------------------------------------------------------
+
+function taskName(id) {
+  return localFiles.get(id)?.name ?? `Task ${id.slice(0, 8)}`;
+}
+
+function progressText(task) {
+  if (task.status === "failed") return task.error ?? task.message;
+  const parts = [task.message];
+  if (task.status === "processing") parts.push(`${task.progress.toFixed(0)} %`, eta(task.eta_seconds));
+  return parts.filter(Boolean).join(" · ");
+}
+
+function taskRow(id) {
+  const task = tasks.get(id);
+  const row = document.createElement("li");
+  row.className = `task status-${task.status}`;
+  row.dataset.taskId = id;
+
+  const title = document.createElement("div");
+  title.className = "task-title";
+  const name = document.createElement("span");
+  name.className = "task-name";
+  name.textContent = taskName(id);
+  const status = document.createElement("span");
+  status.className = "badge";
+  status.textContent = task.stage && task.status === "processing" ? task.stage : task.status;
+  title.append(name, status);
+
+  const bar = document.createElement("progress");
+  bar.max = 100;
+  bar.value = task.progress;
+  bar.setAttribute("aria-label", `Progress of ${taskName(id)}`);
+
+  const text = document.createElement("p");
+  text.className = "task-text";
+  text.textContent = progressText(task);
+
+  const actions = document.createElement("div");
+  actions.className = "task-actions";
+  if (task.status === "completed") {
+    const open = document.createElement("button");
+    open.type = "button";
+    open.textContent = "Open";
+    open.addEventListener("click", () => guarded(() => showResult(id)));
+    actions.append(open);
+  }
+  const remove = document.createElement("button");
+  remove.type = "button";
+  remove.className = "secondary";
+  remove.textContent = "Delete";
+  remove.setAttribute("aria-label", `Delete ${taskName(id)}`);
+  remove.addEventListener("click", () => guarded(() => deleteTask(id)));
+  actions.append(remove);
+
+  row.append(title, bar, text, actions);
+  return row;
+}
+
+function renderTasks() {
+  const list = $("#tasks");
+  const ordered = [...tasks.values()].sort((a, b) => (b.created_at ?? "").localeCompare(a.created_at ?? ""));
+  list.replaceChildren(...ordered.map((task) => taskRow(task.task_id)));
+  $("#tasks-empty").hidden = tasks.size > 0;
+}
+
+function renderTask(id) {
+  const old = document.querySelector(`#tasks li[data-task-id="${CSS.escape(id)}"]`);
+  if (old) old.replaceWith(taskRow(id));
+  else renderTasks();
+}
+
+async function refreshTasks() {
+  const page = await apiJson(`${API}/tasks?limit=100`);
+  tasks.clear();
+  for (const task of page.tasks) tasks.set(task.task_id, task);
+  // Another key's tasks (the key was changed) are no longer followed or shown.
+  for (const [id, controller] of following) if (!tasks.has(id)) controller.abort();
+  if (openTask && !tasks.has(openTask)) closeResult();
+  renderTasks();
+  for (const task of page.tasks) if (!TERMINAL.has(task.status)) follow(task.task_id);
+}
+
+function forget(id) {
+  following.get(id)?.abort();
+  tasks.delete(id);
+  const local = localFiles.get(id);
+  if (local) URL.revokeObjectURL(local.url);
+  localFiles.delete(id);
+  if (openTask === id) closeResult();
+  renderTasks();
+}
+
+async function deleteTask(id) {
+  try {
+    await apiFetch(`${API}/task/${encodeURIComponent(id)}`, { method: "DELETE" });
+  } finally {
+    // Gone either way: deleted now, or already (404).
+    forget(id);
+  }
+}
+
+// --- live progress ---------------------------------------------------------------------------
+
+function onUpdate(id, update) {
+  tasks.set(id, { ...tasks.get(id), ...update });
+  renderTask(id);
+  if (update.status === "failed" && openAfterUpload === id) showError(update.error ?? update.message);
+  if (update.status === "completed" && openAfterUpload === id) {
+    openAfterUpload = null;
+    guarded(() => showResult(id));
+  }
+}
+
+// Follows a task's event stream until it ends; reconnects when the connection drops.
+async function follow(id) {
+  if (following.has(id)) return;
+  const controller = new AbortController();
+  following.set(id, controller);
+  try {
+    for (let failures = 0; failures < 5; failures += 1) {
+      try {
+        const response = await apiFetch(`${API}/events/${encodeURIComponent(id)}`, {
+          headers: { Accept: "text/event-stream" },
+          signal: controller.signal,
+        });
+        for await (const { event, data } of serverSentEvents(response)) {
+          failures = 0;
+          if (event === "deleted") {
+            forget(id);
+            return;
+          }
+          onUpdate(id, JSON.parse(data));
+          if (TERMINAL.has(event)) return;
+        }
+      } catch (error) {
+        if (error.name === "AbortError") return;
+        if (error instanceof ApiError) {
+          if (error.status === 404) forget(id);
+          else showError(error.message);
+          return;
+        }
+      }
+      await sleep(1000 * (failures + 1));
+    }
+    showError(`Lost the progress stream of ${taskName(id)}; press Refresh to see where it stands.`);
+  } finally {
+    following.delete(id);
+  }
+}
+
+// --- upload ----------------------------------------------------------------------------------
+
+function chooseFile(file) {
+  selectedFile = file ?? null;
+  $("#file-name").textContent = selectedFile ? selectedFile.name : "No file chosen";
+}
+
+async function upload(event) {
+  event.preventDefault();
+  clearError();
+  if (!selectedFile) {
+    showError("Choose an audio or video file first.");
+    return;
+  }
+  const form = new FormData();
+  form.append("file", selectedFile, selectedFile.name);
+  const language = $("#language").value;
+  if (language) form.append("language", language);
+  const diarize = $("#diarization").checked;
+  form.append("enable_diarization", String(diarize));
+  for (const [field, input] of [["min_speakers", "#min-speakers"], ["max_speakers", "#max-speakers"]]) {
+    const value = $(input).value.trim();
+    if (diarize && value) form.append(field, value);
+  }
+  const button = $("#upload-button");
+  button.disabled = true;
+  button.textContent = "Uploading…";
+  try {
+    const accepted = await apiJson(`${API}/upload`, { method: "POST", body: form });
+    const id = accepted.task_id;
+    localFiles.set(id, { name: selectedFile.name, url: URL.createObjectURL(selectedFile) });
+    tasks.set(id, { task_id: id, status: accepted.status, progress: 0, message: accepted.message,
+                    created_at: new Date().toISOString() });
+    openAfterUpload = id;
+    renderTasks();
+    follow(id);
+  } finally {
+    button.disabled = false;
+    button.textContent = "Transcribe";
+  }
+}
+
+// --- result ----------------------------------------------------------------------------------
+
+function closeResult() {
+  openTask = null;
+  $("#result").hidden = true;
+  player.removeAttribute("src");
+  player.load();
+}
+
+async function showResult(id) {
+  clearError();
+  const result = await apiJson(`${API}/result/${encodeURIComponent(id)}`);
+  openTask = id;
+  renderTranscript($("#transcript"), result);
+  const speakers = new Set(result.segments.map((segment) => segment.speaker).filter(Boolean)).size;
+  const duration = result.segments.at(-1)?.end ?? 0;
+  $("#result-heading").textContent = `Transcript of ${taskName(id)}`;
+  $("#result-meta").textContent = [
+    `Language: ${result.language}`,
+    `length ${clock(duration)}`,
+    speakers ? `${speakers} speaker${speakers === 1 ? "" : "s"}` : "no speaker labels",
+  ].join(" · ");
+  const local = localFiles.get(id);
+  if (local) player.src = local.url;
+  else player.removeAttribute("src");
+  player.hidden = !local;
+  $("#player-note").hidden = Boolean(local);
+  $("#result").hidden = false;
+  $("#result").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+// Marks the word being played, so the listener can follow along.
+function markPlaying() {
+  const now = player.currentTime;
+  let playing = null;
+  for (const word of document.querySelectorAll("#transcript button.word")) {
+    if (Number(word.dataset.start) > now) break;
+    playing = word;
+  }
+  const previous = document.querySelector("#transcript .playing");
+  if (previous === playing) return;
+  previous?.classList.remove("playing");
+  playing?.classList.add("playing");
+}
+
+function playFrom(event) {
+  const word = event.target.closest("button.word");
+  if (!word || !player.src) return;
+  player.currentTime = Number(word.dataset.start);
+  player.play().catch((error) => showError(`The browser could not play this file: ${error.message}`));
+}
+
+async function download(format) {
+  const id = openTask;
+  const response = await apiFetch(`${API}/result/${encodeURIComponent(id)}?format=${format}`);
+  const url = URL.createObjectURL(await response.blob());
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = `${taskName(id).replace(/\.[^.]*$/, "")}.${format}`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  // The browser has started the download by now; the blob may go a little later.
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+// --- wiring ----------------------------------------------------------------------------------
+
+$("#key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  clearError();
+  storeKey($("#api-key").value.trim());
+  guarded(refreshTasks);
+});
+$("#upload-form").addEventListener("submit", (event) => guarded(() => upload(event)));
+$("#refresh").addEventListener("click", () => {
+  clearError();
+  guarded(refreshTasks);
+});
+fileInput.addEventListener("change", () => chooseFile(fileInput.files[0]));
+$("#diarization").addEventListener("change", (event) => {
+  for (const input of ["#min-speakers", "#max-speakers"]) $(input).disabled = !event.target.checked;
+});
+
+// A file dropped beside the zone must not make the browser leave the page.
+for (const type of ["dragover", "drop"]) window.addEventListener(type, (event) => event.preventDefault());
+const dropZone = $("#drop-zone");
+dropZone.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  dropZone.classList.add("dragging");
+});
+dropZone.addEventListener("dragleave", () => dropZone.classList.remove("dragging"));
+dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dropZone.classList.remove("dragging");
+  chooseFile(event.dataTransfer.files[0]);
+});
+
+$("#transcript").addEventListener("click", playFrom);
+player.addEventListener("timeupdate", markPlaying);
+for (const button of document.querySelectorAll("[data-format]")) {
+  button.addEventListener("click", () => guarded(() => download(button.dataset.format)));
+}
+
+if (storedKey()) {
+  $("#api-key").value = storedKey();
+  guarded(refreshTasks);
+}
