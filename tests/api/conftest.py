@@ -10,8 +10,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -165,3 +168,93 @@ def _loaded(process: subprocess.Popen[bytes], port: int) -> bool:
     except httpx.TransportError:
         return False
     return bool(health.json()["model_loaded"])
+
+
+MB = 1024 * 1024
+
+
+@dataclass
+class AudioServer:
+    """A loopback HTTP server with a few paths, some of them hostile."""
+
+    port: int
+    audio: bytes
+    release: threading.Event = field(default_factory=threading.Event)
+    hosts: list[str] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+def audio_server(short_speech: Path) -> Iterator[AudioServer]:
+    state = AudioServer(port=free_port(), audio=short_speech.read_bytes())
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.hosts.append(self.headers["host"])
+            parts = urlsplit(self.path)
+            query = {name: values[0] for name, values in parse_qs(parts.query).items()}
+            match parts.path:
+                case "/speech.wav":
+                    self._send(200, state.audio, "audio/wav")
+                case "/page":
+                    self._send(200, b"<!doctype html><title>Sign in</title>" * 100, "text/html; charset=utf-8")
+                case "/page-as-audio":
+                    self._send(200, b"<!doctype html><title>Sign in</title>" * 100, "audio/mpeg")
+                case "/huge":  # declares its size
+                    self._send(200, b"\0" * (2 * MB), "audio/wav")
+                case "/huge-chunked":  # does not: counted as it arrives
+                    self._chunked(b"\0" * (64 * 1024), 40)
+                case "/missing":
+                    self._send(404, b"not here", "text/plain")
+                case "/redirect":
+                    self.send_response(302)
+                    self.send_header("location", query["to"])
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                case "/loop":
+                    self.send_response(302)
+                    self.send_header("location", "/loop")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                case "/stall":  # half the audio, then waits until the test releases it
+                    half = len(state.audio) // 2
+                    self.send_response(200)
+                    self.send_header("content-type", "audio/wav")
+                    self.send_header("content-length", str(len(state.audio)))
+                    self.end_headers()
+                    self.wfile.write(state.audio[:half])
+                    self.wfile.flush()
+                    state.release.wait(30)
+                    self.wfile.write(state.audio[half:])
+
+        def _send(self, code: int, body: bytes, media_type: str) -> None:
+            self.send_response(code)
+            self.send_header("content-type", media_type)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _chunked(self, chunk: bytes, count: int) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "audio/wav")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            try:
+                for _ in range(count):
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass  # the client hung up at its limit, as it should
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", state.port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    state.release.set()
+    server.shutdown()
+    thread.join(5)

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.tasks.models import TaskStatus
 from app.tasks.redis_store import RedisTaskStore
-from tests.api.conftest import AUTH, make_settings, upload, wait_until
+from tests.api.conftest import AUTH, AudioServer, make_settings, status, upload, wait_for_status, wait_until
 from tests.fakes import FakePipeline
 
 OTHER = {"X-API-Key": "second-key"}
@@ -88,3 +88,23 @@ def test_store_changes_reach_the_event_stream(api: Callable[..., TestClient], sh
 
 def _metrics(client: TestClient) -> str:
     return client.get("/metrics", headers=AUTH).text
+
+
+def test_audio_url_is_downloaded_by_the_api_then_queued(
+    api: Callable[..., TestClient], audio_server: AudioServer, tmp_path: Path
+) -> None:
+    """The API process fetches audio_url (workers need not reach the caller's URL), then sends the task."""
+    client = api(audio_url_allow_private=True)
+    form = {"audio_url": audio_server.url("/speech.wav")}
+    task_id = client.post("/api/v1/transcribe/upload", headers=AUTH, data=form).json()["task_id"]
+    doc = wait_until(lambda: (d := status(client, task_id))["message"] == "Waiting in the queue" and d)
+    assert doc["status"] == "pending"
+    assert doc["progress"] > 0, "the download's share of progress is kept"
+    task = client.app.state.store.get(task_id)  # type: ignore[attr-defined]
+    assert task.job.duration, "probed once downloaded"
+    assert task.job.audio_path.read_bytes() == audio_server.audio
+
+    failed = client.post("/api/v1/transcribe/upload", headers=AUTH, data={"audio_url": audio_server.url("/page")})
+    done = wait_for_status(client, failed.json()["task_id"], {"failed"})
+    assert "returned a web page (text/html), not audio" in done["error"]
+    assert sorted(path.name for path in (tmp_path / "uploads").iterdir()) == [task.job.audio_path.name]
