@@ -29,9 +29,9 @@ from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.codec import from_record
 from app.tasks.coordination import LEASE_SECONDS, MAX_ATTEMPTS, Coordination
 from app.tasks.events import TaskEvents
-from app.tasks.manager import OverCapacity, Prepare, PrepareFailed, QueueFull, TooManyTasks, WorkerState
+from app.tasks.manager import OverCapacity, Prepare, QueueFull, TooManyTasks, WorkerState, fetch_input
 from app.tasks.models import TERMINAL, Task, TaskStatus, utcnow
-from app.tasks.progress import STAGE_MESSAGES, ProgressTracker
+from app.tasks.progress import STAGE_MESSAGES
 from app.tasks.redis_store import Admission, RedisTaskStore
 from app.tasks.remote import STOPPED_TWICE
 
@@ -109,23 +109,12 @@ class CeleryDispatcher:
 
     async def _prepare(self, task: Task, prepare: Prepare) -> None:
         """Fetch the task's input in this process, then send the task to the workers."""
-        tracker = ProgressTracker(task.job.progress_stages)
-
-        def on_progress(fraction: float) -> None:
-            percent = round(tracker.update(Stage.DOWNLOAD, fraction), 1)
-            self._store.update(task.id, stage=Stage.DOWNLOAD, progress=percent, message=STAGE_MESSAGES[Stage.DOWNLOAD])
-
         try:
-            job = await prepare(on_progress)
-        except PrepareFailed as error:
-            self._fail(task.id, str(error))
-            return
-        except Exception:  # one task fails, the service goes on
-            logger.exception("Preparing task %s failed", task.id)
-            self._fail(task.id, "The audio could not be fetched because of an unexpected error; try again.")
-            return
+            job = await fetch_input(task, prepare, self._store.update, self._fail)
         finally:
             self._preparing.pop(task.id, None)
+        if job is None:
+            return
         if self._store.update(task.id, job=job, stage=None, message="Waiting in the queue") is None:
             job.audio_path.unlink(missing_ok=True)  # deleted just as the download ended
             return

@@ -65,6 +65,26 @@ Prepare = Callable[[Callable[[float], None]], Awaitable[Job]]
 returns the job as the worker should see it (its probed duration filled in)."""
 
 
+async def fetch_input(
+    task: Task, prepare: Prepare, update: Callable[..., object], fail: Callable[[str, str], None]
+) -> Job | None:
+    """Run a task's `prepare` as its downloading stage; None when it failed, and the task with it."""
+    tracker = ProgressTracker(task.job.progress_stages)
+
+    def on_progress(fraction: float) -> None:
+        percent = round(tracker.update(Stage.DOWNLOAD, fraction), 1)
+        update(task.id, stage=Stage.DOWNLOAD, progress=percent, message=STAGE_MESSAGES[Stage.DOWNLOAD])
+
+    try:
+        return await prepare(on_progress)
+    except PrepareFailed as error:
+        fail(task.id, str(error))
+    except Exception:  # one task fails, the service goes on
+        logger.exception("Preparing task %s failed", task.id)
+        fail(task.id, "The audio could not be fetched because of an unexpected error; try again.")
+    return None
+
+
 class StageWatch:
     """Which stage a job is in and since when, from its progress events."""
 
@@ -150,23 +170,12 @@ class TaskManager:
 
     async def _prepare(self, task: Task, prepare: Prepare) -> None:
         """Fetch the task's input, then queue it; pending tasks count against the queue meanwhile."""
-        tracker = ProgressTracker(task.job.progress_stages)
-
-        def on_progress(fraction: float) -> None:
-            percent = round(tracker.update(Stage.DOWNLOAD, fraction), 1)
-            self._update(task.id, stage=Stage.DOWNLOAD, progress=percent, message=STAGE_MESSAGES[Stage.DOWNLOAD])
-
         try:
-            job = await prepare(on_progress)
-        except PrepareFailed as error:
-            self._fail(task.id, str(error))
-            return
-        except Exception:  # one task fails, the service goes on
-            logger.exception("Preparing task %s failed", task.id)
-            self._fail(task.id, "The audio could not be fetched because of an unexpected error; try again.")
-            return
+            job = await fetch_input(task, prepare, self._update, self._fail)
         finally:
             self._preparing.pop(task.id, None)
+        if job is None:
+            return
         if self._store.update(task.id, job=job, stage=None, message="Waiting in the queue") is None:
             job.audio_path.unlink(missing_ok=True)  # deleted just as the download ended
             return
