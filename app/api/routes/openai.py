@@ -51,20 +51,28 @@ async def _finished(task_id: str, manager: TaskBackend, store: TaskStore) -> Tas
     return None
 
 
-@router.post(
-    "/transcriptions",
-    summary="Transcribe audio, OpenAI-compatible (synchronous)",
-    responses={
+def _responses(success: str, invalid: str) -> dict[int | str, dict[str, Any]]:
+    """What both OpenAI-compatible endpoints answer, for /docs."""
+    return {
         200: {
             "content": {"application/json": {}, "text/plain": {}, "application/x-subrip": {}, "text/vtt": {}},
-            "description": "The transcript in the requested response_format",
+            "description": success,
         },
         413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
         415: problem_response("Not a supported audio or video format"),
-        422: problem_response("A form field is invalid, or the audio could not be transcribed"),
+        422: problem_response(invalid),
         429: problem_response("The key has MAX_TASKS_PER_KEY tasks pending or processing"),
         503: problem_response("The queue is full, the speech model is not loaded, or the server is shutting down"),
-    },
+    }
+
+
+@router.post(
+    "/transcriptions",
+    summary="Transcribe audio, OpenAI-compatible (synchronous)",
+    responses=_responses(
+        "The transcript in the requested response_format",
+        "A form field is invalid, or the audio could not be transcribed",
+    ),
 )
 async def create_transcription(
     request: Request,
@@ -111,17 +119,10 @@ async def create_transcription(
 @router.post(
     "/translations",
     summary="Translate audio into English text, OpenAI-compatible (synchronous)",
-    responses={
-        200: {
-            "content": {"application/json": {}, "text/plain": {}, "application/x-subrip": {}, "text/vtt": {}},
-            "description": "The English transcript in the requested response_format",
-        },
-        413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
-        415: problem_response("Not a supported audio or video format"),
-        422: problem_response("A form field is invalid, the model is English-only, or the audio could not be used"),
-        429: problem_response("The key has MAX_TASKS_PER_KEY tasks pending or processing"),
-        503: problem_response("The queue is full, the speech model is not loaded, or the server is shutting down"),
-    },
+    responses=_responses(
+        "The English transcript in the requested response_format",
+        "A form field is invalid, the model is English-only, or the audio could not be used",
+    ),
 )
 async def create_translation(
     request: Request,
