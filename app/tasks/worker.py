@@ -99,8 +99,9 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
                 )
             )
         finally:
-            pipeline.release()
+            # Collect first: the heap pages release() hands back are only free once the objects are gone.
             gc.collect()
+            pipeline.release()
 
 
 class WorkerProcess:
