@@ -29,7 +29,15 @@ from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.codec import from_record
 from app.tasks.coordination import LEASE_SECONDS, MAX_ATTEMPTS, Coordination
 from app.tasks.events import TaskEvents
-from app.tasks.manager import OverCapacity, Prepare, QueueFull, TooManyTasks, WorkerState, fetch_input
+from app.tasks.manager import (
+    OverCapacity,
+    Prepare,
+    QueueFull,
+    TooManyTasks,
+    WorkerState,
+    check_limits,
+    fetch_input,
+)  # fmt: skip
 from app.tasks.models import TERMINAL, Task, TaskStatus, utcnow
 from app.tasks.progress import STAGE_MESSAGES
 from app.tasks.redis_store import Admission, RedisTaskStore
@@ -79,10 +87,7 @@ class CeleryDispatcher:
         self._celery.close()
 
     def check_capacity(self, owner: str) -> None:
-        if self._store.count_active(owner) >= self._settings.max_tasks_per_key:
-            raise TooManyTasks(self._settings.max_tasks_per_key)
-        if self._store.count_by_status()[TaskStatus.PENDING] >= self._settings.max_queue_size:
-            raise QueueFull(self._settings.max_queue_size)
+        check_limits(self._store, self._settings, owner)
 
     def submit(self, job: Job, owner: str, prepare: Prepare | None = None) -> Task:
         """Add the task within the limits and send it to Celery; with `prepare`, once that has fetched its input."""

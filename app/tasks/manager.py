@@ -65,6 +65,14 @@ Prepare = Callable[[Callable[[float], None]], Awaitable[Job]]
 returns the job as the worker should see it (its probed duration filled in)."""
 
 
+def check_limits(store: TaskStore, settings: Any, owner: str) -> None:
+    """Raise OverCapacity when the owner's tasks or the queue are at their limit in `store`."""
+    if store.count_active(owner) >= settings.max_tasks_per_key:
+        raise TooManyTasks(settings.max_tasks_per_key)
+    if store.count_by_status()[TaskStatus.PENDING] >= settings.max_queue_size:
+        raise QueueFull(settings.max_queue_size)
+
+
 async def fetch_input(
     task: Task, prepare: Prepare, update: Callable[..., object], fail: Callable[[str, str], None]
 ) -> Job | None:
@@ -148,10 +156,7 @@ class TaskManager:
 
     def check_capacity(self, owner: str) -> None:
         """Refuse early, before an upload is saved; `submit` checks again atomically."""
-        if self._store.count_active(owner) >= self._settings.max_tasks_per_key:
-            raise TooManyTasks(self._settings.max_tasks_per_key)
-        if self._store.count_by_status()[TaskStatus.PENDING] >= self._settings.max_queue_size:
-            raise QueueFull(self._settings.max_queue_size)
+        check_limits(self._store, self._settings, owner)
 
     def submit(self, job: Job, owner: str, prepare: Prepare | None = None) -> Task:
         """Queue a job; with `prepare`, the task waits (pending, stage downloading) until it has run."""

@@ -51,6 +51,12 @@ async def _finished(task_id: str, manager: TaskBackend, store: TaskStore) -> Tas
     return None
 
 
+AudioFile = Annotated[UploadFile, File(description=f"Audio or video: {', '.join(SUPPORTED_EXTENSIONS)}")]
+Temperature = Annotated[
+    float | None, Form(ge=0, le=1, description="Sampling temperature; omit for Whisper's fallback schedule")
+]
+
+
 def _responses(success: str, invalid: str) -> dict[int | str, dict[str, Any]]:
     """What both OpenAI-compatible endpoints answer, for /docs."""
     return {
@@ -80,7 +86,7 @@ async def create_transcription(
     settings: SettingsDep,
     manager: ManagerDep,
     store: StoreDep,
-    file: Annotated[UploadFile, File(description=f"Audio or video: {', '.join(SUPPORTED_EXTENSIONS)}")],
+    file: AudioFile,
     model: Annotated[
         str, Form(description="Accepted for compatibility (e.g. `whisper-1`); the server's WHISPER_MODEL transcribes")
     ],
@@ -89,9 +95,7 @@ async def create_transcription(
     response_format: Annotated[OpenAIFormat, Form(description="diarized_json also labels speakers")] = (
         OpenAIFormat.JSON
     ),
-    temperature: Annotated[
-        float | None, Form(ge=0, le=1, description="Sampling temperature; omit for Whisper's fallback schedule")
-    ] = None,
+    temperature: Temperature = None,
     timestamp_granularities: Annotated[
         list[Granularity] | None,
         Form(alias="timestamp_granularities[]", description="verbose_json: `word`, `segment` (default) or both"),
@@ -130,7 +134,7 @@ async def create_translation(
     settings: SettingsDep,
     manager: ManagerDep,
     store: StoreDep,
-    file: Annotated[UploadFile, File(description=f"Audio or video: {', '.join(SUPPORTED_EXTENSIONS)}")],
+    file: AudioFile,
     model: Annotated[
         str, Form(description="Accepted for compatibility (e.g. `whisper-1`); the server's WHISPER_MODEL translates")
     ],
@@ -138,9 +142,7 @@ async def create_translation(
     response_format: Annotated[TranslationFormat, Form(description="json (default), text, srt, verbose_json, vtt")] = (
         TranslationFormat.JSON
     ),
-    temperature: Annotated[
-        float | None, Form(ge=0, le=1, description="Sampling temperature; omit for Whisper's fallback schedule")
-    ] = None,
+    temperature: Temperature = None,
 ) -> Response:
     check_can_translate(manager)
     options = {
