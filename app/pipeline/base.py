@@ -38,7 +38,7 @@ class Job:
     initial_prompt: str | None = None
     """Text Whisper reads as preceding the audio: spellings, names, style."""
     temperature: float | None = None
-    """Sampling temperature when words are timed by Whisper; None: Whisper's fallback schedule."""
+    """Sampling temperature; None: Whisper's fallback schedule."""
     duration: float | None = None
     """Seconds of audio, as probed on upload."""
     callback_url: str | None = None

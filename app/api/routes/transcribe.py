@@ -132,7 +132,13 @@ async def upload(
         ),
     ] = None,
     beam_size: Annotated[
-        int | None, Form(ge=1, le=MAX_BEAM_SIZE, description="Beams searched while decoding (default 5)", examples=[5])
+        int | None,
+        Form(
+            ge=1,
+            le=MAX_BEAM_SIZE,
+            description="Beams searched while decoding (default: the server's BEAM_SIZE)",
+            examples=[5],
+        ),
     ] = None,
     temperature: Annotated[
         float | None,
@@ -158,8 +164,8 @@ async def upload(
             gt=0,
             lt=1,
             description="Speech probability below which voice activity ends; at most `vad_onset` "
-            "(default: the engine's, 0.363 with alignment, 0.35 otherwise)",
-            examples=[0.363],
+            "(default: 0.15 below vad_onset)",
+            examples=[0.35],
         ),
     ] = None,
     chunk_size: Annotated[
