@@ -37,7 +37,7 @@ class Settings(BaseSettings):
 
     batch_size: int | None = Field(None, ge=1, le=256)
     """30-s chunks transcribed per batch; lower it when the GPU runs out of memory. Unset: 16 on CUDA,
-    4 on a CPU (as fast there as 16, and each chunk in a batch holds about 100 MB)."""
+    2 on a CPU (as fast there as 4 or 16, and each chunk in a batch holds about 100 MB)."""
 
     max_concurrent_tasks: int = Field(2, ge=1, le=32)
     """Tasks transcribed at once; each has its own worker process holding the models."""
@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     """CPU threads per worker. 0 shares the machine's cores among the workers."""
 
     beam_size: int | None = Field(None, ge=1, le=16)
-    """Beam width when decoding. Unset: 5 on CUDA; 1 (greedy) on a CPU, which decodes ~30 % faster with
-    the same words on the bench's speech."""
+    """Beam width when decoding. Unset: 5 on CUDA; 2 on a CPU, which gave the same words as 5 on the
+    bench's clips in less time, where greedy decoding (1) missed words on telephone speech."""
 
     align_model: str | None = None
     """wav2vec2 alignment model (hub id or local directory). Unset: whisperX's default for the language."""

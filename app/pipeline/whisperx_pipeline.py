@@ -9,13 +9,15 @@ import contextlib
 import ctypes
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from app.config import Settings
-from app.media import MediaError, decode
+from app.media import SAMPLE_RATE, MediaError, decode
 from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
 from app.pipeline.models import resolve_whisper_model
 from app.pipeline.segments import split_segments
+from app.pipeline.slicing import slice_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +41,13 @@ class WhisperXPipeline:
         if self.device == "cpu" and self.compute_type in ("float16", "int8_float16"):
             logger.info("COMPUTE_TYPE=%s is not supported on CPU; using int8", self.compute_type)
             self.compute_type = "int8"
-        # Measured on 2 CPU cores (docs/benchmarks.md): batches of 4 transcribe as fast as 16
-        # while each 30-s chunk in a batch holds ~100 MB of encoder attention; greedy decoding
-        # gives the same words as a beam of 5 on this audio at ~70 % of the time.
-        self.batch_size = settings.batch_size or (16 if cuda else 4)
-        self.beam_size = settings.beam_size or (5 if cuda else 1)
+        # Measured on 2 CPU cores: batches of 2 transcribe as fast as 4 or 16 (the encoder gains
+        # what the decoder loses) while each 30-s chunk in a batch holds ~100 MB of encoder
+        # attention (a 5-minute file peaks 190 MB above idle with 2, 470 with 4). A beam of 2 gave
+        # the words of a beam of 5 on the bench's clips, where greedy decoding lost some on the
+        # telephone sample, and costs little more than greedy.
+        self.batch_size = settings.batch_size or (16 if cuda else 2)
+        self.beam_size = settings.beam_size or (5 if cuda else 2)
         self._threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // settings.max_concurrent_tasks)
 
         self.model_name = settings.whisper_model or ("large-v2" if cuda else "base")
@@ -116,6 +120,9 @@ class WhisperXPipeline:
 
     def _aligner(self, language: str) -> tuple[Any, dict[str, Any]] | None:
         """The wav2vec2 model for a language, loaded once; None when it cannot be had (offline)."""
+        if language not in self._aligners and self._checkpoint_missing_offline(language):
+            logger.info("No alignment model for %r in the cache, and offline; words are timed by Whisper", language)
+            self._aligners[language] = None
         if language not in self._aligners:
             import whisperx
 
@@ -130,6 +137,24 @@ class WhisperXPipeline:
             else:
                 self._ensure_sentence_splitter(language)
         return self._aligners[language]
+
+    def _checkpoint_missing_offline(self, language: str) -> bool:
+        """Whether the language's torchaudio aligner has no checkpoint in the cache while offline.
+
+        whisperx builds a torchaudio aligner's ~95M-parameter model before it fetches the weights,
+        so a load that fails offline would still cost a worker a ~400 MB peak. HF_HUB_OFFLINE is
+        this service's "no downloads" switch, for torchaudio's checkpoints too.
+        """
+        import torchaudio  # type: ignore[import-untyped]
+        from huggingface_hub.constants import HF_HUB_OFFLINE
+        from whisperx.alignment import DEFAULT_ALIGN_MODELS_TORCH
+
+        name = self._settings.align_model or DEFAULT_ALIGN_MODELS_TORCH.get(language)
+        # `_path` is the checkpoint's name in torchaudio's bundles; private, so looked up with care.
+        checkpoint = getattr(getattr(torchaudio.pipelines, name or "", None), "_path", None)
+        if not HF_HUB_OFFLINE or not isinstance(checkpoint, str):
+            return False
+        return not (self._settings.model_cache_dir / "align" / Path(checkpoint).name).exists()
 
     def _ensure_sentence_splitter(self, language: str) -> None:
         """whisperx.align splits sentences with NLTK's Punkt model, which it downloads on first use.
@@ -239,25 +264,18 @@ class WhisperXPipeline:
         vad = {"threshold": job.vad_onset} if job.vad_onset is not None else {}
         if job.vad_offset is not None:
             vad["neg_threshold"] = job.vad_offset
-        pieces, info = self._batched.transcribe(
-            audio, language=language, task=job.task, batch_size=self.batch_size, word_timestamps=word_timestamps,
-            vad_filter=True, vad_parameters=vad or None, chunk_length=job.chunk_size,
-            initial_prompt=job.initial_prompt, hotwords=job.hotwords, beam_size=job.beam_size or self.beam_size,
-            **options,
-        )  # fmt: skip
         segments = []
-        for piece in pieces:  # a generator: each segment arrives as its batch is decoded
-            segment: dict[str, Any] = {"start": piece.start, "end": piece.end, "text": piece.text}
-            if word_timestamps:
-                segment["words"] = [
-                    # `spaced` keeps Whisper's own spacing, so "12%" and "9:30" read as spoken, though Whisper
-                    # may give "12" and "%" as two words.
-                    {"word": word.word.strip(), "spaced": word.word, "start": word.start, "end": word.end,
-                     "score": word.probability}
-                    for word in piece.words or []
-                ]  # fmt: skip
-            segments.append(segment)
-            progress(Stage.TRANSCRIBE, piece.end / info.duration if info.duration else 1.0)
+        for start, end in slice_bounds(audio):
+            offset = start / SAMPLE_RATE
+            pieces, _ = self._batched.transcribe(
+                audio[start:end], language=language, task=job.task, batch_size=self.batch_size,
+                word_timestamps=word_timestamps, vad_filter=True, vad_parameters=vad or None,
+                chunk_length=job.chunk_size, initial_prompt=job.initial_prompt, hotwords=job.hotwords,
+                beam_size=job.beam_size or self.beam_size, **options,
+            )  # fmt: skip
+            for piece in pieces:  # a generator: each segment arrives as its batch is decoded
+                segments.append(_whisper_segment(piece, offset, word_timestamps))
+                progress(Stage.TRANSCRIBE, min(1.0, (offset + piece.end) * SAMPLE_RATE / len(audio)))
         progress(Stage.TRANSCRIBE, 1.0)
         return segments
 
@@ -326,6 +344,20 @@ def _trim_heap() -> None:
     # worker. malloc_trim hands it back (glibc only; elsewhere there is nothing to call).
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _whisper_segment(piece: Any, offset: float, word_timestamps: bool) -> dict[str, Any]:
+    """A faster-whisper segment of a slice as a whisperx segment, its times counted from the file's start."""
+    segment: dict[str, Any] = {"start": offset + piece.start, "end": offset + piece.end, "text": piece.text}
+    if word_timestamps:
+        segment["words"] = [
+            # `spaced` keeps Whisper's own spacing, so "12%" and "9:30" read as spoken, though Whisper
+            # may give "12" and "%" as two words.
+            {"word": word.word.strip(), "spaced": word.word, "start": offset + word.start,
+             "end": offset + word.end, "score": word.probability}
+            for word in piece.words or []
+        ]  # fmt: skip
+    return segment
 
 
 def _seconds(value: Any) -> float | None:
