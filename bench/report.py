@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
 STAGE_NAMES = ("decode", "vad", "transcribe", "word_timing", "diarize", "assign")
+MODEL_CALLS = ("encode", "generate", "align")
+SIDES = (("whisperx", "plain_whisperx"), ("service", "service_pipeline"))
 
 
 def _seconds(value: float | None) -> str:
@@ -39,7 +41,7 @@ def table(result: dict[str, Any]) -> str:
         + f"{'total':>9}{'RTF':>8}{'tr. RTF':>9}{'WER':>8}",
     ]
     for row in result["clips"]:
-        for side, key in (("whisperx", "plain_whisperx"), ("service", "service_pipeline")):
+        for side, key in SIDES:
             figures = row[key]
             lines.append(
                 f"{row['clip']:<18}{side:<10}"
@@ -47,6 +49,7 @@ def table(result: dict[str, Any]) -> str:
                 + f"{figures['total_s']:>9.2f}{figures['rtf']:>8.3f}{figures['transcription_rtf']:>9.3f}"
                 + f"{figures['wer']:>8.3f}"
             )
+    lines += _model_split(result["clips"])
     lines += [
         "",
         "Through the HTTP API (upload to completed), and ratios:",
@@ -76,6 +79,26 @@ def table(result: dict[str, Any]) -> str:
         + f"; growth from task 2 to the last {in_a_row['growth_mb']:+d} MiB",
     ]
     return "\n".join(lines)
+
+
+def _model_split(rows: list[dict[str, Any]]) -> list[str]:
+    """Seconds in the CTranslate2 model's calls per side; results written before they were timed have none."""
+    if not all("model_s" in row[key] for row in rows for _, key in SIDES):
+        return []
+    lines = [
+        "",
+        "Inside transcription, seconds in the Whisper model (rest = transcribe stage outside these calls):",
+        f"{'clip':<18}{'side':<10}" + "".join(f"{name:>10}" for name in MODEL_CALLS) + f"{'rest':>10}",
+    ]
+    for row in rows:
+        for side, key in SIDES:
+            model, transcribe = row[key]["model_s"], row[key]["stages_s"]["transcribe"]
+            lines.append(
+                f"{row['clip']:<18}{side:<10}"
+                + "".join(f"{model[name]:>10.2f}" for name in MODEL_CALLS)
+                + f"{transcribe - sum(model.values()):>10.2f}"
+            )
+    return lines
 
 
 def refresh_docs(result: dict[str, Any], source: Path, docs: Path = DOCS) -> None:

@@ -7,8 +7,10 @@
 It builds its inputs (bench/inputs.py), then, in one run so that ratios are fair on a shared machine:
 - per clip, a plain whisperx script (load_model with whisperx's default pyannote VAD → transcribe
   → the same diarizer → assign_word_speakers) and this service's pipeline called in-process, each
-  timed per stage (decode, VAD, transcribe, word timing, diarize, assign) with its WER;
-- the same clip through the HTTP API of the service started as a real process, and API ÷ direct;
+  timed per stage (decode, VAD, transcribe, word timing, diarize, assign) and, inside transcription,
+  per call into the CTranslate2 Whisper model (encode, generate, align), with its WER;
+- the same clip through the HTTP API of the service started as a real process (the client follows the
+  task's event stream, as a client would, instead of polling), and API ÷ direct;
 - status-endpoint latency p50/p99 polled at 20 Hz with no task running and while 2 run;
 - cold start (process start to /ready), peak RSS of the API and each worker after every clip,
   and the workers' RSS after each of N tasks in a row (memory must not grow).
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import ServerSentEvent, connect_sse
 
 from bench import report
 from bench.inputs import Clip, pyannote_sample, speech
@@ -41,7 +44,12 @@ from bench.inputs import Clip, pyannote_sample, speech
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 KEY = "bench-key"
+WORKERS = 2  # the service's worker processes (MAX_CONCURRENT_TASKS)
 STAGES = ("decode", "vad", "transcribe", "word_timing", "diarize", "assign")
+# The CTranslate2 Whisper calls timed inside transcription: encoder, decoder, word timestamps (alignment heads).
+MODEL_CALLS = ("encode", "generate", "align")
+# The events that end a task's event stream.
+TERMINAL = ("completed", "failed", "deleted")
 
 
 @cache
@@ -65,23 +73,54 @@ def memory_mb(pid: int) -> dict[str, float]:
     return {"rss": int(fields["VmRSS"].split()[0]) / 1024, "peak": int(fields["VmHWM"].split()[0]) / 1024}
 
 
-@contextlib.contextmanager
-def timed(owner: Any, name: str, clock: dict[str, float]) -> Iterator[None]:
-    """Add the time spent in `owner.name` (a function or method) to clock["vad"] while inside."""
-    original = getattr(owner, name)
+def _clocked(function: Any, clock: dict[str, float], key: str) -> Any:
+    """`function`, adding the seconds spent in each call to clock[key]."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
-            return original(*args, **kwargs)
+            return function(*args, **kwargs)
         finally:
-            clock["vad"] += time.perf_counter() - started
+            clock[key] += time.perf_counter() - started
 
-    setattr(owner, name, wrapper)
+    return wrapper
+
+
+@contextlib.contextmanager
+def timed(owner: Any, name: str, clock: dict[str, float]) -> Iterator[None]:
+    """Add the time spent in `owner.name` (a function or method) to clock["vad"] while inside."""
+    original = getattr(owner, name)
+    setattr(owner, name, _clocked(original, clock, "vad"))
     try:
         yield
     finally:
         setattr(owner, name, original)
+
+
+class _TimedWhisper:
+    """Stands in for a CTranslate2 Whisper model: forwards everything, times encode, generate and align."""
+
+    def __init__(self, model: Any, clock: dict[str, float]) -> None:
+        self._model, self._clock = model, clock
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._model, name)
+        return _clocked(attribute, self._clock, name) if name in MODEL_CALLS else attribute
+
+
+@contextlib.contextmanager
+def model_timed(owner: Any, clock: dict[str, float]) -> Iterator[None]:
+    """Time the CTranslate2 model calls of a faster-whisper `WhisperModel` (or whisperx's subclass) while inside.
+
+    The CTranslate2 model is a C++ object whose methods cannot be replaced, so the proxy takes its place
+    in `owner.model`, through which every encode, generate and align call goes (batched or not).
+    """
+    original = owner.model
+    owner.model = _TimedWhisper(original, clock)
+    try:
+        yield
+    finally:
+        owner.model = original
 
 
 class PlainWhisperX:
@@ -101,6 +140,7 @@ class PlainWhisperX:
         import whisperx
 
         clock = {"vad": 0.0}
+        model_clock = dict.fromkeys(MODEL_CALLS, 0.0)
         stages: dict[str, float | None] = {}
         mark = time.perf_counter()
         audio = whisperx.load_audio(str(clip.path))
@@ -108,7 +148,7 @@ class PlainWhisperX:
         mark = time.perf_counter()
         # whisperx calls its VAD model as `self.vad_model(...)`: time it through its class.
         vad = self.model.vad_model
-        with timed(type(vad), "__call__", clock):
+        with timed(type(vad), "__call__", clock), model_timed(self.model.model, model_clock):
             result = self.model.transcribe(audio, batch_size=self.batch_size, language=self.language)
         stages["vad"] = clock["vad"]
         stages["transcribe"] = time.perf_counter() - mark - clock["vad"]
@@ -120,7 +160,7 @@ class PlainWhisperX:
         result = whisperx.assign_word_speakers(turns, result)
         stages["assign"] = time.perf_counter() - mark
         text = " ".join(segment["text"] for segment in result["segments"])
-        return _row(clip, stages, text, word_times=False)
+        return _row(clip, stages, model_clock, text, word_times=False)
 
 
 def service_pipeline(clip: Clip, pipeline: Any) -> dict[str, Any]:
@@ -137,9 +177,10 @@ def service_pipeline(clip: Clip, pipeline: Any) -> dict[str, Any]:
         last[stage.value] = time.perf_counter()
 
     clock = {"vad": 0.0}
+    model_clock = dict.fromkeys(MODEL_CALLS, 0.0)
     started = time.perf_counter()
     # faster-whisper's batched transcription runs its silero VAD through this module-level function.
-    with timed(faster_whisper.transcribe, "get_speech_timestamps", clock):
+    with timed(faster_whisper.transcribe, "get_speech_timestamps", clock), model_timed(pipeline._model, model_clock):
         output = pipeline.run(Job("bench", clip.path), progress)
     ended = time.perf_counter()
     # Decoding ends at its last event (language detection then counts as transcription); every
@@ -159,14 +200,18 @@ def service_pipeline(clip: Clip, pipeline: Any) -> dict[str, Any]:
     transcribe = stages["transcribe"] or 0.0
     stages["vad"], stages["transcribe"] = clock["vad"], transcribe - clock["vad"]
     text = " ".join(segment["text"] for segment in output.result["segments"])
-    return _row(clip, stages, text, word_times=output.result.get("word_timing") is not None)
+    word_times = output.result.get("word_timing") is not None
+    return _row(clip, stages, model_clock, text, word_times=word_times)
 
 
-def _row(clip: Clip, stages: dict[str, float | None], text: str, word_times: bool) -> dict[str, Any]:
+def _row(
+    clip: Clip, stages: dict[str, float | None], model: dict[str, float], text: str, word_times: bool
+) -> dict[str, Any]:
     total = sum(value for value in stages.values() if value is not None)
     transcription = (stages["vad"] or 0.0) + (stages["transcribe"] or 0.0)
     return {
         "stages_s": {name: None if stages[name] is None else round(stages[name] or 0.0, 3) for name in STAGES},
+        "model_s": {name: round(model[name], 3) for name in MODEL_CALLS},
         "total_s": round(total, 3),
         "rtf": round(total / clip.seconds, 4),
         "transcription_rtf": round(transcription / clip.seconds, 4),
@@ -181,8 +226,8 @@ class Service:
     def __init__(self, folder: Path, port: int, env: dict[str, str]) -> None:
         self.url = f"http://127.0.0.1:{port}"
         environment = {
-            **os.environ, **env, "API_KEYS": KEY, "PORT": str(port), "HOST": "127.0.0.1", "MAX_CONCURRENT_TASKS": "2",
-            "UPLOAD_DIR": str(folder / "uploads"), "LOG_LEVEL": "warning",
+            **os.environ, **env, "API_KEYS": KEY, "PORT": str(port), "HOST": "127.0.0.1",
+            "MAX_CONCURRENT_TASKS": str(WORKERS), "UPLOAD_DIR": str(folder / "uploads"), "LOG_LEVEL": "warning",
         }  # fmt: skip
         self.client = httpx.Client(base_url=self.url, headers={"X-API-Key": KEY}, timeout=600)
         self._started = started = time.perf_counter()
@@ -226,16 +271,32 @@ class Service:
         return body
 
     def transcribe(self, clip: Clip) -> dict[str, Any]:
+        """Upload `clip`, follow the task's event stream to its end, then fetch the result once.
+
+        A client that waits on the stream sends nothing while the task runs, so the API side's time is
+        the service's, not that of requests competing with the transcription for the CPU.
+        """
         started = time.perf_counter()
         task_id = self.submit(clip)
-        while (doc := self.status(task_id))["status"] not in ("completed", "failed"):
-            time.sleep(0.02)
+        end = self.follow(task_id)
         elapsed = time.perf_counter() - started
-        if doc["status"] != "completed":
-            raise RuntimeError(f"the service failed {clip.name}: {doc.get('error')}")
+        if end is None or end.event != "completed":
+            problem = "its event stream ended early" if end is None else f"{end.event}: {end.json().get('error')}"
+            raise RuntimeError(f"the service did not transcribe {clip.name}: {problem}")
+        doc = self.status(task_id)
         text = " ".join(segment["text"] for segment in doc["result"]["segments"])
         wer_ = round(wer(clip.reference, text), 4)
         return {"total_s": round(elapsed, 3), "rtf": round(elapsed / clip.seconds, 4), "wer": wer_}
+
+    def follow(self, task_id: str) -> ServerSentEvent | None:
+        """Read the task's event stream to its terminal event (None if the stream ends before one)."""
+        with connect_sse(self.client, "GET", f"/api/v1/transcribe/events/{task_id}") as events:
+            return next((event for event in events.iter_sse() if event.event in TERMINAL), None)
+
+    def warm_up(self, clip: Clip) -> None:
+        """One task per worker, all at once: each worker has run a task before any is timed."""
+        for task_id in [self.submit(clip) for _ in range(WORKERS)]:
+            self.follow(task_id)
 
     def status_latency(self, probe: str, busy: Clip | None, seconds: float) -> dict[str, float]:
         """Status round trips for task `probe` at 20 Hz: idle, or while two tasks transcribe `busy`."""
@@ -349,7 +410,7 @@ def run(
             # One short task each first: one-off costs (first calls, lazy set-up) are not what is compared.
             service_pipeline(warm_up, pipeline)
             plain.run(warm_up, pipeline._diarizer)
-            service.transcribe(warm_up)
+            service.warm_up(warm_up)
             for clip in sorted(clips, key=lambda clip: clip.seconds):
                 print(f"{clip.name}: plain whisperx, service pipeline, API…", file=sys.stderr, flush=True)
                 row: dict[str, Any] = {"clip": clip.name, "audio_s": round(clip.seconds, 1)}

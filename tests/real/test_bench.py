@@ -21,6 +21,7 @@ from tests.conftest import ROOT, free_port
 pytestmark = pytest.mark.real
 
 STAGES = {"decode", "vad", "transcribe", "word_timing", "diarize", "assign"}
+MODEL_CALLS = {"encode", "generate", "align"}
 
 
 def _numbers(value: Any) -> list[float]:
@@ -60,7 +61,15 @@ def test_quick_bench_writes_a_well_formed_result(quick_result: tuple[Path, dict[
         assert figures["total_s"] > 0
         assert figures["rtf"] > 0
         assert 0 <= figures["wer"] < 0.5, "the bench's clip is clear speech: a high WER means a broken transcript"
+        model = figures["model_s"]
+        assert set(model) == MODEL_CALLS
+        assert model["encode"] > 0, "the proxy saw no call into the Whisper model's encoder"
+        assert model["generate"] > 0, "the proxy saw no call into the Whisper model's decoder"
+        assert sum(model.values()) <= figures["stages_s"]["transcribe"]
     assert row["service_pipeline"]["word_times"] is True
+    # Word timestamps come from faster-whisper's alignment pass on the service's side only.
+    assert row["service_pipeline"]["model_s"]["align"] > 0
+    assert row["plain_whisperx"]["model_s"]["align"] == 0
     assert row["api"]["total_s"] > 0
     assert 0 <= row["api"]["wer"] < 0.5
     assert row["api_over_direct"] > 0
