@@ -12,9 +12,10 @@ straight into `whisperx.assign_word_speakers`.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,6 +46,9 @@ HYPER_PARAMETERS: dict[str, dict[str, Any]] = {
 }
 SILENCE_DB = 40  # a frame this far below the loud speech frames is silence
 SILENCE_MIN_FRAMES = 20  # 0.2 s: a shorter silence between two speakers is left to the turns around it
+# Long audio is worked through in pieces of bounded size, so memory does not grow with its length.
+BLOCK_FRAMES = 6000  # 60 s of 10 ms frames
+LSTM_BATCH = 512  # resegmentation windows through the encoder at once
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -113,8 +117,7 @@ class ResemblyzerEmbedding(Model):
         embeddings = torch.full((batch_size, self.dimension), torch.nan, device=waveforms.device)
         if not windows:
             return embeddings
-        _, (hidden, _) = self.lstm(torch.stack(windows))
-        partials = F.normalize(F.relu(self.linear(hidden[-1])), dim=1)
+        partials = self._embed(torch.stack(windows))
         index = torch.tensor(owners, device=waveforms.device)
         sums = torch.zeros(batch_size, self.dimension, device=waveforms.device).index_add_(0, index, partials)
         rows = torch.tensor(sorted(set(owners)), device=waveforms.device)
@@ -128,26 +131,50 @@ class ResemblyzerEmbedding(Model):
         Short windows (0.8 s, centred every 0.1 s of speech) are embedded, and each frame gets the
         mean score of the windows that cover it; 0 where no window does.
         """
-        waveform = waveform.to(self.device)
-        mels = self.mel(waveform).T  # (T, 40): one frame per entry of speech
-        samples = torch.repeat_interleave(torch.from_numpy(speech).to(self.device), 160)[: waveform.numel()]
-        gain = max(1.0, self.target_rms / max(float(waveform[samples].pow(2).mean().sqrt()), 1e-8))
-        mels = F.pad(mels * gain**2, (0, 0, self.reseg_window // 2, self.reseg_window // 2))
-        centers = np.flatnonzero(speech)[:: self.reseg_step]
         scores = np.zeros((len(centroids), len(speech)))
+        centers = np.flatnonzero(speech)[:: self.reseg_step]
         if centers.size == 0:
             return scores
-        windows = torch.stack([mels[c : c + self.reseg_window] for c in centers])
-        _, (hidden, _) = self.lstm(windows)
-        embeddings = F.normalize(F.relu(self.linear(hidden[-1])), dim=1)
-        centroids_ = F.normalize(torch.from_numpy(centroids).float().to(self.device), dim=1)
-        similarity = (embeddings @ centroids_.T).cpu().numpy()
-        covered = np.zeros(len(speech))
+        waveform = waveform.to(self.device)
+        gain = max(1.0, self.target_rms / max(_speech_rms(waveform, speech), 1e-8))
         half = self.reseg_window // 2
+        # Zero frames either side, so that every window is reseg_window long.
+        mels = torch.zeros(len(speech) + 2 * half, self.mel.n_mels, device=self.device)
+        for start, block in self._mel_blocks(waveform):
+            mels[half + start : half + start + len(block)] = block
+        mels *= gain**2
+        centroids_ = F.normalize(torch.from_numpy(centroids).float().to(self.device), dim=1)
+        similarity = np.concatenate([
+            (self._embed(torch.stack([mels[c : c + self.reseg_window] for c in batch])) @ centroids_.T).cpu().numpy()
+            for batch in np.array_split(centers, -(-centers.size // LSTM_BATCH))
+        ])  # fmt: skip
+        covered = np.zeros(len(speech))
         for center, row in zip(centers, similarity, strict=True):
             scores[:, max(0, center - half) : center + half] += row[:, None]
             covered[max(0, center - half) : center + half] += 1
         return scores / np.maximum(covered, 1)
+
+    def _mel_blocks(self, waveform: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """`self.mel(waveform).T` a block of frames at a time: (first frame, (frames, 40)) pairs.
+
+        Frame t is centred on sample 160·t and reaches 200 samples either side, zero-padded past the
+        ends; each block is given the samples around it, so its frames are the whole file's.
+        """
+        hop, reach = self.mel.hop_length, self.mel.n_fft // 2
+        context = -(-reach // hop)  # frames of samples that the block's edge frames reach into
+        num_frames = waveform.numel() // hop + 1
+        for first in range(0, num_frames, BLOCK_FRAMES):
+            last = min(first + BLOCK_FRAMES, num_frames)
+            # Starting on a frame's centre keeps the block's frames on the file's; past the file's
+            # ends, the transform's own zero padding is the file's.
+            start = max(0, first - context)
+            block = self.mel(waveform[start * hop : (last - 1 + context) * hop]).T
+            yield first, block[first - start : last - start]
+
+    def _embed(self, windows: torch.Tensor) -> torch.Tensor:
+        """Unit-length embeddings of mel windows (B, T, 40), one per window (Resemblyzer's partials)."""
+        _, (hidden, _) = self.lstm(windows)
+        return F.normalize(F.relu(self.linear(hidden[-1])), dim=1)
 
     def _windows(self, frames: torch.Tensor) -> list[torch.Tensor]:
         """1.6 s windows every 0.8 s; zero-padded at the end, the last dropped if mostly padding."""
@@ -282,12 +309,33 @@ def _quiet_runs(waveform: torch.Tensor, speech: np.ndarray) -> list[tuple[int, i
 
     In a noisy recording no frame is that quiet and nothing changes.
     """
-    frames = waveform[: waveform.numel() // 160 * 160].reshape(-1, 160).double()
-    energy = np.full(len(speech), -120.0)
-    energy[: len(frames)] = 10 * np.log10(frames.pow(2).mean(dim=1).cpu().numpy() + 1e-12)
     if not speech.any():
         return []
+    energy = np.full(len(speech), -120.0)  # the last, partial frame counts as silent
+    for first, block in _frame_blocks(waveform):
+        power = block.double().pow(2).mean(dim=1).cpu().numpy()
+        energy[first : first + len(power)] = 10 * np.log10(power + 1e-12)
     return _runs(speech & (energy < np.percentile(energy[speech], 90) - SILENCE_DB))
+
+
+def _speech_rms(waveform: torch.Tensor, speech: np.ndarray) -> float:
+    """RMS level of the samples in the 10 ms frames marked in `speech` (the last frame may be partial)."""
+    total, count = 0.0, 0
+    for start in range(0, waveform.numel(), BLOCK_FRAMES * 160):
+        block = waveform[start : start + BLOCK_FRAMES * 160]
+        marked = torch.from_numpy(speech[start // 160 : start // 160 + BLOCK_FRAMES]).to(block.device)
+        selected = block[torch.repeat_interleave(marked, 160)[: block.numel()]]
+        total += float(selected.double().pow(2).sum())
+        count += selected.numel()
+    return math.sqrt(total / max(count, 1))
+
+
+def _frame_blocks(waveform: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    """The whole 10 ms frames of `waveform` as (first frame, (frames, 160)) views, BLOCK_FRAMES at a time."""
+    num_frames = waveform.numel() // 160
+    for first in range(0, num_frames, BLOCK_FRAMES):
+        last = min(first + BLOCK_FRAMES, num_frames)
+        yield first, waveform[first * 160 : last * 160].reshape(-1, 160)
 
 
 def _progress_hook(progress_callback: ProgressCallback) -> Callable[..., None]:
