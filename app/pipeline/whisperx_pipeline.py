@@ -41,9 +41,9 @@ class WhisperXPipeline:
         if self.device == "cpu" and self.compute_type in ("float16", "int8_float16"):
             logger.info("COMPUTE_TYPE=%s is not supported on CPU; using int8", self.compute_type)
             self.compute_type = "int8"
-        # Measured on 2 CPU cores: batches of 2 transcribe as fast as 4 or 16 (the encoder gains
-        # what the decoder loses) while each 30-s chunk in a batch holds ~100 MB of encoder
-        # attention (a 5-minute file peaks 190 MB above idle with 2, 470 with 4). A beam of 2 gave
+        # Measured on 2 CPU cores, 5 minutes of speech: each 30-s chunk in a batch holds ~100 MB of
+        # encoder attention (a peak 190 MB above idle with batches of 2, 470 with 4), and batches
+        # of 4 were only ~15 % faster (14.2 against 16.4 s), so 2 keeps a worker smaller. A beam of 2 gave
         # the words of a beam of 5 on the bench's clips, where greedy decoding lost some on the
         # telephone sample, and costs little more than greedy.
         self.batch_size = settings.batch_size or (16 if cuda else 2)
