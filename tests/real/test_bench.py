@@ -97,3 +97,18 @@ def test_report_renders_the_result_and_writes_it_between_the_docs_markers(
     assert rendered in text
     assert text.startswith("# Benchmarks\n\nbefore\n")
     assert text.endswith("after\n")
+
+
+def test_footprint_prints_each_loading_step_with_growing_memory() -> None:
+    printed = subprocess.run(
+        [sys.executable, "-m", "bench.footprint", "--model", "tiny.en"], cwd=ROOT, capture_output=True, text=True,
+        timeout=300, check=True,
+    ).stdout  # fmt: skip
+    steps = [line for line in printed.splitlines() if " RSS " in line]
+    assert [line.split(" RSS ")[0].strip() for line in steps] == [
+        "python", "app and faster-whisper imported", "Whisper tiny.en loaded", "torch imported",
+        "pyannote.audio imported", "diarizer loaded (worker ready)",
+    ]  # fmt: skip
+    resident = [int(line.split(" RSS ")[1].split()[0]) for line in steps]
+    # Each step loads something, so a worker ready to work holds more than the bare interpreter.
+    assert resident[-1] > resident[0]
