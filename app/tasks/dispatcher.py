@@ -115,13 +115,10 @@ class CeleryDispatcher:
     async def _prepare(self, task: Task, prepare: Prepare) -> None:
         """Fetch the task's input in this process, then send the task to the workers."""
         try:
-            job = await fetch_input(task, prepare, self._store.update, self._fail)
+            job = await fetch_input(task, prepare, self._store, self._store.update, self._fail)
         finally:
             self._preparing.pop(task.id, None)
         if job is None:
-            return
-        if self._store.update(task.id, job=job, stage=None, message="Waiting in the queue") is None:
-            job.audio_path.unlink(missing_ok=True)  # deleted just as the download ended
             return
         try:
             self._send(task.id)

@@ -74,9 +74,12 @@ def check_limits(store: TaskStore, settings: Any, owner: str) -> None:
 
 
 async def fetch_input(
-    task: Task, prepare: Prepare, update: Callable[..., object], fail: Callable[[str, str], None]
+    task: Task, prepare: Prepare, store: TaskStore, update: Callable[..., object], fail: Callable[[str, str], None]
 ) -> Job | None:
-    """Run a task's `prepare` as its downloading stage; None when it failed, and the task with it."""
+    """Run a task's `prepare` as its downloading stage and record the job on the task.
+
+    None when it failed (and the task with it), or when the task was deleted meanwhile.
+    """
     tracker = ProgressTracker(task.job.progress_stages)
 
     def on_progress(fraction: float) -> None:
@@ -84,13 +87,18 @@ async def fetch_input(
         update(task.id, stage=Stage.DOWNLOAD, progress=percent, message=STAGE_MESSAGES[Stage.DOWNLOAD])
 
     try:
-        return await prepare(on_progress)
+        job = await prepare(on_progress)
     except PrepareFailed as error:
         fail(task.id, str(error))
+        return None
     except Exception:  # one task fails, the service goes on
         logger.exception("Preparing task %s failed", task.id)
         fail(task.id, "The audio could not be fetched because of an unexpected error; try again.")
-    return None
+        return None
+    if store.update(task.id, job=job, stage=None, message="Waiting in the queue") is None:
+        job.audio_path.unlink(missing_ok=True)  # deleted just as the download ended
+        return None
+    return job
 
 
 class StageWatch:
@@ -176,13 +184,10 @@ class TaskManager:
     async def _prepare(self, task: Task, prepare: Prepare) -> None:
         """Fetch the task's input, then queue it; pending tasks count against the queue meanwhile."""
         try:
-            job = await fetch_input(task, prepare, self._update, self._fail)
+            job = await fetch_input(task, prepare, self._store, self._update, self._fail)
         finally:
             self._preparing.pop(task.id, None)
         if job is None:
-            return
-        if self._store.update(task.id, job=job, stage=None, message="Waiting in the queue") is None:
-            job.audio_path.unlink(missing_ok=True)  # deleted just as the download ended
             return
         self._queue.put_nowait(task.id)
         self.events.publish(self._store.get(task.id) or task)
