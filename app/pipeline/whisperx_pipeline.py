@@ -120,29 +120,30 @@ class WhisperXPipeline:
 
     def _aligner(self, language: str) -> tuple[Any, dict[str, Any]] | None:
         """The wav2vec2 model for a language, loaded once; None when it cannot be had (offline)."""
-        if language not in self._aligners and self._checkpoint_missing_offline(language):
+        if language in self._aligners:
+            return self._aligners[language]
+        self._aligners[language] = None  # unless it loads below
+        if self._checkpoint_missing_offline(language):
             logger.info("No alignment model for %r in the cache, and offline; words are timed by Whisper", language)
-            self._aligners[language] = None
-        if language not in self._aligners:
-            import whisperx
+            return None
+        import whisperx
 
-            try:
-                self._aligners[language] = whisperx.load_align_model(
-                    language, self.device, model_name=self._settings.align_model,
-                    model_dir=str(self._settings.model_cache_dir / "align"),
-                )  # fmt: skip
-            except Exception as error:  # noqa: BLE001 - fall back to Whisper's own word times
-                logger.info("No alignment model for %r (%s); words are timed by Whisper", language, error)
-                self._aligners[language] = None
-            else:
-                self._ensure_sentence_splitter(language)
+        try:
+            self._aligners[language] = whisperx.load_align_model(
+                language, self.device, model_name=self._settings.align_model,
+                model_dir=str(self._settings.model_cache_dir / "align"),
+            )  # fmt: skip
+        except Exception as error:  # noqa: BLE001 - fall back to Whisper's own word times
+            logger.info("No alignment model for %r (%s); words are timed by Whisper", language, error)
+        else:
+            self._ensure_sentence_splitter(language)
         return self._aligners[language]
 
     def _checkpoint_missing_offline(self, language: str) -> bool:
         """Whether the language's torchaudio aligner has no checkpoint in the cache while offline.
 
         whisperx builds a torchaudio aligner's ~95M-parameter model before it fetches the weights,
-        so a load that fails offline would still cost a worker a ~400 MB peak. HF_HUB_OFFLINE is
+        so a load that fails offline would still cost a worker a ~350 MB peak. HF_HUB_OFFLINE is
         this service's "no downloads" switch, for torchaudio's checkpoints too.
         """
         import torchaudio  # type: ignore[import-untyped]
