@@ -1,7 +1,7 @@
 """TASK_BACKEND=celery on this machine: throughput with 1 and 2 worker processes, and the
 latency the distributed path adds to one task compared with the local backend.
 
-Starts its own redis-server, workers (`python -m app.worker`, one pool process each) and API
+Starts its own redis-server, workers (`python -m app.tasks.celery_worker`, one pool process each) and API
 servers on loopback, on the embedded model and generated speech:
     python -m bench.distributed [--model tiny.en] [--tasks 6] [--runs 3]
         [--redis-port 6390] [--api-port 8190]   (uses the API port and the next one)
@@ -73,7 +73,7 @@ class Processes:
 def _start(processes: Processes, backend: str, workers: int, api_port: int) -> str:
     url = f"http://127.0.0.1:{api_port}"
     for number in range(workers):
-        processes.start(f"worker-{backend}-{workers}-{number}", [sys.executable, "-m", "app.worker"])
+        processes.start(f"worker-{backend}-{workers}-{number}", [sys.executable, "-m", "app.tasks.celery_worker"])
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(api_port)]
     processes.start(f"api-{backend}-{workers}", command, TASK_BACKEND=backend)
     deadline = time.monotonic() + 600

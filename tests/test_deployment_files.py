@@ -80,7 +80,7 @@ def test_scale_file_runs_stateless_apis_and_one_worker_per_gpu() -> None:
         # API and workers read uploads from one volume, at the path UPLOAD_DIR names.
         assert f"uploads:{environment['UPLOAD_DIR']}" in service["volumes"]
     for worker in workers.values():
-        assert worker["command"] == ["python", "-m", "app.worker"]
+        assert worker["command"] == ["python", "-m", "app.tasks.celery_worker"]
         assert any(volume.split(":")[1] == _cache_dir() for volume in worker["volumes"])
         (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
         assert device["driver"] == "nvidia"

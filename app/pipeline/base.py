@@ -42,7 +42,7 @@ class Job:
     duration: float | None = None
     """Seconds of audio, as probed on upload."""
     callback_url: str | None = None
-    """Where the finished task's status document is POSTed (app/webhooks.py)."""
+    """Where the finished task's status document is POSTed (app/outbound/webhooks.py)."""
     task: str = "transcribe"
     """`transcribe`, or `translate` (into English)."""
     hotwords: str | None = None

@@ -20,7 +20,7 @@ from app.tasks.events import TaskEvents
 from app.tasks.models import Task, TaskStatus, utcnow
 from app.tasks.progress import STAGE_MESSAGES, ProgressTracker
 from app.tasks.store import TaskStore
-from app.tasks.worker import JobCancelled, JobFailed, WorkerDied, WorkerProcess
+from app.tasks.worker_process import JobCancelled, JobFailed, WorkerDied, WorkerProcess
 
 logger = logging.getLogger(__name__)
 

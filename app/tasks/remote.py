@@ -29,7 +29,7 @@ from app.tasks.manager import StageWatch
 from app.tasks.models import TERMINAL, Task, TaskStatus, utcnow
 from app.tasks.progress import STAGE_MESSAGES, ProgressTracker
 from app.tasks.redis_store import RedisTaskStore
-from app.tasks.worker import WORKER_NICENESS, JobCancelled, public_message
+from app.tasks.worker_process import WORKER_NICENESS, JobCancelled, public_message
 
 logger = logging.getLogger(__name__)
 

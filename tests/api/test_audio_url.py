@@ -16,8 +16,8 @@ import pytest
 import trustme
 from fastapi.testclient import TestClient
 
-import app.outbound
-from app.outbound import GuardedTransport, Target, TargetRefused
+import app.outbound.guard
+from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from tests.api.conftest import AUTH, AudioServer, status, wait_for_status, wait_until
 from tests.conftest import free_port
 
@@ -156,8 +156,8 @@ def test_only_http_and_https_are_accepted(url_client: TestClient, url: str) -> N
 def loopback_is_public(monkeypatch: pytest.MonkeyPatch) -> None:
     """127.0.0.1 counts as public, every other address as it really is: stands in for a public
     server that redirects, which a test without network cannot reach."""
-    real = app.outbound.is_public
-    monkeypatch.setattr(app.outbound, "is_public", lambda address: address == "127.0.0.1" or real(address))
+    real = app.outbound.guard.is_public
+    monkeypatch.setattr(app.outbound.guard, "is_public", lambda address: address == "127.0.0.1" or real(address))
 
 
 @pytest.mark.parametrize(

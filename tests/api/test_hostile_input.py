@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.media import MediaError, decode, probe
-from app.tasks.worker import public_message
+from app.tasks.worker_process import public_message
 from tests.api.conftest import AUTH, wait_for_status
 from tests.conftest import ffmpeg
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from app.security import key_id
+from app.api.middleware.api_key import key_id
 from tests.api.conftest import API_KEY, AUTH, upload, wait_for_status
 
 OTHER = {"X-API-Key": "second-key"}

@@ -130,7 +130,7 @@ def test_shutdown_removes_uploads_still_waiting(make_client: Callable[..., TestC
 def test_workers_run_at_lower_priority_than_the_api(client: TestClient) -> None:
     import os
 
-    from app.tasks.worker import WORKER_NICENESS
+    from app.tasks.worker_process import WORKER_NICENESS
 
     worker = client.app.state.manager._workers[0]  # type: ignore[attr-defined]
     api_priority = os.getpriority(os.PRIO_PROCESS, 0)

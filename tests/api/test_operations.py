@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
 from app.main import create_app
-from app.preflight import preflight
+from app.ops.preflight import preflight
 from tests.api.conftest import AUTH, make_settings, upload, wait_for_status, wait_until
 from tests.fakes import FakePipeline
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import Browser
 
 from app.api.routes.page import WEB_DIR
-from app.body_limit import too_large_message
+from app.api.middleware.body_limit import too_large_message
 from app.media import SUPPORTED_EXTENSIONS
 from tests.api.conftest import API_KEY, AUTH
 from tests.browser import open_page, shown_error, use_key
@@ -121,7 +121,7 @@ def test_file_picker_offers_the_supported_formats(client: TestClient) -> None:
         "/static/missing.js",
         "/static/../config.py",
         "/static/%2e%2e/config.py",
-        "/static/..%2fsecurity.py",
+        "/static/..%2fmain.py",
         "/static/../api/v1/transcribe/tasks",
     ],
 )

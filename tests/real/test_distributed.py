@@ -1,4 +1,4 @@
-"""TASK_BACKEND=celery on the real model: a real redis-server, two `python -m app.worker`
+"""TASK_BACKEND=celery on the real model: a real redis-server, two `python -m app.tasks.celery_worker`
 processes and the API under uvicorn with two processes of its own, all separate processes.
 
 Two workers share a queue; a worker process killed with SIGKILL mid-task does not lose its
@@ -59,7 +59,7 @@ class Cluster:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         before = len(self.redis.keys("whisperx:worker:*"))
-        self.workers.append(self._spawn(f"worker-{len(self.workers)}", [sys.executable, "-m", "app.worker"]))
+        self.workers.append(self._spawn(f"worker-{len(self.workers)}", [sys.executable, "-m", "app.tasks.celery_worker"]))
         _wait(lambda: len(self.redis.keys("whisperx:worker:*")) > before, "the worker to load its model")
         return self.workers[-1]
 

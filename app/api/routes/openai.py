@@ -19,7 +19,7 @@ from app.api.errors import UNAUTHORIZED, problem_response
 from app.api.uploads import check_can_translate, language_code, receive_upload, refuse_over_capacity
 from app.config import Settings
 from app.media import SUPPORTED_EXTENSIONS
-from app.openai_compat import Granularity, OpenAIFormat, openai_response
+from app.formats.openai import Granularity, OpenAIFormat, openai_response
 from app.pipeline.base import Job
 from app.tasks.backend import TaskBackend
 from app.tasks.manager import OverCapacity

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from app.api.deps import CallerDep, ManagerDep, MetricsDep
 from app.api.errors import UNAUTHORIZED
 from app.api.schemas import ReadyResponse
-from app.metrics import CONTENT_TYPE
+from app.ops.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"], responses=UNAUTHORIZED)
 

@@ -4,7 +4,7 @@ Runs in the API process (async httpx streaming; the task shows `pending`, stage 
 before the task is queued, so no worker and its models wait on a slow network. The same limits
 as an upload apply: MAX_UPLOAD_MB (declared or counted), MAX_AUDIO_SECONDS and ffprobe's content
 check; plus AUDIO_URL_TIMEOUT_SECONDS for the whole download. Requests go through
-`GuardedTransport` (app/outbound.py), so neither the URL nor any redirect can reach a loopback,
+`GuardedTransport` (app/outbound/guard.py), so neither the URL nor any redirect can reach a loopback,
 private or metadata address unless AUDIO_URL_ALLOW_PRIVATE is set. Redirects are followed here,
 one hop at a time, at most MAX_REDIRECTS.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 
-from app.body_limit import too_large_message
+from app.api.middleware.body_limit import too_large_message
 from app.config import Settings
 from app.media import MediaError, probe, too_long_message
-from app.outbound import GuardedTransport, Target, TargetRefused
+from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from app.pipeline.base import Job
 from app.tasks.manager import PrepareFailed
 

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from whisperx.utils import LANGUAGES
 
-from app.exports import MEDIA_TYPES, ExportFormat, render
+from app.formats.exports import MEDIA_TYPES, ExportFormat, render
 
 
 class OpenAIFormat(StrEnum):

@@ -9,7 +9,7 @@ stays the same across retries so receivers can drop duplicates.
 The service refuses targets on loopback, private, link-local and other non-public addresses
 unless WEBHOOK_ALLOW_PRIVATE is set: otherwise anyone with a key could make the server send
 requests into its own network (server-side request forgery), e.g. to a cloud metadata endpoint.
-The check is made on upload and again, by the transport, on every attempt (app/outbound.py).
+The check is made on upload and again, by the transport, on every attempt (app/outbound/guard.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from app.config import Settings
-from app.outbound import GuardedTransport, Target, TargetRefused
+from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from app.tasks.models import TERMINAL, Task
 
 logger = logging.getLogger(__name__)

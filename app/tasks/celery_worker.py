@@ -1,9 +1,9 @@
-"""`python -m app.worker`: a Celery worker for TASK_BACKEND=celery, on any machine that shares
+"""`python -m app.tasks.celery_worker`: a Celery worker for TASK_BACKEND=celery, on any machine that shares
 UPLOAD_DIR and reaches REDIS_URL.
 
 It runs MAX_CONCURRENT_TASKS pool processes (or `--concurrency N`); each loads the models
 once and keeps them. Further arguments go to `celery worker`. The same worker starts with
-`celery -A app.worker worker`.
+`celery -A app.tasks.celery_worker worker`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from app.config import Settings
-from app.preflight import log_preflight
+from app.ops.preflight import log_preflight
 from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.remote import RemoteRunner
 

@@ -1,0 +1,1 @@
+"""Shapes a finished transcript is served in: subtitle and text exports, OpenAI response formats."""
