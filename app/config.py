@@ -60,7 +60,21 @@ class Settings(BaseSettings):
     """pyannote pipeline used for speaker labels when HF_TOKEN is set."""
 
     model_cache_dir: Path = Field(default_factory=_default_cache_dir)
-    """Where embedded models are assembled and downloaded models are cached."""
+    """Where embedded models are assembled and downloaded models are cached (`python -m app.models list`)."""
+
+    offline: bool = False
+    """Never download a model: only embedded and cached ones load (so does the hub's own HF_HUB_OFFLINE=1).
+    Off: a model missing from MODEL_CACHE_DIR is downloaded on first use."""
+
+    whisper_models: str | None = None
+    """Comma-separated Whisper models a request may choose with its `model` field (sizes such as
+    `tiny.en`, `base`, `large-v3`, or CTranslate2 repo ids). Unset: the default model alone."""
+
+    max_loaded_models: int = Field(1, ge=1, le=16)
+    """Whisper models each worker keeps loaded at once; loading another unloads the least recently used."""
+
+    model_idle_seconds: float = Field(300.0, gt=0)
+    """A Whisper model other than the default is unloaded after this long unused."""
 
     upload_dir: Path = Field(default_factory=lambda: Path(gettempdir()) / "whisperx-api-uploads")
     """Where uploads wait, under server-chosen names, until their task ends."""
@@ -145,6 +159,7 @@ class Settings(BaseSettings):
         "batch_size",
         "beam_size",
         "align_model",
+        "whisper_models",
         "webhook_secret",
         mode="before",
     )
@@ -170,6 +185,18 @@ class Settings(BaseSettings):
                     "make one with: openssl rand -base64 32"
                 ) from None
         return value
+
+    @property
+    def downloads_allowed(self) -> bool:
+        """Whether a model missing from the cache may be downloaded (OFFLINE and HF_HUB_OFFLINE both say no)."""
+        from huggingface_hub.constants import HF_HUB_OFFLINE
+
+        return not (self.offline or HF_HUB_OFFLINE)
+
+    @property
+    def whisper_model_list(self) -> list[str]:
+        """WHISPER_MODELS as a list (empty when unset)."""
+        return [name.strip() for name in (self.whisper_models or "").split(",") if name.strip()]
 
     @property
     def max_upload_bytes(self) -> int:

@@ -61,6 +61,8 @@ class Job:
     """Time every character too (wav2vec2 alignment only)."""
     audio_url: str | None = None
     """Where the audio was downloaded from, when it was not uploaded."""
+    model: str | None = None
+    """The Whisper model the request chose (one of WHISPER_MODELS); None: the worker's default."""
 
     @property
     def stages(self) -> list[Stage]:
@@ -110,6 +112,8 @@ class PipelineInfo:
     diarizer: str | None = None
     multilingual: bool = True
     """False for English-only models (`*.en`), which can neither translate nor transcribe other languages."""
+    loaded_models: tuple[str, ...] = ()
+    """Whisper models loaded in the worker now, least recently used first."""
 
 
 class PipelineError(Exception):
@@ -129,6 +133,10 @@ class Pipeline(Protocol):
 
     def release(self) -> None:
         """Free what the last job held (called after every job)."""
+        ...
+
+    def unload_idle(self) -> bool:
+        """Unload models unused for MODEL_IDLE_SECONDS (called while the worker waits); whether any went."""
         ...
 
 

@@ -168,7 +168,11 @@ class CeleryDispatcher:
                 model=first["model"], device=first["device"], diarizer=first["diarizer"],
                 multilingual=first.get("multilingual", True),
             )  # fmt: skip
-        return WorkerState(info=info, loaded=bool(loaded), load_error=errors[0] if errors and not loaded else None)
+        models = {worker["name"]: list(worker.get("loaded_models", [])) for worker in loaded}
+        return WorkerState(
+            info=info, loaded=bool(loaded), load_error=errors[0] if errors and not loaded else None,
+            loaded_models=models,
+        )  # fmt: skip
 
     async def _follow_changes(self) -> None:
         while True:

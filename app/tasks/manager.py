@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -125,6 +125,8 @@ class WorkerState:
     info: PipelineInfo | None
     loaded: bool
     load_error: str | None
+    loaded_models: dict[str, list[str]] = field(default_factory=dict)
+    """Each worker's loaded Whisper models, by worker name."""
 
 
 class TaskManager:
@@ -241,7 +243,8 @@ class TaskManager:
         info = next((worker.info for worker in self._workers if worker.info is not None), None)
         errors = [worker.load_error for worker in self._workers if worker.load_error]
         loaded = all(worker.info is not None for worker in self._workers)
-        return WorkerState(info=info, loaded=loaded, load_error=errors[0] if errors else None)
+        models = {worker.name: list(worker.info.loaded_models) for worker in self._workers if worker.info}
+        return WorkerState(info=info, loaded=loaded, load_error=errors[0] if errors else None, loaded_models=models)
 
     def _kill_if_still_running(self, task_id: str, worker: WorkerProcess) -> None:
         if self._running.get(task_id) is worker:

@@ -69,6 +69,9 @@ class RemoteRunner:
     def _announce_forever(self) -> None:
         while True:
             with contextlib.suppress(Exception):  # Redis away for a moment: try again next round
+                if self._pipeline is not None:
+                    self._pipeline.unload_idle()
+                    self._state["loaded_models"] = list(self._pipeline.info().loaded_models)
                 self.coordination.announce(self.name, self._state)
             time.sleep(RENEW_SECONDS)
 

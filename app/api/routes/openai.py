@@ -16,10 +16,16 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, Response, Upl
 
 from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
 from app.api.errors import UNAUTHORIZED, problem_response
-from app.api.uploads import check_can_translate, language_code, receive_upload, refuse_over_capacity
+from app.api.uploads import (
+    check_can_translate,
+    choose_model,
+    language_code,
+    receive_upload,
+    refuse_over_capacity,
+)
 from app.config import Settings
-from app.media import SUPPORTED_EXTENSIONS
 from app.formats.openai import Granularity, OpenAIFormat, openai_response
+from app.media import SUPPORTED_EXTENSIONS
 from app.pipeline.base import Job
 from app.tasks.backend import TaskBackend
 from app.tasks.manager import OverCapacity
@@ -88,7 +94,7 @@ async def create_transcription(
     store: StoreDep,
     file: AudioFile,
     model: Annotated[
-        str, Form(description="Accepted for compatibility (e.g. `whisper-1`); the server's WHISPER_MODEL transcribes")
+        str, Form(description="`whisper-1` (the server's default model) or one of those GET /v1/models lists")
     ],
     language: Annotated[str | None, Form(description="ISO-639-1 code such as `en`; omit to detect it")] = None,
     prompt: Annotated[str | None, Form(description="Text that guides spelling and style")] = None,
@@ -116,6 +122,7 @@ async def create_transcription(
         "enable_diarization": response_format is OpenAIFormat.DIARIZED_JSON,
         "initial_prompt": prompt or None,
         "temperature": temperature,
+        "model": choose_model(model, settings),
     }
     return await _answer(request, caller, settings, manager, store, file, options, response_format, granularities)
 
@@ -136,7 +143,7 @@ async def create_translation(
     store: StoreDep,
     file: AudioFile,
     model: Annotated[
-        str, Form(description="Accepted for compatibility (e.g. `whisper-1`); the server's WHISPER_MODEL translates")
+        str, Form(description="`whisper-1` (the server's default model) or one of those GET /v1/models lists")
     ],
     prompt: Annotated[str | None, Form(description="Text that guides spelling and style, in English")] = None,
     response_format: Annotated[TranslationFormat, Form(description="json (default), text, srt, verbose_json, vtt")] = (
@@ -144,9 +151,11 @@ async def create_translation(
     ),
     temperature: Temperature = None,
 ) -> Response:
-    check_can_translate(manager)
+    chosen_model = choose_model(model, settings)
+    check_can_translate(manager, chosen_model)
     options = {
         "task": "translate", "enable_diarization": False, "initial_prompt": prompt or None, "temperature": temperature,
+        "model": chosen_model,
     }  # fmt: skip
     fmt = OpenAIFormat(response_format.value)
     return await _answer(request, caller, settings, manager, store, file, options, fmt, {Granularity.SEGMENT})

@@ -25,14 +25,15 @@ from app.api.uploads import (
     check_audio_url,
     check_callback,
     check_can_translate,
+    choose_model,
     language_code,
     new_upload_path,
     receive_upload,
     refuse_over_capacity,
 )
-from app.outbound.downloads import download_audio
 from app.formats.exports import MEDIA_TYPES, ExportFormat, render
 from app.media import SUPPORTED_EXTENSIONS
+from app.outbound.downloads import download_audio
 from app.pipeline.base import Job
 from app.tasks.manager import OverCapacity
 from app.tasks.models import Task, TaskStatus
@@ -178,8 +179,13 @@ async def upload(
     return_char_alignments: Annotated[
         bool, Form(description="Also time each character (`chars` in segments); only with wav2vec2 alignment")
     ] = False,
+    model: Annotated[
+        str | None,
+        Form(description="Whisper model, one of those GET /v1/models lists (WHISPER_MODELS); omit for the default"),
+    ] = None,
 ) -> UploadResponse:
     code = language_code(language)
+    chosen_model = choose_model(model, settings)
     if (file is None) == (audio_url is None):
         raise HTTPException(
             422,
@@ -199,7 +205,7 @@ async def upload(
     if prompt and initial_prompt and prompt != initial_prompt:
         raise HTTPException(422, "prompt: give the prompt once, as initial_prompt (prompt is its earlier name)")
     if task is TranscriptionTask.TRANSLATE:
-        check_can_translate(manager)
+        check_can_translate(manager, chosen_model)
     try:
         # UploadAdmissionMiddleware checked before the body arrived; the queue may have filled since.
         manager.check_capacity(caller)
@@ -212,7 +218,7 @@ async def upload(
         "callback_url": callback_url or None, "task": task.value, "hotwords": hotwords or None,
         "beam_size": beam_size, "temperature": temperature, "vad_onset": vad_onset, "vad_offset": vad_offset,
         "chunk_size": chunk_size, "suppress_numerals": suppress_numerals,
-        "return_char_alignments": return_char_alignments,
+        "return_char_alignments": return_char_alignments, "model": chosen_model,
     }  # fmt: skip
     prepare = None
     if file is not None:
