@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             path = pull(name, settings)
         except ModelUnavailable as error:
-            print(f"{name}: {error}", file=sys.stderr)
+            print(f"{name}: {error} (MODEL_CACHE_DIR={settings.model_cache_dir})", file=sys.stderr)
             failed = True
         else:
             print(f"{name}: {path} ({_human(disk_size(path))})")

@@ -48,8 +48,10 @@ def pull_command(name: str) -> str:
 
 
 def unavailable(kind: str, name: str, settings: Settings, reason: str) -> ModelUnavailable:
+    # The message reaches API callers, so it names the setting, not the server's path (logged here).
+    logger.warning("The %s %r is not in %s and %s", kind, name, settings.model_cache_dir, reason)
     return ModelUnavailable(
-        f"The {kind} {name!r} is not in the model cache (MODEL_CACHE_DIR={settings.model_cache_dir}) and {reason}. "
+        f"The {kind} {name!r} is not in the model cache (MODEL_CACHE_DIR) and {reason}. "
         f"Fetch it with `{pull_command(name)}` on a host with network access (same MODEL_CACHE_DIR), "
         "or copy a filled cache there."
     )

@@ -22,7 +22,7 @@ import pytest
 
 from app.pipeline.models import embedded_whisper_model
 from tests.conftest import ROOT, free_port
-from tests.hub_server import Hub, black_hole, random_wav2vec2_ctc, running_hub
+from tests.hub_server import black_hole, random_wav2vec2_ctc, running_hub
 from tests.real.conftest import KNOWN_TEXT, transcript_text, word_error_rate
 
 API_KEY = "hub-test-key"
@@ -102,7 +102,8 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
         started.append(service)
         deadline = time.monotonic() + 180
         while True:
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
             try:
                 # Fully loaded (the diarizer too), so a task starts the moment it is submitted.
                 if service.health()["diarizer"]:
@@ -136,10 +137,12 @@ def test_download_on_first_use_then_cached_with_the_hub_gone(
         assert result["model"] == BASE_REPO
         assert result["word_timing"] == "wav2vec2-alignment"  # the random aligner came from the hub too
         assert word_error_rate(KNOWN_TEXT, transcript_text(result)) < 0.15
-        assert hub.file_requests("model.bin") == 1 and hub.file_requests("model.safetensors") == 1
+        assert hub.file_requests("model.bin") == 1
+        assert hub.file_requests("model.safetensors") == 1
         port = hub.port
     snapshots = list((cache / "whisper" / "models--Systran--faster-whisper-base" / "snapshots").glob("*/model.bin"))
-    assert len(snapshots) == 1 and snapshots[0].stat().st_size == (hub_files[BASE_REPO] / "model.bin").stat().st_size
+    assert len(snapshots) == 1
+    assert snapshots[0].stat().st_size == (hub_files[BASE_REPO] / "model.bin").stat().st_size
     service.process.terminate()
     service.process.wait(30)
 
@@ -161,18 +164,29 @@ def test_an_uncached_model_fails_fast_when_the_hub_is_silent(
     start_service: Callable[..., Service], tmp_path: Path, short_speech: Path
 ) -> None:
     with black_hole() as hole:
-        service = start_service(hole.url, tmp_path / "empty-cache")
+        # With HF_TOKEN, pyannote's pipeline is wanted too; it cannot be had either.
+        service = start_service(hole.url, tmp_path / "empty-cache", HF_TOKEN="hf_test_token_not_real")
         started = time.monotonic()
         task = service.submit(short_speech, model=BASE_REPO)
         done = service.wait(task, timeout=60)
         elapsed = time.monotonic() - started
-    assert done["status"] == "failed"
-    assert elapsed < 5, f"the error took {elapsed:.1f} s"
-    assert f"python -m app.models pull {BASE_REPO}" in done["error"]
-    assert "MODEL_CACHE_DIR" in done["error"] and "did not answer" in done["error"]
-    sys.stderr.write(f"\nuncached model, silent hub: failed after {elapsed:.1f} s: {done['error']}\n")
-    # The service itself stays up on its default model.
-    assert service.health()["status"] == "ok"
+        assert done["status"] == "failed"
+        assert elapsed < 5, f"the error took {elapsed:.1f} s"
+        assert f"python -m app.models pull {BASE_REPO}" in done["error"]
+        assert "MODEL_CACHE_DIR" in done["error"]
+        assert "did not answer" in done["error"]
+        sys.stderr.write(f"\nuncached model, silent hub: failed after {elapsed:.1f} s: {done['error']}\n")
+
+        # The service stays up on its default model, and the embedded diarizer stands in for pyannote's.
+        assert service.health()["status"] == "ok"
+        assert service.health()["diarizer"] != "pyannote/speaker-diarization-3.1"
+        done = service.wait(service.submit(short_speech, enable_diarization="true"))
+        assert done["status"] == "completed", done
+        assert "embedded diarizer labelled the speakers" in done["message"]
+        result = service.result(done["task_id"])
+        assert any("pyannote/speaker-diarization-3.1 could not be loaded" in note for note in result["notes"])
+        assert "python -m app.models pull diarization" in " ".join(result["notes"])
+        assert result["speakers"]
 
 
 def test_offline_refuses_downloads_at_once(
@@ -209,7 +223,8 @@ def test_models_are_unloaded_least_recently_used_first_and_when_idle(
             f"{service.url}/api/v1/transcribe/upload", headers=AUTH, timeout=10,
             files={"file": ("a.wav", short_speech.read_bytes())}, data={"model": "small"},
         )  # fmt: skip
-        assert refused.status_code == 422 and "tiny.en, Systran/faster-whisper-base, base" in refused.text
+        assert refused.status_code == 422
+        assert "tiny.en, Systran/faster-whisper-base, base" in refused.text
         assert hole.accepted == []
 
 
@@ -218,3 +233,41 @@ def _eventually(condition: Callable[[], bool], timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition did not come true in time"
         time.sleep(0.2)
+
+
+def test_pull_and_list_against_the_hub(hub_files: dict[str, Path], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+
+    def models(*args: str, hub_url: str) -> subprocess.CompletedProcess[str]:
+        environment = {
+            **os.environ, "MODEL_CACHE_DIR": str(cache), "HF_ENDPOINT": hub_url, "HF_HUB_OFFLINE": "0",
+            "TRANSFORMERS_OFFLINE": "0", "WHISPER_MODELS": BASE_REPO, "ALIGN_MODEL": ALIGN_REPO,
+        }  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "app.models", *args], cwd=ROOT, env=environment, capture_output=True, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+
+    with running_hub(hub_files) as hub:
+        before = models("list", hub_url=hub.url)
+        pulled = models("pull", BASE_REPO, "align:en", hub_url=hub.url)
+        assert pulled.returncode == 0, pulled.stderr
+        assert "100%" in pulled.stderr  # the progress bar
+        assert hub.file_requests("model.bin") == 1
+        listed = models("list", hub_url=hub.url)
+    rows = {line.split()[0]: line.split()[1:] for line in listed.stdout.splitlines()[1:]}
+    assert {line.split()[0]: line.split()[1] for line in before.stdout.splitlines()[1:]}[BASE_REPO] == "downloadable"
+    assert rows[BASE_REPO][:3] == ["cached", "143.3", "MB"]
+    assert rows["align:en"][0] == "cached"
+    assert rows["base"][0] == "embedded"
+    assert rows["tiny.en"][0] == "embedded"
+    assert rows["large-v2"][0] == "downloadable"
+
+    with black_hole() as hole:
+        started = time.monotonic()
+        failed = models("pull", "small", hub_url=hole.url)
+        elapsed = time.monotonic() - started
+    assert failed.returncode == 1
+    assert "did not answer within 3 s" in failed.stderr
+    assert "python -m app.models pull small" in failed.stderr
+    sys.stderr.write(f"\npull with a silent hub: failed after {elapsed:.1f} s (process start included)\n")
