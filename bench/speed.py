@@ -402,9 +402,7 @@ def run(
             pipeline = WhisperXPipeline(settings)
             pipeline.finish_loading()
             batch_size = pipeline.batch_size
-            plain = PlainWhisperX(
-                resolve_whisper_model(model, settings.model_cache_dir), device, compute_type, threads, batch_size
-            )
+            plain = PlainWhisperX(resolve_whisper_model(model, settings), device, compute_type, threads, batch_size)
             result["settings"].update(batch_size=batch_size, beam_size=pipeline.beam_size)
             result["plain_whisperx_load_s"] = round(plain.load_s, 2)
             # One short task each first: one-off costs (first calls, lazy set-up) are not what is compared.

@@ -151,6 +151,9 @@ class ModelsHealth(BaseModel):
     loaded: dict[str, list[str]] = Field(
         description="Each worker's loaded Whisper models, least recently used first (MAX_LOADED_MODELS at most)"
     )
+    errors: dict[str, str] = Field(
+        default_factory=dict, description="Models requests chose that could not be loaded, with why and what to do"
+    )
 
 
 class HealthResponse(BaseModel):

@@ -21,6 +21,7 @@ from app.models.hub import (
     align_model_name,
     cache_subdir,
     cached_snapshot,
+    cached_whisper,
     fetch_aligner,
     fetch_diarization,
     fetch_punkt,
@@ -62,9 +63,7 @@ def whisper_location(name: str, settings: Settings) -> tuple[str, Path | None]:
     """`embedded`, `cached` or neither (`""`), and where the files are."""
     if name in EMBEDDED_MODELS and (path := embedded_whisper_model(name, settings.model_cache_dir)) is not None:
         return "embedded", path
-    from app.models.hub import WHISPER_FILES
-
-    path = cached_snapshot(whisper_repo(name), cache_subdir(settings, "whisper"), WHISPER_FILES, ["model.bin"])
+    path = cached_whisper(name, settings)
     return ("cached", path) if path is not None else ("", None)
 
 

@@ -130,6 +130,11 @@ def fetch_snapshot(
     )  # fmt: skip
 
 
+def cached_whisper(name: str, settings: Settings) -> Path | None:
+    """The Whisper model's folder when the cache holds it; no network call."""
+    return cached_snapshot(whisper_repo(name), cache_subdir(settings, "whisper"), WHISPER_FILES, ["model.bin"])
+
+
 def fetch_whisper(name: str, settings: Settings, tqdm_class: Any = None) -> Path:
     return fetch_snapshot(
         whisper_repo(name), cache_subdir(settings, "whisper"), settings, kind="Whisper model", name=name,

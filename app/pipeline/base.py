@@ -114,6 +114,8 @@ class PipelineInfo:
     """False for English-only models (`*.en`), which can neither translate nor transcribe other languages."""
     loaded_models: tuple[str, ...] = ()
     """Whisper models loaded in the worker now, least recently used first."""
+    model_errors: tuple[tuple[str, str], ...] = ()
+    """Whisper models a request asked for that could not be loaded, with why."""
 
 
 class PipelineError(Exception):

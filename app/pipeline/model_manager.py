@@ -35,6 +35,8 @@ class ModelManager(Generic[Model]):
         self._last_used: dict[str, float] = {}
         self._in_use: dict[str, int] = {}
         self._lock = threading.RLock()
+        self.failures: dict[str, Exception] = {}
+        """The last load failure of each model that has not loaded since."""
 
     @contextlib.contextmanager
     def use(self, name: str) -> Iterator[Model]:
@@ -43,7 +45,12 @@ class ModelManager(Generic[Model]):
             if name not in self._models:
                 self._make_room()
                 logger.info("Loading Whisper model %s", name)
-                self._models[name] = self._load(name)
+                try:
+                    self._models[name] = self._load(name)
+                except Exception as error:
+                    self.failures[name] = error
+                    raise
+                self.failures.pop(name, None)
             self._models.move_to_end(name)
             self._in_use[name] = self._in_use.get(name, 0) + 1
             model = self._models[name]

@@ -107,6 +107,11 @@ class WhisperXPipeline:
         return PipelineInfo(
             model=self.model_name, device=self.device, diarizer=self.diarizer_name, multilingual=self._multilingual,
             loaded_models=tuple(self._whisper.loaded()),
+            model_errors=tuple(
+                # Only this service's own messages: others may quote server paths (the log has them).
+                (name, str(error) if isinstance(error, ModelUnavailable) else f"{type(error).__name__}; see the log")
+                for name, error in self._whisper.failures.items()
+            ),
         )  # fmt: skip
 
     def _load_diarizer(self) -> tuple[Any, str | None, str | None]:

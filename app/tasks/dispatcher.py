@@ -169,9 +169,10 @@ class CeleryDispatcher:
                 multilingual=first.get("multilingual", True),
             )  # fmt: skip
         models = {worker["name"]: list(worker.get("loaded_models", [])) for worker in loaded}
+        failures = {name: error for worker in loaded for name, error in worker.get("model_errors", [])}
         return WorkerState(
             info=info, loaded=bool(loaded), load_error=errors[0] if errors and not loaded else None,
-            loaded_models=models,
+            loaded_models=models, model_errors=failures,
         )  # fmt: skip
 
     async def _follow_changes(self) -> None:

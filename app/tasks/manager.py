@@ -127,6 +127,8 @@ class WorkerState:
     load_error: str | None
     loaded_models: dict[str, list[str]] = field(default_factory=dict)
     """Each worker's loaded Whisper models, by worker name."""
+    model_errors: dict[str, str] = field(default_factory=dict)
+    """Whisper models requests asked for that a worker could not load, with why."""
 
 
 class TaskManager:
@@ -244,7 +246,11 @@ class TaskManager:
         errors = [worker.load_error for worker in self._workers if worker.load_error]
         loaded = all(worker.info is not None for worker in self._workers)
         models = {worker.name: list(worker.info.loaded_models) for worker in self._workers if worker.info}
-        return WorkerState(info=info, loaded=loaded, load_error=errors[0] if errors else None, loaded_models=models)
+        failures = {name: error for worker in self._workers if worker.info for name, error in worker.info.model_errors}
+        return WorkerState(
+            info=info, loaded=loaded, load_error=errors[0] if errors else None, loaded_models=models,
+            model_errors=failures,
+        )  # fmt: skip
 
     def _kill_if_still_running(self, task_id: str, worker: WorkerProcess) -> None:
         if self._running.get(task_id) is worker:

@@ -71,7 +71,8 @@ class RemoteRunner:
             with contextlib.suppress(Exception):  # Redis away for a moment: try again next round
                 if self._pipeline is not None:
                     self._pipeline.unload_idle()
-                    self._state["loaded_models"] = list(self._pipeline.info().loaded_models)
+                    info = self._pipeline.info()
+                    self._state.update(loaded_models=list(info.loaded_models), model_errors=list(info.model_errors))
                 self.coordination.announce(self.name, self._state)
             time.sleep(RENEW_SECONDS)
 

@@ -177,8 +177,10 @@ def test_an_uncached_model_fails_fast_when_the_hub_is_silent(
         assert "did not answer" in done["error"]
         sys.stderr.write(f"\nuncached model, silent hub: failed after {elapsed:.1f} s: {done['error']}\n")
 
-        # The service stays up on its default model, and the embedded diarizer stands in for pyannote's.
+        # The service stays up on its default model; /health tells the operator what failed and what to run.
         assert service.health()["status"] == "ok"
+        assert f"python -m app.models pull {BASE_REPO}" in service.health()["models"]["errors"][BASE_REPO]
+        # The embedded diarizer stands in for pyannote's.
         assert service.health()["diarizer"] != "pyannote/speaker-diarization-3.1"
         done = service.wait(service.submit(short_speech, enable_diarization="true"))
         assert done["status"] == "completed", done

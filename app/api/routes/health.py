@@ -47,6 +47,6 @@ async def health(_caller: CallerDep, manager: ManagerDep, store: StoreDep, setti
         model_loaded=state.loaded,
         model_error=state.load_error,
         queue=QueueCounts(pending=counts[TaskStatus.PENDING], processing=counts[TaskStatus.PROCESSING]),
-        models=ModelsHealth(default=allowed[0], allowed=allowed, loaded=state.loaded_models),
+        models=ModelsHealth(default=allowed[0], allowed=allowed, loaded=state.loaded_models, errors=state.model_errors),
         gpu=await _gpu_memory() if device == "cuda" else None,
     )
