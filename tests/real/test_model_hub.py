@@ -191,18 +191,7 @@ def test_an_uncached_model_fails_fast_when_the_hub_is_silent(
         assert result["speakers"]
 
 
-def test_offline_refuses_downloads_at_once(
-    start_service: Callable[..., Service], tmp_path: Path, short_speech: Path, hub_files: dict[str, Path]
-) -> None:
-    with running_hub(hub_files) as hub:
-        service = start_service(hub.url, tmp_path / "empty-cache", OFFLINE="true")
-        done = service.wait(service.submit(short_speech, model=BASE_REPO), timeout=60)
-        assert hub.requests == []
-    assert done["status"] == "failed"
-    assert "downloads are off (OFFLINE=true or HF_HUB_OFFLINE=1)" in done["error"]
-
-
-def test_models_are_unloaded_least_recently_used_first_and_when_idle(
+def test_models_are_unloaded_least_recently_used_first_and_when_idle_and_offline_refuses_downloads(
     start_service: Callable[..., Service], tmp_path: Path, short_speech: Path
 ) -> None:
     with black_hole() as hole:  # only embedded models here
@@ -227,6 +216,12 @@ def test_models_are_unloaded_least_recently_used_first_and_when_idle(
         )  # fmt: skip
         assert refused.status_code == 422
         assert "tiny.en, Systran/faster-whisper-base, base" in refused.text
+        # OFFLINE=true: a model that is not cached is refused at once, and the hub is never asked.
+        started = time.monotonic()
+        done = service.wait(service.submit(short_speech, model=BASE_REPO), timeout=60)
+        assert done["status"] == "failed"
+        assert "downloads are off (OFFLINE=true or HF_HUB_OFFLINE=1)" in done["error"]
+        assert time.monotonic() - started < 5
         assert hole.accepted == []
 
 
