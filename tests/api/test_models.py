@@ -3,14 +3,22 @@ which echoes the model its job named)."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import openai
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import API_KEY, AUTH, upload, wait_for_status, wait_until
+from app.main import create_app
+from tests.api.conftest import API_KEY, AUTH, make_settings, upload, wait_for_status, wait_until
+from tests.conftest import ROOT
+from tests.fakes import FakePipeline
 
 
 def _result(client: TestClient, task_id: str) -> dict[str, object]:
@@ -77,3 +85,40 @@ def test_openai_model_field(live_server: Callable[..., int], short_speech: Path)
     with short_speech.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as refused:
         sdk.audio.transcriptions.create(model="medium", file=audio)
     assert "choose one of: base, tiny.en" in refused.value.response.text
+
+
+def test_a_celery_worker_runs_the_model_the_request_chose(redis_url: str, tmp_path: Path, short_speech: Path) -> None:
+    """TASK_BACKEND=celery: the chosen model travels through Redis to the worker's pipeline, and the
+    worker's loaded models reach /health through its announcements."""
+    url = re.sub(r"/\d+$", "/3", redis_url)
+    redis.Redis.from_url(url).flushdb()
+    settings = make_settings(tmp_path, task_backend="celery", redis_url=url, whisper_models="tiny.en")
+    with TestClient(create_app(settings, FakePipeline)) as client:
+        task_id = upload(client, short_speech, model="tiny.en")["task_id"]
+        # The worker side, as a Celery pool process runs it (in a process of its own: it renices itself).
+        worker = (
+            "import sys, time\n"
+            "from app.config import Settings\n"
+            "from app.tasks.remote import RemoteRunner\n"
+            "from tests.fakes import FakePipeline\n"
+            "runner = RemoteRunner(Settings(), FakePipeline)\n"
+            "runner.run(sys.argv[1])\n"
+            "time.sleep(5)  # announces what it holds meanwhile\n"
+        )
+        environment = {
+            **os.environ, "TASK_BACKEND": "celery", "REDIS_URL": url, "UPLOAD_DIR": str(settings.upload_dir),
+            "MODEL_CACHE_DIR": str(settings.model_cache_dir),
+        }  # fmt: skip
+        process = subprocess.Popen([sys.executable, "-c", worker, task_id], cwd=ROOT, env=environment)
+        try:
+            assert _result(client, task_id)["model"] == "tiny.en"
+            # The worker announces what it holds every few seconds.
+            wait_until(
+                lambda: (
+                    list(client.get("/health", headers=AUTH).json()["models"]["loaded"].values())
+                    == [["fake", "tiny.en"]]
+                ),
+                timeout=15,
+            )
+        finally:
+            process.wait(30)
