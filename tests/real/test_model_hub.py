@@ -100,7 +100,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
             )
         service = Service(port, process, log)
         started.append(service)
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300
         while True:
             assert process.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
