@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, ffmpeg
+from tests.conftest import ROOT, Deadline, ffmpeg
 from tests.real.conftest import PORT, Server
 
 # Verbatim, but for the port when REAL_TIER_PORT moves the server off 8000.
@@ -49,7 +49,9 @@ def test_curl_examples(server: Server, audio_mp3: Path) -> None:
     task_id = accepted["task_id"]
 
     status = json.loads(_run(["bash", "-c", check.replace("abc-123", task_id)], audio_mp3.parent))
+    deadline = Deadline(300, f"task {task_id} to finish")
     while status["status"] not in ("completed", "failed"):
+        deadline.check(status)
         time.sleep(0.5)
         status = json.loads(_run(["bash", "-c", check.replace("abc-123", task_id)], audio_mp3.parent))
     assert status["status"] == "completed", status["error"]
