@@ -81,7 +81,7 @@ def test_progress_carries_on_from_the_download(url_client: TestClient, audio_ser
     task_id = _submit(url_client, audio_server.url("/stall")).json()["task_id"]
     seen = [wait_until(lambda: _started(url_client, task_id))["progress"]]
     audio_server.release.set()
-    deadline = Deadline(20, f"task {task_id} to finish")
+    deadline = Deadline(60, f"task {task_id} to finish")
     while (doc := status(url_client, task_id))["status"] not in ("completed", "failed"):
         seen.append(doc["progress"])
         deadline.check(doc)

@@ -23,7 +23,7 @@ def test_concurrency_cap_and_arrival_order(make_client: Callable[..., TestClient
     client = make_client({"FAKE_STEP_SECONDS": "0.02"}, max_concurrent_tasks=2)
     ids = [upload(client, short_speech)["task_id"] for _ in range(5)]
     most_processing = 0
-    deadline = Deadline(20, "all five tasks to complete")
+    deadline = Deadline(60, "all five tasks to complete")
     while True:
         # One snapshot of the store: reading five statuses one by one is not atomic.
         processing = _health_queue(client)["processing"]

@@ -63,7 +63,7 @@ def test_progress_rises_through_named_stages_and_never_falls(
     client = make_client({"FAKE_STEP_SECONDS": "0.05"})
     task_id = upload(client, short_speech)["task_id"]
     seen: list[dict[str, Any]] = []
-    deadline = Deadline(20, f"task {task_id} to finish")
+    deadline = Deadline(60, f"task {task_id} to finish")
     while not seen or seen[-1]["status"] not in ("completed", "failed"):
         deadline.check(seen[-1:])
         seen.append(status(client, task_id))
@@ -87,7 +87,7 @@ def test_without_diarization_the_speaker_stages_are_skipped(
     client = make_client({"FAKE_STEP_SECONDS": "0.05"})
     task_id = upload(client, short_speech, enable_diarization="false")["task_id"]
     seen = [status(client, task_id)]
-    deadline = Deadline(20, f"task {task_id} to complete")
+    deadline = Deadline(60, f"task {task_id} to complete")
     while seen[-1]["status"] != "completed":
         deadline.check(seen[-1])
         seen.append(status(client, task_id))
