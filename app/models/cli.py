@@ -91,7 +91,11 @@ def rows(settings: Settings) -> Iterator[tuple[str, str, str, str]]:
         if Path(name).is_dir():
             yield name, "local", _human(disk_size(Path(name))), "Whisper (directory)"
             continue
-        state, path = whisper_location(name, settings)
+        try:
+            state, path = whisper_location(name, settings)
+        except ModelUnavailable:
+            yield name, "unknown name", "-", "Whisper (not a size faster-whisper knows, nor a repo id)"
+            continue
         yield name, state or missing, _human(disk_size(path)) if path else "-", f"Whisper ({whisper_repo(name)})"
     for language in align_languages():
         state, path = aligner_location(language, settings)
