@@ -180,7 +180,11 @@ def service_pipeline(clip: Clip, pipeline: Any) -> dict[str, Any]:
     model_clock = dict.fromkeys(MODEL_CALLS, 0.0)
     started = time.perf_counter()
     # faster-whisper's batched transcription runs its silero VAD through this module-level function.
-    with timed(faster_whisper.transcribe, "get_speech_timestamps", clock), model_timed(pipeline._model, model_clock):
+    with (
+        pipeline._whisper.use(pipeline.model_name) as whisper,
+        timed(faster_whisper.transcribe, "get_speech_timestamps", clock),
+        model_timed(whisper.model, model_clock),
+    ):
         output = pipeline.run(Job("bench", clip.path), progress)
     ended = time.perf_counter()
     # Decoding ends at its last event (language detection then counts as transcription); every

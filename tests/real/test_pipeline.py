@@ -225,7 +225,8 @@ def test_each_option_reaches_faster_whisper(base_pipeline: WhisperXPipeline, med
     assert given["chunk_length"] == 15
     assert (given["hotwords"], given["initial_prompt"]) == ("Qorvath", "Minutes of the board meeting.")
     # suppress_numerals: -1 (Whisper's own list) and every token that writes a digit or %, $, £.
-    tokenizer = base_pipeline._model.hf_tokenizer
+    with base_pipeline._whisper.use(base_pipeline.model_name) as whisper:
+        tokenizer = whisper.model.hf_tokenizer
     minus_one, *numerals = given["suppress_tokens"]
     assert minus_one == -1
     assert all(any(c.isdigit() or c in "%$£" for c in tokenizer.decode([token])) for token in numerals)
