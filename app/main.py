@@ -11,21 +11,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __doc__ as description
-from app.api.middleware.admission import UploadAdmissionMiddleware
 from app.api.errors import install_error_handlers
+from app.api.middleware.admission import UploadAdmissionMiddleware
+from app.api.middleware.api_key import ApiKeyMiddleware
+from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.openapi import install_openapi
 from app.api.routes import events, health, openai, operations, page, transcribe
 from app.api.schemas import TaskStatusResponse
-from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.config import Settings
 from app.ops.metrics import Metrics
-from app.pipeline.base import PipelineFactory
 from app.ops.preflight import log_preflight
-from app.api.middleware.api_key import ApiKeyMiddleware
+from app.outbound.webhooks import WebhookSender
+from app.pipeline.base import PipelineFactory, whisperx_pipeline
 from app.tasks.backend import TaskBackend
 from app.tasks.manager import TaskManager
 from app.tasks.store import MemoryTaskStore, TaskStore
-from app.outbound.webhooks import WebhookSender
 
 logger = logging.getLogger("app")
 
@@ -37,12 +37,6 @@ def _api_keys(settings: Settings) -> list[str]:
     key = secrets.token_urlsafe(24)
     print(f"API_KEYS is not set; this run accepts the generated key: {key}", file=sys.stderr, flush=True)
     return [key]
-
-
-def _default_pipeline(settings: Settings) -> object:
-    from app.pipeline.whisperx_pipeline import WhisperXPipeline
-
-    return WhisperXPipeline(settings)
 
 
 def _store(settings: Settings) -> TaskStore:
@@ -69,7 +63,7 @@ def _backend(settings: Settings, store: TaskStore, factory: PipelineFactory) -> 
 
 def create_app(settings: Settings | None = None, pipeline_factory: PipelineFactory | None = None) -> FastAPI:
     settings = settings or Settings()
-    factory: PipelineFactory = pipeline_factory or _default_pipeline  # type: ignore[assignment]
+    factory = pipeline_factory or whisperx_pipeline
     store = _store(settings)
     metrics = Metrics(store)
 

@@ -23,7 +23,7 @@ from app.config import Settings
 from app.media import MediaError, probe, too_long_message
 from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from app.pipeline.base import Job
-from app.tasks.manager import PrepareFailed
+from app.tasks.lifecycle import PrepareFailed
 
 AUDIO_URL = Target(field="audio_url", allow_setting="AUDIO_URL_ALLOW_PRIVATE")
 MAX_REDIRECTS = 5

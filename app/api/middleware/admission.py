@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.middleware.api_key import send_problem
+from app.api.errors import send_problem
 from app.tasks.backend import TaskBackend
-from app.tasks.manager import RETRY_AFTER_SECONDS, OverCapacity
+from app.tasks.limits import RETRY_AFTER_SECONDS, OverCapacity
 
 
 class UploadAdmissionMiddleware:

@@ -30,12 +30,12 @@ from app.api.uploads import (
     receive_upload,
     refuse_over_capacity,
 )
-from app.outbound.downloads import download_audio
 from app.formats.exports import MEDIA_TYPES, ExportFormat, render
 from app.media import SUPPORTED_EXTENSIONS
+from app.outbound.downloads import download_audio
 from app.pipeline.base import Job
-from app.tasks.manager import OverCapacity
-from app.tasks.models import Task, TaskStatus
+from app.tasks.limits import OverCapacity
+from app.tasks.models import TaskStatus
 
 MAX_PROMPT_CHARS = 2000
 """Whisper reads at most 223 tokens of prompt (its last ones); more text than this is a mistake."""
@@ -49,19 +49,6 @@ router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"], response
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: problem_response("No task with this id for this key (never existed, deleted or expired)")
 }
-
-
-def _summary(task: Task) -> dict[str, Any]:
-    return {
-        "task_id": task.id,
-        "status": task.status,
-        "progress": task.progress,
-        "message": task.message,
-        "created_at": task.created_at,
-        "started_at": task.started_at,
-        "completed_at": task.completed_at,
-        "error": task.error,
-    }
 
 
 @router.post(
@@ -251,7 +238,7 @@ async def list_tasks(
     offset: Annotated[int, Query(ge=0, le=1_000_000, description="Tasks to skip")] = 0,
 ) -> TaskList:
     tasks, total = store.page(caller, status, limit, offset)
-    return TaskList(tasks=[TaskSummary(**_summary(task)) for task in tasks], total=total, limit=limit, offset=offset)
+    return TaskList(tasks=[TaskSummary.from_task(task) for task in tasks], total=total, limit=limit, offset=offset)
 
 
 @router.get(
