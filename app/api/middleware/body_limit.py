@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.middleware.api_key import send_problem
+from app.api.errors import send_problem
 
 
 def too_large_message(limit_bytes: int) -> str:
