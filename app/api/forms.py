@@ -1,13 +1,18 @@
-"""The fields of the upload endpoint's multipart form, as a Pydantic model FastAPI reads it into."""
+"""The multipart forms of the upload endpoints, as Pydantic models FastAPI reads them into.
+
+The seed's upload and OpenAI's two endpoints share the fields they have in common.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from fastapi import UploadFile
 from pydantic import BaseModel, Field
 
 from app.api.schemas import TranscriptionTask
+from app.formats.openai import Granularity, OpenAIFormat
 from app.media import SUPPORTED_EXTENSIONS
 
 MAX_PROMPT_CHARS = 2000
@@ -19,15 +24,14 @@ Temperature = Annotated[
     float | None,
     Field(ge=0, le=1, description="Sampling temperature; omit for Whisper's fallback schedule (0, 0.2, … 1)"),
 ]
-"""The same field on the upload endpoint and OpenAI's."""
+
+AUDIO_FORMATS = ", ".join(SUPPORTED_EXTENSIONS)
 
 
 class UploadForm(BaseModel):
     """POST /api/v1/transcribe/upload."""
 
-    file: UploadFile | None = Field(
-        None, description=f"Audio or video: {', '.join(SUPPORTED_EXTENSIONS)}. Give this or `audio_url`"
-    )
+    file: UploadFile | None = Field(None, description=f"Audio or video: {AUDIO_FORMATS}. Give this or `audio_url`")
 
     language: str | None = Field(None, description="Language code such as `en`; omit to detect it", examples=["en"])
     min_speakers: int | None = Field(None, ge=1, description="Fewest speakers to find")
@@ -93,4 +97,38 @@ class UploadForm(BaseModel):
     suppress_numerals: bool = Field(False, description="Spell numbers out as words: no digits, %, $ or £ in the text")
     return_char_alignments: bool = Field(
         False, description="Also time each character (`chars` in segments); only with wav2vec2 alignment"
+    )
+
+
+class TranslationFormat(StrEnum):
+    """OpenAI's translation endpoint has no diarized_json."""
+
+    JSON = "json"
+    TEXT = "text"
+    SRT = "srt"
+    VERBOSE_JSON = "verbose_json"
+    VTT = "vtt"
+
+
+class OpenAIForm(BaseModel):
+    """What OpenAI's /v1/audio/transcriptions and /translations both take."""
+
+    file: UploadFile = Field(description=f"Audio or video: {AUDIO_FORMATS}")
+    model: str = Field(description="Accepted for compatibility (e.g. `whisper-1`); the server's WHISPER_MODEL is used")
+    prompt: str | None = Field(None, description="Text that guides spelling and style (in English, to translate)")
+    temperature: Temperature = None
+
+
+class TranscriptionForm(OpenAIForm):
+    language: str | None = Field(None, description="ISO-639-1 code such as `en`; omit to detect it")
+    response_format: OpenAIFormat = Field(OpenAIFormat.JSON, description="diarized_json also labels speakers")
+    timestamp_granularities: list[Granularity] | None = Field(
+        None, alias="timestamp_granularities[]", description="verbose_json: `word`, `segment` (default) or both"
+    )
+    stream: bool = Field(False, description="Not supported: follow /api/v1/transcribe/events instead")
+
+
+class TranslationForm(OpenAIForm):
+    response_format: TranslationFormat = Field(
+        TranslationFormat.JSON, description="json (default), text, srt, verbose_json, vtt"
     )
