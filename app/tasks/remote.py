@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 from redis.exceptions import LockError
+from redis.lock import Lock
 
 from app.config import Settings
 from app.pipeline.base import Pipeline, PipelineError, PipelineFactory, Stage
@@ -109,7 +110,7 @@ class RemoteRunner:
             return False  # alive, another user's
         return False
 
-    def _execute(self, task: Task, lease: Any) -> None:
+    def _execute(self, task: Task, lease: Lock) -> None:
         if self._pipeline is None:
             self._lifecycle.fail_to_load(task.id, self._state["error"])
             task.job.audio_path.unlink(missing_ok=True)
@@ -128,8 +129,9 @@ class RemoteRunner:
             if retried
             else self._lifecycle.start(task.id)
         )
-        if progress is None:
-            return  # deleted just now
+        if progress is None:  # deleted just now
+            task.job.audio_path.unlink(missing_ok=True)
+            return
         lost = threading.Event()
         done = threading.Event()
 
@@ -166,7 +168,7 @@ class RemoteRunner:
             task.job.audio_path.unlink(missing_ok=True)
 
     def _heartbeat(
-        self, task: Task, lease: Any, watch: StageWatch, lost: threading.Event, done: threading.Event
+        self, task: Task, lease: Lock, watch: StageWatch, lost: threading.Event, done: threading.Event
     ) -> None:
         limit = self._settings.stage_timeout_seconds
         while not done.wait(min(RENEW_SECONDS, limit / 4)):
