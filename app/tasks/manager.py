@@ -1,7 +1,9 @@
 """Queues tasks and runs them on worker processes, at most MAX_CONCURRENT_TASKS at once.
 
 Each concurrency slot is one consumer coroutine owning one worker process: the slots are
-the semaphore, and the shared FIFO queue keeps pending tasks in arrival order.
+the semaphore, and the shared FIFO queue keeps pending tasks in arrival order. The store
+writes that move a task are the lifecycle's (lifecycle.py), shared with the Celery backend;
+this module keeps how a job reaches a worker process and how it is stopped.
 """
 
 from __future__ import annotations
