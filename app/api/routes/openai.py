@@ -47,6 +47,7 @@ def _responses(success: str, invalid: str) -> dict[int | str, dict[str, Any]]:
             "content": {"application/json": {}, "text/plain": {}, "application/x-subrip": {}, "text/vtt": {}},
             "description": success,
         },
+        400: problem_response("The multipart body is malformed, or a form field is over 1 MB"),
         413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
         415: problem_response("Not a supported audio or video format"),
         422: problem_response(invalid),
