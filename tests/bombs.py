@@ -1,0 +1,20 @@
+"""Compressed bombs: small bodies that decode to far more, as a hostile server would send them."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import zlib
+
+MIB = 1024 * 1024
+
+
+@functools.cache
+def gzip_bomb(decoded_mib: int = 256, layers: int = 1) -> bytes:
+    """`decoded_mib` MiB of zeros, gzipped `layers` times: one layer shrinks them ~1000 times
+    (256 MiB → ~260 kB), a second layer to a few kilobytes (`Content-Encoding: gzip, gzip`)."""
+    if layers > 1:
+        return gzip.compress(gzip_bomb(decoded_mib, layers - 1), 9)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
+    block = bytes(MIB)
+    return b"".join(compressor.compress(block) for _ in range(decoded_mib)) + compressor.flush()
