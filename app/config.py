@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     max_tasks_per_key: int = Field(20, ge=1)
     """Most pending or processing tasks one API key may have; beyond it uploads get 429."""
 
+    max_uploads_per_key: int = Field(4, ge=1)
+    """Most uploads one API key may be sending at once (per API process); beyond it, 429 before the body."""
+
     stage_timeout_seconds: float = Field(3600.0, gt=0)
     """Longest one pipeline stage (decoding, transcribing, …) may run before its task fails."""
 

@@ -105,7 +105,10 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.mount(page.STATIC_PREFIX, page.static_files, name="static")
     # Added last runs first: the key is checked, then the body's size and the caller's admission,
     # all before any route reads the body.
-    app.add_middleware(UploadAdmissionMiddleware, upload_path=app.url_path_for("upload"))
+    upload_paths = [app.url_path_for(name) for name in ("upload", "create_transcription", "create_translation")]
+    app.add_middleware(
+        UploadAdmissionMiddleware, upload_paths=upload_paths, max_uploads_per_key=settings.max_uploads_per_key
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=_api_keys(settings))
     return app

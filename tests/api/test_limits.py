@@ -17,18 +17,23 @@ from tests.api.conftest import AUTH, make_settings, upload, wait_for_status, wai
 
 OTHER = {"X-API-Key": "second-key"}
 
+AUDIO_ROUTES = ["/api/v1/transcribe/upload", "/v1/audio/transcriptions", "/v1/audio/translations"]
 
-def _announce_large_upload(port: int) -> str:
-    """Send only the headers of a 200 MB upload and return the server's whole reply."""
-    request = (
-        "POST /api/v1/transcribe/upload HTTP/1.1\r\n"
+
+def _large_upload_headers(path: str, key: str = AUTH["X-API-Key"]) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\n"
         "Host: localhost\r\n"
-        f"X-API-Key: {AUTH['X-API-Key']}\r\n"
+        f"X-API-Key: {key}\r\n"
         "Content-Type: multipart/form-data; boundary=xyz\r\n"
         f"Content-Length: {200 * 1024 * 1024}\r\n\r\n"
-    )
+    ).encode()
+
+
+def _announce_large_upload(port: int, path: str = AUDIO_ROUTES[0]) -> str:
+    """Send only the headers of a 200 MB upload and return the server's whole reply."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-        connection.sendall(request.encode())
+        connection.sendall(_large_upload_headers(path))
         reply = connection.recv(4096).decode()
         while "}" not in reply:  # the body may come in a second packet
             reply += connection.recv(4096).decode()
@@ -169,3 +174,39 @@ def test_a_full_queue_is_answered_before_the_upload_body_is_sent(
     assert "retry-after: 30" in head
     assert "application/problem+json" in head
     assert "MAX_QUEUE_SIZE" in reply
+
+
+def test_every_audio_route_refuses_a_key_at_its_task_limit_before_the_body(
+    live_server: Callable[..., int], short_speech: Path
+) -> None:
+    port = live_server({"FAKE_STEP_SECONDS": "0.5"}, max_tasks_per_key=1)
+    with short_speech.open("rb") as audio:
+        running = httpx.post(f"http://127.0.0.1:{port}{AUDIO_ROUTES[0]}", headers=AUTH, files={"file": audio})
+    assert running.status_code == 202, running.text
+    for path in AUDIO_ROUTES:
+        reply = _announce_large_upload(port, path)
+        assert reply.startswith("HTTP/1.1 429"), (path, reply)
+        assert "retry-after: 30" in reply.lower()
+        assert "MAX_TASKS_PER_KEY" in reply
+
+
+def test_uploads_in_progress_per_key_are_capped_before_the_body(
+    live_server: Callable[..., int], short_speech: Path
+) -> None:
+    port = live_server(max_uploads_per_key=1)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sending:
+        sending.sendall(_large_upload_headers(AUDIO_ROUTES[1]) + b"--xyz\r\n")  # and then nothing more, yet
+        time.sleep(0.3)
+        for path in AUDIO_ROUTES:
+            reply = _announce_large_upload(port, path)
+            assert reply.startswith("HTTP/1.1 429"), (path, reply)
+            assert "retry-after: 30" in reply.lower()
+            assert "already sending 1 uploads, this server's limit (MAX_UPLOADS_PER_KEY)" in reply
+        # Another key is not held back by this one's uploads.
+        with short_speech.open("rb") as audio:
+            other = httpx.post(f"http://127.0.0.1:{port}{AUDIO_ROUTES[0]}", headers=OTHER, files={"file": audio})
+        assert other.status_code == 202, other.text
+    # The client left: its slot is free again.
+    audio = short_speech.read_bytes()
+    url = f"http://127.0.0.1:{port}{AUDIO_ROUTES[0]}"
+    wait_until(lambda: httpx.post(url, headers=AUTH, files={"file": ("short.wav", audio)}).status_code == 202)
