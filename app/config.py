@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     max_uploads_per_key: int = Field(4, ge=1)
     """Most uploads one API key may be sending at once (per API process); beyond it, 429 before the body."""
 
+    body_min_rate_kb: float = Field(16.0, gt=0)
+    """Slowest a request body may arrive on average, in KiB/s, after BODY_GRACE_SECONDS; slower gets 408."""
+
+    body_grace_seconds: float = Field(10.0, gt=0)
+    """How far a request body may fall behind BODY_MIN_RATE_KB before it is cut off (a stall at the start, say)."""
+
+    keep_alive_seconds: int = Field(5, ge=1)
+    """How long `python -m app.main` keeps an idle connection open for the client's next request."""
+
+    max_connections: int = Field(1000, ge=1)
+    """Connections and requests `python -m app.main` serves at once; beyond it, 503 at once."""
+
     stage_timeout_seconds: float = Field(3600.0, gt=0)
     """Longest one pipeline stage (decoding, transcribing, …) may run before its task fails."""
 

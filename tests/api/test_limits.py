@@ -210,3 +210,71 @@ def test_uploads_in_progress_per_key_are_capped_before_the_body(
     audio = short_speech.read_bytes()
     url = f"http://127.0.0.1:{port}{AUDIO_ROUTES[0]}"
     wait_until(lambda: httpx.post(url, headers=AUTH, files={"file": ("short.wav", audio)}).status_code == 202)
+
+
+def _reply(connection: socket.socket) -> str:
+    """Everything the server sends until it closes the connection."""
+    reply = b""
+    while chunk := connection.recv(4096):
+        reply += chunk
+    return reply.decode()
+
+
+def test_a_stalled_body_is_cut_off_with_408(live_server: Callable[..., int], short_speech: Path) -> None:
+    port = live_server(body_min_rate_kb=1, body_grace_seconds=1)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(_large_upload_headers(AUDIO_ROUTES[0]).replace(b"209715200", b"1048576"))
+        connection.sendall(b"--xyz\r\n")  # and then nothing
+        reply = _reply(connection)
+    assert reply.startswith("HTTP/1.1 408"), reply
+    assert "minimum of 1 KB/s (BODY_MIN_RATE_KB) after its first 1 s (BODY_GRACE_SECONDS)" in reply
+    assert 1 <= time.monotonic() - started < 8
+    # A client at a normal pace is served.
+    with short_speech.open("rb") as audio:
+        response = httpx.post(f"http://127.0.0.1:{port}{AUDIO_ROUTES[0]}", headers=AUTH, files={"file": audio})
+    assert response.status_code == 202, response.text
+
+
+def test_a_trickling_body_is_cut_off_once_behind_the_minimum_pace(live_server: Callable[..., int]) -> None:
+    port = live_server(body_min_rate_kb=1, body_grace_seconds=1)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(_large_upload_headers(AUDIO_ROUTES[1]).replace(b"209715200", b"1048576"))
+        connection.sendall(b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n')
+        connection.settimeout(0.2)
+        reply = ""
+        for _ in range(100):  # a byte every 0.2 s: 5 B/s
+            try:
+                connection.sendall(b"\0")
+                reply = connection.recv(4096).decode()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            break
+    assert reply.startswith("HTTP/1.1 408"), reply
+
+
+@pytest.mark.parametrize(
+    ("fields", "files", "says"),
+    [
+        ([(f"junk{i}", "x" * 60_000) for i in range(450)], 1, "Too many fields. Maximum number of fields is 64"),
+        ([("language", "e" * 100_000)], 1, "Part exceeded maximum size of 64KB"),
+        ([], 2, "Too many files. Maximum number of files is 1"),
+    ],
+    ids=["450 fields", "one huge field", "two files"],
+)
+def test_form_fields_are_bounded_in_number_and_size(
+    make_client: Callable[..., TestClient], short_speech: Path, fields: list[tuple[str, str]], files: int, says: str
+) -> None:
+    client = make_client()  # MAX_UPLOAD_MB at its default: the form is well under it
+    audio = short_speech.read_bytes()
+    for path in AUDIO_ROUTES:
+        response = client.post(
+            path,
+            headers=AUTH,
+            data=dict(fields),
+            files=[("file", (f"{n}.wav", audio)) for n in range(files)],
+        )
+        assert response.status_code == 400, (path, response.text)
+        assert says in response.json()["detail"]
