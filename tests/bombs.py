@@ -10,9 +10,9 @@ MIB = 1024 * 1024
 
 
 @functools.cache
-def gzip_bomb(decoded_mib: int = 256, layers: int = 1) -> bytes:
+def gzip_bomb(decoded_mib: int = 1024, layers: int = 1) -> bytes:
     """`decoded_mib` MiB of zeros, gzipped `layers` times: one layer shrinks them ~1000 times
-    (256 MiB → ~260 kB), a second layer to a few kilobytes (`Content-Encoding: gzip, gzip`)."""
+    (1 GiB → ~1 MB), a second layer to about 2 kB (`Content-Encoding: gzip, gzip`)."""
     if layers > 1:
         return gzip.compress(gzip_bomb(decoded_mib, layers - 1), 9)
     compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing

@@ -210,7 +210,7 @@ def audio_server(short_speech: Path) -> Iterator[AudioServer]:
                     self._send(200, b"\0" * (2 * MB), "audio/wav")
                 case "/huge-chunked":  # does not: counted as it arrives
                     self._chunked(b"\0" * (64 * 1024), 40)
-                case "/bomb":  # a few kB that decode to 256 MiB
+                case "/bomb":  # about 2 kB that decode to 1 GiB
                     self._send(200, gzip_bomb(layers=2), "audio/wav", encoding="gzip, gzip")
                 case "/gzipped":  # real audio, compressed in transfer
                     self._send(200, gzip.compress(state.audio), "audio/wav", encoding="gzip")

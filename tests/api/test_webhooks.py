@@ -125,7 +125,7 @@ def test_failures_are_retried_with_growing_pauses(
 
 
 def test_the_receivers_answer_is_not_read(hook_client: TestClient, receiver: Receiver, short_speech: Path) -> None:
-    receiver.answer = gzip_bomb()  # 256 MiB once decoded
+    receiver.answer = gzip_bomb()  # 1 GiB once decoded
     upload(hook_client, short_speech, callback_url=receiver.url)
     wait_until(lambda: receiver.calls)
     time.sleep(0.5)
