@@ -12,6 +12,7 @@ import base64
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -130,5 +131,26 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """The service with its default settings, as shipped."""
-    yield from _start(tmp_path_factory.mktemp("service"))
+    """The service with its default settings, as shipped, and a webhook secret, so callbacks are possible."""
+    yield from _start(tmp_path_factory.mktemp("service"), WEBHOOK_SECRET=SECRET)
+
+
+def upload_head(path: str, key: str, length: int) -> bytes:
+    """The request head of a multipart upload of `length` bytes."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\n"
+        f"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+FILE_PART = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+
+
+def read_reply(connection: socket.socket, timeout: float = 30) -> str:
+    """What the server sends until it closes the connection or `timeout` passes ('' if nothing)."""
+    connection.settimeout(timeout)
+    reply = b""
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while chunk := connection.recv(65536):
+            reply += chunk
+    return reply.decode(errors="replace")

@@ -4,9 +4,12 @@ A client that declares a large upload and then sends a byte every few seconds (o
 otherwise hold a connection, an upload slot and its spooled part for as long as it likes. After a
 grace period, the body must keep up with BODY_MIN_RATE_KB on average: `receive` waits only as
 long as what has arrived so far pays for, then raises. Only the time spent waiting for the client
-counts, so a route that is slow to read does not count against it. Headers are another matter:
-the server never sees partial headers, so their pace is the reverse proxy's to bound (see
+counts, so a route that is slow to read does not count against it. Request heads are another
+matter: the server never sees partial headers, so their pace is the reverse proxy's to bound (see
 deploy/nginx.conf.template).
+
+An answer sent before the whole body has arrived (a refusal of its form, say) closes the
+connection, so the server does not go on reading, and discarding, the rest.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,7 +50,8 @@ class BodyPaceMiddleware:
         bytes_per_second = self.min_rate_kb * 1024
         received = 0
         waited = 0.0
-        complete = False
+        headers = Headers(scope=scope)
+        complete = headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers
 
         async def paced_receive() -> Message:
             nonlocal received, waited, complete
@@ -68,4 +73,10 @@ class BodyPaceMiddleware:
                 complete = True
             return message
 
-        await self.app(scope, paced_receive, send)
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not complete:
+                kept = [(name, value) for name, value in message.get("headers", []) if name.lower() != b"connection"]
+                message["headers"] = [*kept, (b"connection", b"close")]
+            await send(message)
+
+        await self.app(scope, paced_receive, closing_send)

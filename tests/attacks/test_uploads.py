@@ -1,0 +1,60 @@
+"""Parallel uploads by one key, and a key at its task limit, on every route that accepts audio."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.attacks.conftest import FILE_PART, MB, Service, read_reply, upload_head
+
+MEMORY_BOUND_MB = 50
+ROUTES = ["/api/v1/transcribe/upload", "/v1/audio/transcriptions", "/v1/audio/translations"]
+SIZE = int(28.8 * MB)
+
+
+def test_parallel_uploads_by_one_key_are_refused_from_the_head(lab: Service, short_speech: Path) -> None:
+    """Eight 28.8 MB uploads at once by one key: MAX_UPLOADS_PER_KEY (2 here) admits two, and the
+    other six are answered 429 from their request heads, none of their bodies read."""
+    with lab.peak_growth("8 parallel 28.8 MB uploads by one key") as growth, contextlib.ExitStack() as stack:
+        uploads = [stack.enter_context(socket.create_connection(("127.0.0.1", lab.port), timeout=10)) for _ in range(8)]
+        started = time.monotonic()
+        for index, connection in enumerate(uploads):
+            connection.sendall(upload_head(ROUTES[index % 3], "uploader", SIZE) + FILE_PART + b"\0" * MB)
+        replies = []
+        for connection in uploads:
+            connection.settimeout(1)
+            with contextlib.suppress(TimeoutError):
+                replies.append(connection.recv(65536).decode())
+        answered = time.monotonic() - started
+        with short_speech.open("rb") as audio:  # another key uploads meanwhile
+            other = httpx.post(lab.url(ROUTES[0]), headers={"X-API-Key": "bystander"}, files={"file": audio})
+    print(f"[attack]   {len(replies)} × 429, 2 admitted ({answered:.1f} s); another key's upload: {other.status_code}")
+    assert len(replies) == 6, replies
+    for reply in replies:
+        assert reply.startswith("HTTP/1.1 429"), reply
+        assert "retry-after: 30" in reply.lower()
+        assert "MAX_UPLOADS_PER_KEY" in reply
+    assert other.status_code == 202, other.text
+    assert growth[0] < MEMORY_BOUND_MB
+
+
+def test_a_key_at_its_task_limit_is_refused_before_the_body_on_every_route(lab: Service, short_speech: Path) -> None:
+    key = {"X-API-Key": "limited"}
+    with short_speech.open("rb") as audio:  # MAX_TASKS_PER_KEY is 1 here
+        first = httpx.post(lab.url(ROUTES[0]), headers=key, files={"file": audio})
+    assert first.status_code == 202, first.text
+    for route in ROUTES:
+        with socket.create_connection(("127.0.0.1", lab.port), timeout=10) as connection:
+            started = time.monotonic()
+            connection.sendall(upload_head(route, "limited", SIZE))
+            reply = read_reply(connection, timeout=10)
+            took = time.monotonic() - started
+        print(f"\n[attack] {route} with a 28.8 MB body declared, key at its task limit: {reply[:12]} in {took:.2f} s")
+        assert reply.startswith("HTTP/1.1 429"), reply
+        assert "MAX_TASKS_PER_KEY" in reply
+    task = httpx.get(lab.url(f"/api/v1/transcribe/status/{first.json()['task_id']}"), headers=key).json()
+    assert task["status"] in {"pending", "processing"}, "the limit was met while the first task was still active"
