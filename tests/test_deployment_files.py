@@ -105,6 +105,7 @@ def test_service_has_settings_cache_and_health_check(compose_file: str) -> None:
     assert "/health" in test[3]
     compile(test[3], "healthcheck", "exec")
 
+
 @pytest.mark.parametrize("compose_file", [GPU_FILE, CPU_FILE, SCALE_FILE])
 def test_a_tls_proxy_fronts_the_api(compose_file: str) -> None:
     proxy = yaml.safe_load((ROOT / compose_file).read_text())["services"]["proxy"]
