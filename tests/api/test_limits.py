@@ -201,7 +201,7 @@ def test_uploads_in_progress_per_key_are_capped_before_the_body(
             reply = _announce_large_upload(port, path)
             assert reply.startswith("HTTP/1.1 429"), (path, reply)
             assert "retry-after: 30" in reply.lower()
-            assert "already sending 1 uploads, this server's limit (MAX_UPLOADS_PER_KEY)" in reply
+            assert "as many uploads at once as this server allows (1, MAX_UPLOADS_PER_KEY)" in reply
         # Another key is not held back by this one's uploads.
         with short_speech.open("rb") as audio:
             other = httpx.post(f"http://127.0.0.1:{port}{AUDIO_ROUTES[0]}", headers=OTHER, files={"file": audio})

@@ -46,8 +46,8 @@ class UploadAdmissionMiddleware:
                 return
         if self._receiving[owner] >= self.max_uploads_per_key:
             detail = (
-                f"This key is already sending {self.max_uploads_per_key} uploads, this server's limit "
-                "(MAX_UPLOADS_PER_KEY); wait for one to finish, then send this one."
+                "This key is already sending as many uploads at once as this server allows "
+                f"({self.max_uploads_per_key}, MAX_UPLOADS_PER_KEY); wait for one to finish, then send this one."
             )
             await send_problem(send, 429, detail, _RETRY_AFTER)
             return
