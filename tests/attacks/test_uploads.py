@@ -19,14 +19,15 @@ SIZE = int(28.8 * MB)
 def test_parallel_uploads_by_one_key_are_refused_from_the_head(lab: Service, short_speech: Path) -> None:
     """Eight 28.8 MB uploads at once by one key: MAX_UPLOADS_PER_KEY (2 here) admits two, and the
     other six are answered 429 from their request heads, none of their bodies read."""
+    model = b'--xyz\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'  # OpenAI's routes need it
     closing = b"\r\n--xyz--\r\n"
-    content = b"\0" * (SIZE - len(FILE_PART) - len(closing))  # not audio: refused once stored and probed
+    content = b"\0" * (SIZE - len(model) - len(FILE_PART) - len(closing))  # not audio: refused once probed
     first = 16 * 1024  # little enough that the server has read it all when it refuses and hangs up
     with lab.peak_growth("8 parallel 28.8 MB uploads by one key") as growth, contextlib.ExitStack() as stack:
         uploads = [stack.enter_context(socket.create_connection(("127.0.0.1", lab.port), timeout=30)) for _ in range(8)]
         started = time.monotonic()
         for index, connection in enumerate(uploads):
-            connection.sendall(upload_head(ROUTES[index % 3], "uploader", SIZE) + FILE_PART + content[:first])
+            connection.sendall(upload_head(ROUTES[index % 3], "uploader", SIZE) + model + FILE_PART + content[:first])
         refused, admitted = [], []
         for connection in uploads:
             connection.settimeout(1)
