@@ -136,8 +136,8 @@ class Settings(BaseSettings):
     """Log verbosity."""
 
     audio_url_allow_private: bool = False
-    """Allow `audio_url` downloads from loopback, private and link-local addresses (off: they would let
-    callers reach the server's own network)."""
+    """Allow `audio_url` downloads from loopback, private and other non-public addresses (off: they would
+    let callers reach the server's own network). For test labs and services only trusted users can call."""
 
     audio_url_timeout_seconds: float = Field(300.0, gt=0)
     """Longest an `audio_url` download may take, start to end."""
@@ -146,8 +146,8 @@ class Settings(BaseSettings):
     """Standard Webhooks signing secret (`whsec_` + base64) for callbacks. Unset: `callback_url` is refused."""
 
     webhook_allow_private: bool = False
-    """Allow callbacks to loopback, private and link-local addresses (off: they would let callers probe
-    the server's own network)."""
+    """Allow callbacks to loopback, private and other non-public addresses (off: they would let callers
+    probe the server's own network). For test labs and services only trusted users can call."""
 
     webhook_max_attempts: int = Field(5, ge=1, le=20)
     """Tries per callback before giving up."""
