@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -59,11 +60,28 @@ def test_gpu_file_reserves_an_nvidia_gpu() -> None:
     assert any(device["driver"] == "nvidia" and "gpu" in device["capabilities"] for device in devices)
 
 
-def test_cpu_file_runs_on_the_cpu_without_a_gpu() -> None:
-    service = _service(CPU_FILE)
-    assert "deploy" not in service
-    assert service["environment"]["DEVICE"] == "cpu"
-    assert "int8" in service["environment"]["COMPUTE_TYPE"]
+def _resolved_environment(compose_file: str, folder: Path, env_file: str, **shell: str) -> dict[str, str]:
+    """The service's environment as docker-compose resolves it, from a copy with its own .env and shell."""
+    docker_compose = _tool("docker-compose", "docker-compose (apt-get install docker-compose)")
+    shutil.copy(ROOT / compose_file, folder / compose_file)
+    (folder / ".env").write_text(env_file)
+    env = {name: value for name, value in os.environ.items() if name != "COMPUTE_TYPE"} | shell
+    result = subprocess.run(
+        [docker_compose, "-f", compose_file, "config"], cwd=folder, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    environment: dict[str, str] = yaml.safe_load(result.stdout)["services"][SERVICE]["environment"]
+    return environment
+
+
+def test_cpu_file_runs_on_the_cpu_in_int8_unless_told_otherwise(tmp_path: Path) -> None:
+    assert "deploy" not in _service(CPU_FILE), "no GPU reservation"
+    default = _resolved_environment(CPU_FILE, tmp_path, "API_KEYS=test-key\n")
+    assert (default["DEVICE"], default["COMPUTE_TYPE"]) == ("cpu", "int8")
+    from_shell = _resolved_environment(CPU_FILE, tmp_path, "API_KEYS=test-key\n", COMPUTE_TYPE="float32")
+    assert from_shell["COMPUTE_TYPE"] == "float32"
+    from_env_file = _resolved_environment(CPU_FILE, tmp_path, "API_KEYS=test-key\nCOMPUTE_TYPE=int8_float32\n")
+    assert from_env_file["COMPUTE_TYPE"] == "int8_float32"
 
 
 def test_scale_file_runs_stateless_apis_and_one_worker_per_gpu() -> None:

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 import app.outbound.guard
 from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from tests.api.conftest import AUTH, AudioServer, status, wait_for_status, wait_until
-from tests.conftest import free_port
+from tests.conftest import Deadline, free_port
 
 
 @pytest.fixture
@@ -81,8 +81,10 @@ def test_progress_carries_on_from_the_download(url_client: TestClient, audio_ser
     task_id = _submit(url_client, audio_server.url("/stall")).json()["task_id"]
     seen = [wait_until(lambda: _started(url_client, task_id))["progress"]]
     audio_server.release.set()
+    deadline = Deadline(60, f"task {task_id} to finish")
     while (doc := status(url_client, task_id))["status"] not in ("completed", "failed"):
         seen.append(doc["progress"])
+        deadline.check(doc)
     assert doc["status"] == "completed", doc["error"]
     assert seen == sorted(seen), "progress never goes backwards"
 

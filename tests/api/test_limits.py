@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from tests.api.conftest import AUTH, make_settings, upload, wait_for_status, wait_until
+from tests.conftest import Deadline
 
 OTHER = {"X-API-Key": "second-key"}
 
@@ -35,8 +36,12 @@ def _announce_large_upload(port: int, path: str = AUDIO_ROUTES[0]) -> str:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
         connection.sendall(_large_upload_headers(path))
         reply = connection.recv(4096).decode()
+        deadline = Deadline(10, "the end of the JSON reply")
         while "}" not in reply:  # the body may come in a second packet
-            reply += connection.recv(4096).decode()
+            deadline.check(reply)
+            more = connection.recv(4096).decode()
+            assert more, f"the server closed the connection mid-reply: {reply!r}"
+            reply += more
     return reply
 
 
