@@ -53,7 +53,7 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     response_model=UploadResponse,
     summary="Upload audio or video (or give its URL) for transcription",
     responses={
-        400: problem_response("The multipart body is malformed, or a form field is over 1 MB"),
+        400: problem_response("Malformed multipart body, or more than one file, 64 fields or 64 KB a field"),
         413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
         415: problem_response("Not a supported audio or video format"),
         422: problem_response("A form field is invalid, the file has no audio, or audio_url may not be used"),
