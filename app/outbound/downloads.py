@@ -18,9 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from app.api.middleware.body_limit import too_large_message
 from app.config import Settings
-from app.media import MediaError, probe, too_long_message
+from app.media import MediaError, probe, too_large_message, too_long_message
 from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from app.pipeline.base import Job
 from app.tasks.lifecycle import PrepareFailed
