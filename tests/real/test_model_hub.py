@@ -179,6 +179,7 @@ def test_an_uncached_model_fails_fast_when_the_hub_is_silent(
 
         # The service stays up on its default model; /health tells the operator what failed and what to run.
         assert service.health()["status"] == "ok"
+        _eventually(lambda: BASE_REPO in service.health()["models"]["errors"])  # reported right after the task
         assert f"python -m app.models pull {BASE_REPO}" in service.health()["models"]["errors"][BASE_REPO]
         # The embedded diarizer stands in for pyannote's.
         assert service.health()["diarizer"] != "pyannote/speaker-diarization-3.1"
