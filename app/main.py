@@ -14,7 +14,7 @@ from app import __doc__ as description
 from app.api.middleware.admission import UploadAdmissionMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
-from app.api.routes import events, health, openai, operations, page, transcribe
+from app.api.routes import docs, events, health, openai, operations, page, transcribe
 from app.api.schemas import TaskStatusResponse
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.config import Settings
@@ -90,7 +90,15 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
             await manager.stop()
             await webhooks.aclose()
 
-    app = FastAPI(title="WhisperX Transcription API", description=description or "", version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title="WhisperX Transcription API",
+        description=description or "",
+        version="1.0.0",
+        lifespan=lifespan,
+        # /docs and /redoc come from app.api.routes.docs, with their scripts served locally.
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = metrics
@@ -101,7 +109,10 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.include_router(events.router)
     app.include_router(openai.router)
     app.include_router(operations.router)
+    app.include_router(docs.router)
     app.include_router(page.router)
+    # Before /static itself, which would otherwise take these paths.
+    app.mount(docs.ASSETS_PREFIX, docs.asset_files, name="docs-assets")
     app.mount(page.STATIC_PREFIX, page.static_files, name="static")
     # Added last runs first: the key is checked, then the body's size and the caller's admission,
     # all before any route reads the body.
