@@ -17,6 +17,15 @@ def _default_cache_dir() -> Path:
     return Path(base) / "whisperx-api"
 
 
+def _cuda(device: str) -> bool:
+    """Whether the workers will run on CUDA, decided as the pipeline decides it."""
+    if device != "auto":
+        return device == "cuda"
+    import ctranslate2
+
+    return bool(ctranslate2.get_cuda_device_count() > 0)
+
+
 class Settings(BaseSettings):
     """Every setting is an environment variable of the same name in upper case."""
 
@@ -39,8 +48,10 @@ class Settings(BaseSettings):
     """30-s chunks transcribed per batch; lower it when the GPU runs out of memory. Unset: 16 on CUDA,
     2 on a CPU, where each chunk in a batch holds about 100 MB: 4 is ~15 % faster and peaks ~280 MB higher."""
 
-    max_concurrent_tasks: int = Field(2, ge=1, le=32)
-    """Tasks transcribed at once; each has its own worker process holding the models."""
+    max_concurrent_tasks: int = Field(0, ge=0, le=32)
+    """Tasks transcribed at once; each has its own worker process holding the models. Unset or 0: 2 on
+    CUDA; 1 on a CPU, where workers share the cores: on 2 cores with `base`, 2 workers moved
+    BENCH_RATIO the audio per second of 1 and held BENCH_MEMORY the memory (bench/concurrency.py)."""
 
     # Extras, beyond the seed.
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -151,6 +162,17 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("max_concurrent_tasks", mode="before")
+    @classmethod
+    def _blank_is_per_device(cls, value: object) -> object:
+        return 0 if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _workers_per_device(self) -> Settings:
+        if self.max_concurrent_tasks == 0:
+            self.max_concurrent_tasks = 2 if _cuda(self.device) else 1
+        return self
 
     @model_validator(mode="after")
     def _keys_not_empty(self) -> Settings:
