@@ -5,7 +5,10 @@ otherwise), runs one task per worker to warm them, then submits --clips short es
 once through the HTTP API and waits for all of them. Throughput is audio seconds transcribed per
 wall-clock second; memory is what the host gives the service: the API process and every process
 under it (its workers), summed at each 0.25 s sample, as resident (RSS) and proportional (PSS, which
-counts a page shared by n processes as 1/n in each) set; the peak of each sum is printed.
+counts a page shared by n processes as 1/n in each) set; the peak of each sum is printed. On a
+shared machine the wall clock also depends on the share of the CPU the workers win from other jobs,
+so audio seconds per CPU second of the service's processes (user + system) are printed too, with the
+machine's load average.
 Settings run in the order 1, 2, 2, 1 with --rounds 2, so a drift in the machine's load falls on both.
 
     .venv/bin/python -m bench.concurrency [--clips 4] [--seconds 30] [--rounds 1] [--model base]
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import tempfile
 import threading
@@ -40,6 +44,16 @@ def _tree(pid: int) -> list[int]:
         except FileNotFoundError:  # it ended between two reads
             continue
     return found
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time the processes have used so far."""
+    total = 0
+    for pid in pids:
+        # Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_and_pss_mb(pid: int) -> tuple[float, float]:
@@ -83,11 +97,13 @@ def measure(workers: int, clips: list[Clip], model: str, folder: Path) -> dict[s
     try:
         for task_id in [service.submit(clips[0]) for _ in range(workers)]:
             service.follow(task_id)
+        processes = _tree(service.process.pid)
+        load_before = os.getloadavg()[0]
         with MemorySampler(service.process.pid) as memory:
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), _cpu_seconds(processes)
             task_ids = [service.submit(clip) for clip in clips]
             ends = [service.follow(task_id) for task_id in task_ids]
-            wall = time.perf_counter() - started
+            wall, cpu = time.perf_counter() - started, _cpu_seconds(processes) - cpu_before
         failed = [task for task, end in zip(task_ids, ends, strict=True) if end is None or end.event != "completed"]
         if failed:
             raise RuntimeError(f"with {workers} workers, tasks did not complete: {failed}")
@@ -97,10 +113,15 @@ def measure(workers: int, clips: list[Clip], model: str, folder: Path) -> dict[s
     return {
         "workers": workers,
         "wall_s": round(wall, 2),
-        "audio_s_per_s": round(audio / wall, 2),
+        "audio_s_per_s": round(audio / wall, 3),
+        "audio_s_per_cpu_s": round(audio / cpu, 3),
+        "machine_load": round((load_before + os.getloadavg()[0]) / 2, 1),
         "peak_rss_mb": round(memory.peak_rss),
         "peak_pss_mb": round(memory.peak_pss),
     }
+
+
+SUMMED = ("audio_s_per_s", "audio_s_per_cpu_s", "peak_rss_mb", "peak_pss_mb")
 
 
 def main() -> None:
@@ -122,17 +143,17 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
 
     by_workers = {n: [row for row in rows if row["workers"] == n] for n in (1, 2)}
-    mean = {
-        n: {key: sum(row[key] for row in found) / len(found) for key in ("audio_s_per_s", "peak_rss_mb", "peak_pss_mb")}
-        for n, found in by_workers.items()
-    }
+    mean = {n: {key: sum(row[key] for row in found) / len(found) for key in SUMMED} for n, found in by_workers.items()}
     print(
         f"{args.clips} clips of {clip.seconds:.0f} s, model {args.model}: "
-        f"1 worker {mean[1]['audio_s_per_s']:.2f} audio s/s at {mean[1]['peak_pss_mb']:.0f} MB PSS "
-        f"({mean[1]['peak_rss_mb']:.0f} MB RSS); "
-        f"2 workers {mean[2]['audio_s_per_s']:.2f} audio s/s at {mean[2]['peak_pss_mb']:.0f} MB PSS "
-        f"({mean[2]['peak_rss_mb']:.0f} MB RSS); "
-        f"2 ÷ 1: throughput ×{mean[2]['audio_s_per_s'] / mean[1]['audio_s_per_s']:.2f}, "
+        + "; ".join(
+            f"{n} worker{'s' * (n > 1)} {mean[n]['audio_s_per_s']:.3f} audio s/s "
+            f"({mean[n]['audio_s_per_cpu_s']:.3f} per CPU s) at {mean[n]['peak_pss_mb']:.0f} MB PSS "
+            f"({mean[n]['peak_rss_mb']:.0f} MB RSS)"
+            for n in (1, 2)
+        )
+        + f"; 2 ÷ 1: throughput ×{mean[2]['audio_s_per_s'] / mean[1]['audio_s_per_s']:.2f}, "
+        f"per CPU s ×{mean[2]['audio_s_per_cpu_s'] / mean[1]['audio_s_per_cpu_s']:.2f}, "
         f"memory ×{mean[2]['peak_pss_mb'] / mean[1]['peak_pss_mb']:.2f}"
     )
 
