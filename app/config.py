@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import cache
 from pathlib import Path
 from tempfile import gettempdir
 from typing import Literal
@@ -17,6 +18,7 @@ def _default_cache_dir() -> Path:
     return Path(base) / "whisperx-api"
 
 
+@cache
 def _cuda(device: str) -> bool:
     """Whether the workers will run on CUDA, decided as the pipeline decides it."""
     if device != "auto":
@@ -29,7 +31,10 @@ def _cuda(device: str) -> bool:
 class Settings(BaseSettings):
     """Every setting is an environment variable of the same name in upper case."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # Attribute docstrings become field descriptions: docs/configuration.md is generated from them.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", use_attribute_docstrings=True
+    )
 
     # The seed's settings.
     api_keys: SecretStr | None = None
@@ -48,9 +53,9 @@ class Settings(BaseSettings):
     """30-s chunks transcribed per batch; lower it when the GPU runs out of memory. Unset: 16 on CUDA,
     2 on a CPU, where each chunk in a batch holds about 100 MB: 4 is ~15 % faster and peaks ~280 MB higher."""
 
-    max_concurrent_tasks: int = Field(0, ge=0, le=32)
-    """Tasks transcribed at once; each has its own worker process holding the models. Unset or 0: 2 on
-    CUDA; 1 on a CPU, where workers share the cores: on 2 cores with `base`, 2 workers moved
+    max_concurrent_tasks: int | None = Field(None, ge=1, le=32)
+    """Tasks transcribed at once; each has its own worker process holding the models. Unset: 2 on
+    CUDA; 1 on a CPU, where the workers share the cores: on 2 cores with `base`, 2 workers moved
     BENCH_RATIO the audio per second of 1 and held BENCH_MEMORY the memory (bench/concurrency.py)."""
 
     # Extras, beyond the seed.
@@ -71,10 +76,12 @@ class Settings(BaseSettings):
     """pyannote pipeline used for speaker labels when HF_TOKEN is set."""
 
     model_cache_dir: Path = Field(default_factory=_default_cache_dir)
-    """Where embedded models are assembled and downloaded models are cached."""
+    """Where embedded models are assembled and downloaded models are cached.
+    Unset: `whisperx-api` in `$XDG_CACHE_HOME`, or in `~/.cache`."""
 
     upload_dir: Path = Field(default_factory=lambda: Path(gettempdir()) / "whisperx-api-uploads")
-    """Where uploads wait, under server-chosen names, until their task ends."""
+    """Where uploads wait, under server-chosen names, until their task ends.
+    Unset: `whisperx-api-uploads` in the system's temporary directory (`$TMPDIR`, usually `/tmp`)."""
 
     cancel_grace_seconds: float = Field(5.0, gt=0)
     """How long a deleted running task may take to stop before its worker process is killed."""
@@ -154,6 +161,7 @@ class Settings(BaseSettings):
         "hf_token",
         "whisper_model",
         "batch_size",
+        "max_concurrent_tasks",
         "beam_size",
         "align_model",
         "webhook_secret",
@@ -162,17 +170,6 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("max_concurrent_tasks", mode="before")
-    @classmethod
-    def _blank_is_per_device(cls, value: object) -> object:
-        return 0 if isinstance(value, str) and not value.strip() else value
-
-    @model_validator(mode="after")
-    def _workers_per_device(self) -> Settings:
-        if self.max_concurrent_tasks == 0:
-            self.max_concurrent_tasks = 2 if _cuda(self.device) else 1
-        return self
 
     @model_validator(mode="after")
     def _keys_not_empty(self) -> Settings:
@@ -192,6 +189,13 @@ class Settings(BaseSettings):
                     "make one with: openssl rand -base64 32"
                 ) from None
         return value
+
+    @property
+    def concurrent_tasks(self) -> int:
+        """MAX_CONCURRENT_TASKS, or the default for the device the workers will use."""
+        if self.max_concurrent_tasks is not None:
+            return self.max_concurrent_tasks
+        return 2 if _cuda(self.device) else 1
 
     @property
     def max_upload_bytes(self) -> int:

@@ -11,21 +11,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __doc__ as description
-from app.api.middleware.admission import UploadAdmissionMiddleware
 from app.api.errors import install_error_handlers
+from app.api.middleware.admission import UploadAdmissionMiddleware
+from app.api.middleware.api_key import ApiKeyMiddleware
+from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.openapi import install_openapi
 from app.api.routes import docs, events, health, openai, operations, page, transcribe
 from app.api.schemas import TaskStatusResponse
-from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.config import Settings
 from app.ops.metrics import Metrics
-from app.pipeline.base import PipelineFactory
 from app.ops.preflight import log_preflight
-from app.api.middleware.api_key import ApiKeyMiddleware
+from app.outbound.webhooks import WebhookSender
+from app.pipeline.base import PipelineFactory
 from app.tasks.backend import TaskBackend
 from app.tasks.manager import TaskManager
 from app.tasks.store import MemoryTaskStore, TaskStore
-from app.outbound.webhooks import WebhookSender
 
 logger = logging.getLogger("app")
 

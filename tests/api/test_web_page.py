@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser
 
-from app.api.routes.page import WEB_DIR
 from app.api.middleware.body_limit import too_large_message
+from app.api.routes.page import WEB_DIR
 from app.media import SUPPORTED_EXTENSIONS
 from tests.api.conftest import API_KEY, AUTH
 from tests.browser import open_page, shown_error, use_key

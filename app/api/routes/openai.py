@@ -18,8 +18,8 @@ from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
 from app.api.errors import UNAUTHORIZED, problem_response
 from app.api.uploads import check_can_translate, language_code, receive_upload, refuse_over_capacity
 from app.config import Settings
-from app.media import SUPPORTED_EXTENSIONS
 from app.formats.openai import Granularity, OpenAIFormat, openai_response
+from app.media import SUPPORTED_EXTENSIONS
 from app.pipeline.base import Job
 from app.tasks.backend import TaskBackend
 from app.tasks.manager import OverCapacity

@@ -30,9 +30,9 @@ from app.api.uploads import (
     receive_upload,
     refuse_over_capacity,
 )
-from app.outbound.downloads import download_audio
 from app.formats.exports import MEDIA_TYPES, ExportFormat, render
 from app.media import SUPPORTED_EXTENSIONS
+from app.outbound.downloads import download_audio
 from app.pipeline.base import Job
 from app.tasks.manager import OverCapacity
 from app.tasks.models import Task, TaskStatus
