@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import cache
 from pathlib import Path
 from tempfile import gettempdir
 from typing import Literal
@@ -16,16 +15,6 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "whisperx-api"
-
-
-@cache
-def _cuda(device: str) -> bool:
-    """Whether the workers will run on CUDA, decided as the pipeline decides it."""
-    if device != "auto":
-        return device == "cuda"
-    import ctranslate2
-
-    return bool(ctranslate2.get_cuda_device_count() > 0)
 
 
 class Settings(BaseSettings):
@@ -53,10 +42,11 @@ class Settings(BaseSettings):
     """30-s chunks transcribed per batch; lower it when the GPU runs out of memory. Unset: 16 on CUDA,
     2 on a CPU, where each chunk in a batch holds about 100 MB: 4 is ~15 % faster and peaks ~280 MB higher."""
 
-    max_concurrent_tasks: int | None = Field(None, ge=1, le=32)
-    """Tasks transcribed at once; each has its own worker process holding the models. Unset: 2 on
-    CUDA; 1 on a CPU, where the workers share the cores: on 2 cores with `base`, 2 workers moved
-    BENCH_RATIO the audio per second of 1 and held BENCH_MEMORY the memory (bench/concurrency.py)."""
+    max_concurrent_tasks: int = Field(2, ge=1, le=32)
+    """Tasks transcribed at once; each has its own worker process holding the models. On a CPU, two
+    workers with a core each beat one with both: on a shared 2-core machine with `base` they moved
+    5.5 times the audio per second for 1.6 times the memory (1.9 GB PSS against 1.2 GB;
+    bench/concurrency.py)."""
 
     # Extras, beyond the seed.
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -161,7 +151,6 @@ class Settings(BaseSettings):
         "hf_token",
         "whisper_model",
         "batch_size",
-        "max_concurrent_tasks",
         "beam_size",
         "align_model",
         "webhook_secret",
@@ -189,13 +178,6 @@ class Settings(BaseSettings):
                     "make one with: openssl rand -base64 32"
                 ) from None
         return value
-
-    @property
-    def concurrent_tasks(self) -> int:
-        """MAX_CONCURRENT_TASKS, or the default for the device the workers will use."""
-        if self.max_concurrent_tasks is not None:
-            return self.max_concurrent_tasks
-        return 2 if _cuda(self.device) else 1
 
     @property
     def max_upload_bytes(self) -> int:

@@ -155,23 +155,14 @@ def test_new_gpu_host_gets_large_v2_downloads_and_keeps_tasks(tmp_path: Path) ->
     assert re.search(r"TASK_DB_PATH=/data/", dockerfile)
 
 
-def test_cpu_host_runs_one_worker_on_the_embedded_model(tmp_path: Path) -> None:
+def test_cpu_host_runs_the_embedded_model(tmp_path: Path) -> None:
     service = _resolved(CPU_FILE, tmp_path)
     environment = service["environment"]
     assert environment["WHISPER_MODEL"] == "base"
-    assert environment["MAX_CONCURRENT_TASKS"] == "1"
+    assert environment["MAX_CONCURRENT_TASKS"] == "2"
     assert environment["TASK_STORE"] == "sqlite"
     assert _offline(environment) == []
     assert any(volume.startswith("data:/data") for volume in service["volumes"])
-
-
-@pytest.mark.parametrize(("device", "workers"), [("cpu", 1), ("cuda", 2)])
-def test_workers_default_per_device(device: str, workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.config import Settings
-
-    monkeypatch.setenv("MAX_CONCURRENT_TASKS", "")  # as .env.example leaves it
-    assert Settings(_env_file=None, device=device).concurrent_tasks == workers
-    assert Settings(_env_file=None, device=device, max_concurrent_tasks=3).concurrent_tasks == 3
 
 
 def test_image_python_is_the_tests_python() -> None:

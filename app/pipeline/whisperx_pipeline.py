@@ -48,7 +48,7 @@ class WhisperXPipeline:
         # telephone sample, and costs little more than greedy.
         self.batch_size = settings.batch_size or (16 if cuda else 2)
         self.beam_size = settings.beam_size or (5 if cuda else 2)
-        self._threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // settings.concurrent_tasks)
+        self._threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // settings.max_concurrent_tasks)
 
         self.model_name = settings.whisper_model or ("large-v2" if cuda else "base")
         # faster-whisper's own model and batched pipeline, with its packaged ONNX silero VAD:

@@ -52,7 +52,7 @@ def main() -> None:
     celery.worker_main(
         [
             "worker",
-            f"--concurrency={settings.concurrent_tasks}",
+            f"--concurrency={settings.max_concurrent_tasks}",
             f"--loglevel={settings.log_level.upper()}",
             "--pool=prefork",
             # Hand a task to a process that is free, never queue it behind a long one.

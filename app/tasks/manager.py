@@ -137,7 +137,7 @@ class TaskManager:
         self._settings = settings
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._workers = [
-            WorkerProcess(f"worker-{slot}", factory, settings) for slot in range(settings.concurrent_tasks)
+            WorkerProcess(f"worker-{slot}", factory, settings) for slot in range(settings.max_concurrent_tasks)
         ]
         self._running: dict[str, WorkerProcess] = {}
         self._preparing: dict[str, asyncio.Task[None]] = {}
