@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     """Tasks transcribed at once; each has its own worker process holding the models. On a CPU, two
     workers with a core each beat one with both: on a shared 2-core machine with `base` they moved
     5.5 times the audio per second for 1.6 times the memory (1.9 GB PSS against 1.2 GB;
-    bench/concurrency.py)."""
+    bench/concurrency.py). One worker with CPU_THREADS=1 matched them at 1.0 GB."""
 
     # Extras, beyond the seed.
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -12,6 +12,8 @@ machine's load average.
 Settings run in the order 1, 2, 2, 1 with --rounds 2, so a drift in the machine's load falls on both.
 
     .venv/bin/python -m bench.concurrency [--clips 4] [--seconds 30] [--rounds 1] [--model base]
+
+Settings in the environment reach the service: CPU_THREADS=1 runs every worker on one thread.
 """
 
 from __future__ import annotations
