@@ -11,6 +11,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
+from app.keys import ApiKey, parse_api_keys
+
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -22,12 +24,19 @@ class Settings(BaseSettings):
 
     # Attribute docstrings become field descriptions: docs/configuration.md is generated from them.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", use_attribute_docstrings=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        use_attribute_docstrings=True,
+        # A validation error must not print the value it refused: it may be a key or a token.
+        hide_input_in_errors=True,
     )
 
     # The seed's settings.
     api_keys: SecretStr | None = None
-    """Comma-separated API keys accepted in `X-API-Key`. Unset: a key is generated and printed once."""
+    """Comma-separated API keys accepted in `X-API-Key`, each `id:key` or a bare `key`. Tasks belong to the id,
+    so a key can be replaced under the same id; a bare key's id is a hash of the key.
+    Unset: a key is generated and printed once."""
 
     hf_token: SecretStr | None = None
     """HuggingFace token for the gated pyannote diarization model."""
@@ -159,7 +168,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_not_empty(self) -> Settings:
-        if self.api_keys is not None and not self.api_key_list:
+        if self.api_keys is not None and not self.api_key_entries:
             raise ValueError("API_KEYS holds no key: give one or more comma-separated keys, or unset it")
         return self
 
@@ -185,7 +194,6 @@ class Settings(BaseSettings):
         return self.task_db_path or self.upload_dir / "tasks.db"
 
     @property
-    def api_key_list(self) -> list[str]:
-        if self.api_keys is None:
-            return []
-        return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
+    def api_key_entries(self) -> list[ApiKey]:
+        """The keys of API_KEYS with their ids (checked when the settings are read)."""
+        return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys is not None else []

@@ -19,6 +19,7 @@ from app.api.openapi import install_openapi
 from app.api.routes import events, health, openai, operations, page, transcribe
 from app.api.schemas import TaskStatusResponse
 from app.config import Settings
+from app.keys import ApiKey, parse_api_keys
 from app.ops.metrics import Metrics
 from app.ops.preflight import log_preflight
 from app.outbound.webhooks import WebhookSender
@@ -30,13 +31,13 @@ from app.tasks.store import MemoryTaskStore, TaskStore
 logger = logging.getLogger("app")
 
 
-def _api_keys(settings: Settings) -> list[str]:
-    if settings.api_key_list:
-        return settings.api_key_list
+def _api_keys(settings: Settings) -> list[ApiKey]:
+    if settings.api_key_entries:
+        return settings.api_key_entries
     # Never run open: with no key configured, make one and show it once, on the console only.
     key = secrets.token_urlsafe(24)
     print(f"API_KEYS is not set; this run accepts the generated key: {key}", file=sys.stderr, flush=True)
-    return [key]
+    return parse_api_keys(key)
 
 
 def _default_pipeline(settings: Settings) -> object:
