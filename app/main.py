@@ -50,11 +50,11 @@ def _store(settings: Settings) -> TaskStore:
     if settings.task_backend == "celery":
         from app.tasks.redis_store import RedisTaskStore
 
-        return RedisTaskStore.from_url(settings.redis_url)
+        return RedisTaskStore.from_url(settings.redis_url, settings.upload_dir)
     if settings.task_store == "sqlite":
         from app.tasks.sqlite_store import SqliteTaskStore
 
-        return SqliteTaskStore(settings.task_db_file)
+        return SqliteTaskStore(settings.task_db_file, settings.upload_dir)
     return MemoryTaskStore()
 
 
