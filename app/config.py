@@ -19,6 +19,11 @@ def _default_cache_dir() -> Path:
     return Path(base) / "whisperx-api"
 
 
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "whisperx-api"
+
+
 class Settings(BaseSettings):
     """Every setting is an environment variable of the same name in upper case."""
 
@@ -108,8 +113,12 @@ class Settings(BaseSettings):
     task_store: Literal["memory", "sqlite"] = "memory"
     """`memory` (tasks are lost on restart) or `sqlite` (tasks survive restarts and crashes)."""
 
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Where the service keeps its own data (the SQLite task database), apart from the uploads.
+    Unset: `whisperx-api` in `$XDG_DATA_HOME`, or in `~/.local/share`."""
+
     task_db_path: Path | None = None
-    """SQLite file for TASK_STORE=sqlite. Unset: `tasks.db` in UPLOAD_DIR."""
+    """SQLite file for TASK_STORE=sqlite. Unset: `tasks.db` in DATA_DIR."""
 
     # Distribution.
     task_backend: Literal["local", "celery"] = "local"
@@ -191,7 +200,7 @@ class Settings(BaseSettings):
 
     @property
     def task_db_file(self) -> Path:
-        return self.task_db_path or self.upload_dir / "tasks.db"
+        return self.task_db_path or self.data_dir / "tasks.db"
 
     @property
     def api_key_entries(self) -> list[ApiKey]:

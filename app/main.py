@@ -22,9 +22,11 @@ from app.config import Settings
 from app.keys import ApiKey, parse_api_keys
 from app.ops.metrics import Metrics
 from app.ops.preflight import log_preflight
+from app.ops.telemetry import disable_telemetry
 from app.outbound.webhooks import WebhookSender
 from app.pipeline.base import PipelineFactory
 from app.tasks.backend import TaskBackend
+from app.tasks.files import prepare_upload_dir
 from app.tasks.manager import TaskManager
 from app.tasks.store import MemoryTaskStore, TaskStore
 
@@ -70,13 +72,14 @@ def _backend(settings: Settings, store: TaskStore, factory: PipelineFactory) -> 
 
 def create_app(settings: Settings | None = None, pipeline_factory: PipelineFactory | None = None) -> FastAPI:
     settings = settings or Settings()
+    disable_telemetry()
     factory: PipelineFactory = pipeline_factory or _default_pipeline  # type: ignore[assignment]
     store = _store(settings)
     metrics = Metrics(store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.upload_dir.mkdir(parents=True, exist_ok=True)
+        prepare_upload_dir(settings.upload_dir)
         if settings.task_backend == "local":  # with celery, the workers load the models and check them
             log_preflight(settings)
         manager = _backend(settings, store, factory)

@@ -17,6 +17,7 @@ from app.outbound.downloads import AUDIO_URL
 from app.outbound.guard import TargetRefused, check_target
 from app.outbound.webhooks import CALLBACK
 from app.tasks.backend import TaskBackend
+from app.tasks.files import create_private
 from app.tasks.manager import RETRY_AFTER_SECONDS, OverCapacity
 
 
@@ -41,8 +42,7 @@ def refuse_over_capacity(error: OverCapacity) -> HTTPException:
 
 
 def _save(source: BinaryIO, target: Path) -> int:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("wb") as out:
+    with create_private(target) as out:
         shutil.copyfileobj(source, out, 1024 * 1024)
         return out.tell()
 

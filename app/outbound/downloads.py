@@ -23,6 +23,7 @@ from app.config import Settings
 from app.media import MediaError, probe, too_long_message
 from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from app.pipeline.base import Job
+from app.tasks.files import create_private
 from app.tasks.manager import PrepareFailed
 
 AUDIO_URL = Target(field="audio_url", allow_setting="AUDIO_URL_ALLOW_PRIVATE")
@@ -100,8 +101,7 @@ async def _save(
     response: httpx.Response, path: Path, limit: int, total: int | None, on_progress: Callable[[float], None]
 ) -> None:
     received = 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as out:
+    with create_private(path) as out:
         # Bytes as decoded (gzip and the like undone): the limit is on what lands on disk.
         async for chunk in response.aiter_bytes():  # as it arrives: progress moves with the network
             received += len(chunk)

@@ -14,6 +14,7 @@ from typing import Any
 
 from app.config import Settings
 from app.media import SAMPLE_RATE, MediaError, decode
+from app.ops.telemetry import disable_onnxruntime_telemetry, disable_telemetry
 from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
 from app.pipeline.models import resolve_whisper_model
 from app.pipeline.segments import split_segments
@@ -30,6 +31,8 @@ class WhisperXPipeline:
 
     def __init__(self, settings: Settings) -> None:
         """Load the Whisper model; `finish_loading` loads the rest (torch and the diarizer)."""
+        disable_telemetry()
+        disable_onnxruntime_telemetry()
         import ctranslate2
         import faster_whisper
 

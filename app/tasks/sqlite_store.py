@@ -53,7 +53,7 @@ class SqliteTaskStore:
 
     def __init__(self, path: Path, upload_dir: Path) -> None:
         self._upload_dir = upload_dir
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # task results are private too
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row

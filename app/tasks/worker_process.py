@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any, cast
 
+from app.ops.telemetry import disable_telemetry
 from app.pipeline.base import Job, PipelineError, PipelineFactory, PipelineInfo, PipelineOutput, Stage
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def public_message(message: str) -> str:
 def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Any) -> None:
     # Inference yields the CPU to the API process, so status requests stay fast under load.
     os.nice(WORKER_NICENESS)
-    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+    disable_telemetry()
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s [worker] %(name)s: %(message)s")
     try:
         pipeline = factory(settings)
