@@ -16,7 +16,7 @@ from app.api.middleware.admission import UploadAdmissionMiddleware
 from app.api.middleware.api_key import ApiKeyMiddleware
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.openapi import install_openapi
-from app.api.routes import events, health, openai, operations, page, transcribe
+from app.api.routes import events, health, openai, operations, page, transcribe, webhook_secret
 from app.api.schemas import TaskStatusResponse
 from app.config import Settings
 from app.keys import ApiKey, parse_api_keys
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.include_router(events.router)
     app.include_router(openai.router)
     app.include_router(operations.router)
+    app.include_router(webhook_secret.router)
     app.include_router(page.router)
     app.mount(page.STATIC_PREFIX, page.static_files, name="static")
     # Added last runs first: the key is checked, then the body's size and the caller's admission,

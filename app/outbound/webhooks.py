@@ -3,8 +3,11 @@
 Signed as Standard Webhooks (https://www.standardwebhooks.com) with the `standardwebhooks`
 package: HMAC-SHA256 over the message id, a timestamp and the body, in the `webhook-id`,
 `webhook-timestamp` and `webhook-signature` headers, so a receiver verifies a callback with one
-library call in most languages. Failed deliveries are retried with exponential backoff; the id
-stays the same across retries so receivers can drop duplicates.
+library call in most languages. Each API key id has its own signing secret, derived from
+WEBHOOK_SECRET and the id (`key_secret`), which only that key can read (GET /api/v1/webhook-secret):
+one tenant cannot forge callbacks that another tenant's receiver would accept. Failed deliveries
+are retried with exponential backoff; the id stays the same across retries so receivers can drop
+duplicates.
 
 The service refuses targets on loopback, private, link-local and other non-public addresses
 unless WEBHOOK_ALLOW_PRIVATE is set: otherwise anyone with a key could make the server send
@@ -15,12 +18,16 @@ The check is made on upload and again, by the transport, on every attempt (app/o
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from app.config import Settings
@@ -33,13 +40,24 @@ logger = logging.getLogger(__name__)
 CALLBACK = Target(field="callback_url", allow_setting="WEBHOOK_ALLOW_PRIVATE")
 
 
+def key_secret(server_secret: SecretStr, key_id: str) -> str:
+    """The signing secret of one key id, in Standard Webhooks form (`whsec_` + base64).
+
+    An HMAC of the id under the server's secret: stable across restarts and processes, different
+    for every id, and telling nothing about the server's secret or any other id's.
+    """
+    # The secret's bytes, read as standardwebhooks reads it (optional prefix, padding optional).
+    root = base64.b64decode(server_secret.get_secret_value().removeprefix("whsec_") + "==")
+    derived = hmac.new(root, b"whisperx-api webhook key:" + key_id.encode(), hashlib.sha256).digest()
+    return "whsec_" + base64.b64encode(derived).decode()
+
+
 class WebhookSender:
     """Listens to task events; delivers each finished task's status document to its callback URL."""
 
     def __init__(self, settings: Settings, status_document: Callable[[Task], bytes]) -> None:
         self._settings = settings
         self._status_document = status_document
-        self._signer = Webhook(settings.webhook_secret.get_secret_value()) if settings.webhook_secret else None
         self._client = httpx.AsyncClient(
             timeout=settings.webhook_timeout_seconds,
             follow_redirects=False,
@@ -50,12 +68,12 @@ class WebhookSender:
         self._deliveries: set[asyncio.Task[None]] = set()
 
     def task_changed(self, task: Task, deleted: bool) -> None:
-        if deleted or task.status not in TERMINAL or not task.job.callback_url or self._signer is None:
+        secret = self._settings.webhook_secret
+        if deleted or task.status not in TERMINAL or not task.job.callback_url or secret is None:
             return
         body = self._status_document(task)
-        delivery = asyncio.create_task(
-            self._deliver(self._signer, task.job.callback_url, f"{task.id}.{task.status}", body)
-        )
+        signer = Webhook(key_secret(secret, task.owner))
+        delivery = asyncio.create_task(self._deliver(signer, task.job.callback_url, f"{task.id}.{task.status}", body))
         self._deliveries.add(delivery)
         delivery.add_done_callback(self._deliveries.discard)
 

@@ -14,12 +14,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 
-from tests.api.conftest import AUTH, make_settings, upload, wait_until
+from app.keys import hashed_key_id
+from app.outbound.webhooks import key_secret
+from tests.api.conftest import API_KEY, AUTH, make_settings, upload, wait_until
 from tests.conftest import free_port
 
 SECRET = "whsec_" + base64.b64encode(b"a test secret of thirty-two bytes").decode()
+# What signs the callbacks of API_KEY's tasks (the tests of GET /api/v1/webhook-secret check it is served).
+KEY_SECRET = key_secret(SecretStr(SECRET), hashed_key_id(API_KEY))
 
 
 @dataclass
@@ -65,7 +70,7 @@ def hook_client(make_client: Callable[..., TestClient]) -> TestClient:
 def _verified(call: tuple[float, dict[str, str], bytes]) -> dict[str, Any]:
     """The payload, once its signature checks out with the standardwebhooks library."""
     _, headers, body = call
-    payload: dict[str, Any] = Webhook(SECRET).verify(body, headers)
+    payload: dict[str, Any] = Webhook(KEY_SECRET).verify(body, headers)
     return payload
 
 
@@ -91,7 +96,7 @@ def test_a_tampered_callback_fails_verification(
     wait_until(lambda: receiver.calls)
     _, headers, body = receiver.calls[0]
     with pytest.raises(Exception, match="No matching signature"):
-        Webhook(SECRET).verify(body.replace(b"completed", b"failed"), headers)
+        Webhook(KEY_SECRET).verify(body.replace(b"completed", b"failed"), headers)
     other = base64.b64encode(b"somebody else's secret").decode()
     with pytest.raises(Exception, match="No matching signature"):
         Webhook(other).verify(body, headers)
@@ -204,3 +209,45 @@ def test_payload_has_the_seed_status_fields(hook_client: TestClient, receiver: R
     assert set(json.loads(receiver.calls[0][2])) == {
         "task_id", "status", "progress", "message", "created_at", "started_at", "completed_at", "error", "result",
     }  # fmt: skip
+
+
+def test_each_key_reads_its_own_secret_and_it_signs_only_its_callbacks(
+    make_client: Callable[..., TestClient], receiver: Receiver, short_speech: Path
+) -> None:
+    client = make_client(api_keys="alpha:alpha-key,beta:beta-key", webhook_secret=SECRET, webhook_allow_private=True)
+    secrets = {}
+    for name in ("alpha", "beta"):
+        answer = client.get("/api/v1/webhook-secret", headers={"X-API-Key": f"{name}-key"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["key_id"] == name
+        secrets[name] = answer.json()["secret"]
+    assert secrets["alpha"] != secrets["beta"]
+    assert SECRET not in secrets.values()
+    assert client.get("/api/v1/webhook-secret").status_code == 401
+
+    # One after the other, so the first callback is alpha's and the second beta's.
+    for count, name in enumerate(("alpha", "beta"), start=1):
+        with short_speech.open("rb") as audio:
+            sent = client.post(
+                "/api/v1/transcribe/upload",
+                headers={"X-API-Key": f"{name}-key"},
+                files={"file": ("a.wav", audio)},
+                data={"callback_url": receiver.url},
+            )
+        assert sent.status_code == 202, sent.text
+        wait_until(lambda count=count: len(receiver.calls) == count)  # type: ignore[misc]
+    alpha_call, beta_call = receiver.calls[0], receiver.calls[1]
+    assert Webhook(secrets["alpha"]).verify(alpha_call[2], alpha_call[1])["status"] == "completed"
+    assert Webhook(secrets["beta"]).verify(beta_call[2], beta_call[1])["status"] == "completed"
+    # Key A's secret does not verify key B's callbacks, nor the server's own secret either.
+    for secret in (secrets["alpha"], SECRET):
+        with pytest.raises(Exception, match="No matching signature"):
+            Webhook(secret).verify(beta_call[2], beta_call[1])
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook(secrets["beta"]).verify(alpha_call[2], alpha_call[1])
+
+
+def test_without_a_server_secret_there_is_no_key_secret(client: TestClient) -> None:
+    answer = client.get("/api/v1/webhook-secret", headers=AUTH)
+    assert answer.status_code == 404
+    assert "WEBHOOK_SECRET" in answer.json()["detail"]
