@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     """Where uploads wait, under server-chosen names, until their task ends.
     Unset: `whisperx-api-uploads` in the system's temporary directory (`$TMPDIR`, usually `/tmp`)."""
 
+    orphan_upload_grace_hours: float = Field(1.0, ge=0)
+    """At start, files in UPLOAD_DIR that no task refers to and that are older than this are deleted
+    (left by a crash). Keep it above the longest upload when several processes share UPLOAD_DIR."""
+
     cancel_grace_seconds: float = Field(5.0, gt=0)
     """How long a deleted running task may take to stop before its worker process is killed."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sys
@@ -26,7 +27,7 @@ from app.ops.telemetry import disable_telemetry
 from app.outbound.webhooks import WebhookSender
 from app.pipeline.base import PipelineFactory
 from app.tasks.backend import TaskBackend
-from app.tasks.files import prepare_upload_dir
+from app.tasks.files import prepare_upload_dir, sweep_orphans
 from app.tasks.manager import TaskManager
 from app.tasks.store import MemoryTaskStore, TaskStore
 
@@ -80,6 +81,10 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         prepare_upload_dir(settings.upload_dir)
+        grace = settings.orphan_upload_grace_hours * 3600
+        await asyncio.to_thread(
+            sweep_orphans, settings.upload_dir, lambda task_id: store.get(task_id) is not None, grace
+        )
         if settings.task_backend == "local":  # with celery, the workers load the models and check them
             log_preflight(settings)
         manager = _backend(settings, store, factory)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import shutil
 import uuid
 from pathlib import Path
@@ -19,6 +21,8 @@ from app.outbound.webhooks import CALLBACK
 from app.tasks.backend import TaskBackend
 from app.tasks.files import create_private
 from app.tasks.manager import RETRY_AFTER_SECONDS, OverCapacity
+
+logger = logging.getLogger(__name__)
 
 
 def language_code(language: str | None) -> str | None:
@@ -41,10 +45,23 @@ def refuse_over_capacity(error: OverCapacity) -> HTTPException:
     return HTTPException(error.status, error.detail, {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
+DISK_FULL = (
+    "The server's disk is full, so the upload could not be stored; try again later, and tell the "
+    "server's operator if it persists."
+)
+
+
 def _save(source: BinaryIO, target: Path) -> int:
-    with create_private(target) as out:
-        shutil.copyfileobj(source, out, 1024 * 1024)
-        return out.tell()
+    try:
+        with create_private(target) as out:
+            shutil.copyfileobj(source, out, 1024 * 1024)
+            return out.tell()
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            target.unlink(missing_ok=True)
+            logger.error("No space left in UPLOAD_DIR %s: an upload was refused with 507", target.parent)
+            raise HTTPException(507, DISK_FULL) from None
+        raise
 
 
 def new_upload_path(settings: Settings) -> Path:

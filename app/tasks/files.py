@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,3 +41,34 @@ def lies_under(path: Path, directory: Path) -> bool:
     """True when `path` names something strictly inside `directory`, symbolic links and `..` resolved."""
     resolved = path.resolve()
     return resolved != directory.resolve() and resolved.is_relative_to(directory.resolve())
+
+
+def _is_upload_name(name: str) -> bool:
+    """Uploads are named by their task id, a UUID; anything else in the directory is not ours to sweep."""
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
+
+
+def sweep_orphans(directory: Path, has_task: Callable[[str], bool], grace_seconds: float) -> int:
+    """Delete uploads no task refers to that have not been written for `grace_seconds`; how many.
+
+    What a crash leaves behind (an in-memory store forgets its tasks, not their files). The
+    grace period makes it safe while other processes share the directory: a file being written,
+    or stored but not yet recorded as a task, is younger than that.
+    """
+    swept = 0
+    cutoff = time.time() - grace_seconds
+    for path in directory.iterdir() if directory.is_dir() else ():
+        try:
+            if not _is_upload_name(path.name) or not path.is_file() or path.stat().st_mtime > cutoff:
+                continue
+            if not has_task(path.name):
+                path.unlink()
+                swept += 1
+        except FileNotFoundError:
+            continue  # removed meanwhile by its task
+    if swept:
+        logger.info("Removed %d uploads in %s that no task refers to", swept, directory)
+    return swept
