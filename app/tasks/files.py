@@ -37,6 +37,11 @@ def create_private(path: Path) -> BinaryIO:
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb")
 
 
+def new_upload_path(upload_dir: Path) -> Path:
+    """Where a new task's audio goes; its name is the task id (a client's file name never touches the disk)."""
+    return upload_dir / str(uuid.uuid4())
+
+
 def lies_under(path: Path, directory: Path) -> bool:
     """True when `path` names something strictly inside `directory`, symbolic links and `..` resolved."""
     resolved = path.resolve()

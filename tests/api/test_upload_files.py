@@ -6,11 +6,13 @@ import json
 import os
 import sqlite3
 import stat
+import tempfile
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import starlette.formparsers
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -22,6 +24,7 @@ from app.tasks.codec import to_record
 from app.tasks.models import Task, TaskStatus, utcnow
 from app.tasks.sqlite_store import SqliteTaskStore
 from tests.api.conftest import API_KEY, AUTH, make_settings, upload, wait_until
+from tests.conftest import ffmpeg
 from tests.fakes import FakePipeline
 
 
@@ -106,3 +109,36 @@ def test_the_app_turns_library_telemetry_off(tmp_path: Path, monkeypatch: pytest
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "PYANNOTE_METRICS_ENABLED": "false",
     }
+
+
+def test_an_upload_is_written_once_straight_into_upload_dir(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing goes through Starlette's spool files: the part's bytes land in UPLOAD_DIR as they arrive."""
+    spooled: list[int] = []
+
+    class CountingSpool(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            spooled.append(len(data))
+            return super().write(data)
+
+    monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", CountingSpool)
+    audio = tmp_path / "long.wav"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=90", "-ar", "16000", "-ac", "1", str(audio))
+    with audio.open("rb") as body:
+        answer = client.post("/api/v1/transcribe/upload", headers=AUTH, files={"file": ("long.wav", body)})
+    assert answer.status_code == 202, answer.text
+    stored = client.app.state.store.get(answer.json()["task_id"]).job.audio_path  # type: ignore[attr-defined]
+    assert stored.parent == tmp_path / "uploads"
+    assert stored.read_bytes() == audio.read_bytes()
+    assert sum(spooled) == 0
+
+
+def test_a_refused_upload_leaves_no_file(client: TestClient, short_speech: Path, tmp_path: Path) -> None:
+    for form in ({"min_speakers": "0"}, {"language": "klingon"}, {"callback_url": "http://127.0.0.1/x"}):
+        with short_speech.open("rb") as body:
+            answer = client.post("/api/v1/transcribe/upload", headers=AUTH, files={"file": body}, data=form)
+        assert answer.status_code == 422, form
+    not_audio = client.post("/api/v1/transcribe/upload", headers=AUTH, files={"file": ("a.txt", b"just text")})
+    assert not_audio.status_code == 415
+    assert list((tmp_path / "uploads").iterdir()) == []

@@ -16,6 +16,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, Response, Upl
 
 from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
 from app.api.errors import UNAUTHORIZED, problem_response
+from app.api.upload_body import UploadDirRoute
 from app.api.uploads import check_can_translate, language_code, receive_upload, refuse_over_capacity
 from app.config import Settings
 from app.formats.openai import Granularity, OpenAIFormat, openai_response
@@ -26,7 +27,7 @@ from app.tasks.manager import OverCapacity
 from app.tasks.models import TERMINAL, Task, TaskStatus
 from app.tasks.store import TaskStore
 
-router = APIRouter(prefix="/v1/audio", tags=["openai-compatible"], responses=UNAUTHORIZED)
+router = APIRouter(prefix="/v1/audio", tags=["openai-compatible"], responses=UNAUTHORIZED, route_class=UploadDirRoute)
 
 # How often a waiting request checks whether its client is still there.
 _DISCONNECT_POLL_SECONDS = 1.0
