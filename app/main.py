@@ -89,10 +89,13 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
             log_preflight(settings)
         manager = _backend(settings, store, factory)
         manager.events.add_listener(metrics.task_changed)
-        webhooks = WebhookSender(settings, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode())
+        webhooks = WebhookSender(
+            settings, store, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode()
+        )
         manager.events.add_listener(webhooks.task_changed)
         app.state.manager = manager
         await manager.start()
+        webhooks.resume()
         try:
             yield
         finally:

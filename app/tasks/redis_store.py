@@ -224,3 +224,17 @@ class RedisTaskStore:
     def ended_before(self, moment: datetime) -> list[Task]:
         ended = self._redis.zrangebyscore(self.key("ended"), "-inf", f"({_score(moment)}")
         return self._get_many(cast(list[str], ended))
+
+    # Webhook deliveries: one hash, id -> record; HDEL is atomic, so one process takes each.
+
+    def put_delivery(self, message_id: str, record: str) -> None:
+        self._redis.hset(self.key("deliveries"), message_id, record)
+
+    def take_delivery(self, message_id: str) -> bool:
+        return bool(self._redis.hdel(self.key("deliveries"), message_id))
+
+    def drop_delivery(self, message_id: str) -> None:
+        self._redis.hdel(self.key("deliveries"), message_id)
+
+    def pending_deliveries(self) -> dict[str, str]:
+        return cast(dict[str, str], self._redis.hgetall(self.key("deliveries")))

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, status, created_at);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, completed_at);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 """
 
 _COLUMNS = FIELDS
@@ -138,3 +139,16 @@ class SqliteTaskStore:
         sql = "SELECT * FROM tasks WHERE status IN (?, ?) AND completed_at < ?"
         rows = self._query(sql, (*ended, timestamp(moment)))
         return self._tasks(rows)
+
+    def put_delivery(self, message_id: str, record: str) -> None:
+        self._query("INSERT OR REPLACE INTO webhook_deliveries (id, record) VALUES (?, ?)", (message_id, record))
+
+    def take_delivery(self, message_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM webhook_deliveries WHERE id = ?", (message_id,)).rowcount == 1
+
+    def drop_delivery(self, message_id: str) -> None:
+        self.take_delivery(message_id)
+
+    def pending_deliveries(self) -> dict[str, str]:
+        return {row["id"]: row["record"] for row in self._query("SELECT id, record FROM webhook_deliveries")}

@@ -149,3 +149,15 @@ def test_redis_conditional_update_and_published_changes(redis_url: str) -> None:
     assert [(m["task"]["status"], m["deleted"], m["version"]) for m in messages] == [
         ("pending", False, 1), ("processing", False, 2), ("processing", True, 3),
     ]  # fmt: skip
+
+
+def test_webhook_deliveries_are_kept_and_taken_once(store: TaskStore) -> None:
+    store.put_delivery("a.completed", '{"attempts_made": 0}')
+    store.put_delivery("b.failed", '{"attempts_made": 0}')
+    store.put_delivery("a.completed", '{"attempts_made": 1}')  # a retry rewrites it
+    assert store.pending_deliveries() == {"a.completed": '{"attempts_made": 1}', "b.failed": '{"attempts_made": 0}'}
+    assert store.take_delivery("a.completed") is True
+    assert store.take_delivery("a.completed") is False, "a second process finds it taken"
+    store.drop_delivery("b.failed")
+    store.drop_delivery("never-there")
+    assert store.pending_deliveries() == {}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,11 +36,9 @@ class Receiver:
     calls: list[tuple[float, dict[str, str], bytes]] = field(default_factory=list)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A loopback HTTP server that records callbacks, answering 503 to the first `failures_left`."""
-    port = free_port()
-    state = Receiver(url=f"http://127.0.0.1:{port}/hook?token=abc")
+@contextlib.contextmanager
+def listening(state: Receiver, port: int) -> Iterator[Receiver]:
+    """A loopback HTTP server on `port` that records callbacks, answering 503 to the first `failures_left`."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -55,9 +55,19 @@ def receiver() -> Iterator[Receiver]:
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield state
-    server.shutdown()
-    thread.join(5)
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    port = free_port()
+    with listening(Receiver(url=f"http://127.0.0.1:{port}/hook?token=abc"), port) as state:
+        yield state
 
 
 @pytest.fixture
@@ -251,3 +261,28 @@ def test_without_a_server_secret_there_is_no_key_secret(client: TestClient) -> N
     answer = client.get("/api/v1/webhook-secret", headers=AUTH)
     assert answer.status_code == 404
     assert "WEBHOOK_SECRET" in answer.json()["detail"]
+
+
+def test_a_pending_delivery_survives_a_restart(
+    make_client: Callable[..., TestClient], short_speech: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The receiver is down while the task ends; the server restarts; the callback arrives."""
+    caplog.set_level(logging.INFO, logger="app.outbound.webhooks")
+    port = free_port()
+    state = Receiver(url=f"http://127.0.0.1:{port}/hook")
+    durable = {"task_store": "sqlite", "webhook_secret": SECRET, "webhook_allow_private": True}
+    before = make_client(webhook_retry_base_seconds=1.0, **durable)
+    task_id = upload(before, short_speech, callback_url=state.url)["task_id"]
+    store = before.app.state.store  # type: ignore[attr-defined]
+    wait_until(lambda: '"attempts_made": 1' in "".join(store.pending_deliveries().values()))
+    before.__exit__(None, None, None)
+    assert list(store.pending_deliveries()) == [f"{task_id}.completed"], "kept for the next run"
+
+    with listening(state, port):
+        after = make_client(**durable)
+        wait_until(lambda: state.calls)
+        assert _verified(state.calls[0])["task_id"] == task_id
+        assert state.calls[0][1]["webhook-id"] == f"{task_id}.completed"
+        wait_until(lambda: not after.app.state.store.pending_deliveries())  # type: ignore[attr-defined]
+    assert "Resuming webhook" in caplog.text
+    assert len(state.calls) == 1
