@@ -15,7 +15,7 @@ from app.outbound.guard import TargetRefused, check_target
 from app.outbound.webhooks import CALLBACK
 from app.tasks.backend import TaskBackend
 from app.tasks.files import new_upload_path as new_path_in
-from app.tasks.manager import RETRY_AFTER_SECONDS, OverCapacity
+from app.tasks.limits import RETRY_AFTER_SECONDS, OverCapacity
 
 
 def language_code(language: str | None) -> str | None:

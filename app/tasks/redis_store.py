@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -26,6 +26,8 @@ from app.tasks.codec import RecordRefused, from_record, to_record
 from app.tasks.models import ACTIVE, TERMINAL, Task, TaskStatus
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class Admission(Enum):
@@ -76,31 +78,37 @@ class RedisTaskStore:
 
     # Writes
 
-    def _write(
-        self, task_id: str, change: Callable[[Task | None], Task | None], watch: tuple[str, ...] = ()
-    ) -> tuple[Task | None, Task | None]:
-        """Run `change` on the current task and store what it returns, atomically; (before, after)."""
+    def _transaction(self, task_id: str, body: Callable[[Any, dict[str, str]], _T], watch: tuple[str, ...] = ()) -> _T:
+        """Run `body(pipe, the task's fields)` under WATCH, again whenever someone wrote meanwhile."""
         key = self._task_key(task_id)
         with self._redis.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(key, *watch)  # type: ignore[no-untyped-call]
-                    fields = pipe.hgetall(key)
-                    before = self.load(fields)
-                    if fields and before is None:
-                        pipe.unwatch()
-                        return None, None  # a refused record is left as it is
-                    after = change(before)
-                    if after is None or after == before:
-                        pipe.unwatch()
-                        return before, after
-                    version = int(fields.get("version", 0)) + 1
-                    pipe.multi()
-                    self._stage(pipe, before, after, fields, version)
-                    pipe.execute()
-                    return before, after
+                    return body(pipe, cast(dict[str, str], pipe.hgetall(key)))  # decode_responses
                 except redis.WatchError:
-                    continue  # someone wrote meanwhile: read again and redo
+                    continue  # read again and redo
+
+    def _write(
+        self, task_id: str, change: Callable[[Task | None], Task | None], watch: tuple[str, ...] = ()
+    ) -> tuple[Task | None, Task | None]:
+        """Run `change` on the current task and store what it returns, atomically; (before, after)."""
+
+        def write(pipe: Any, fields: dict[str, str]) -> tuple[Task | None, Task | None]:
+            before = self.load(fields)
+            if fields and before is None:
+                pipe.unwatch()
+                return None, None  # a refused record is left as it is
+            after = change(before)
+            if after is None or after == before:
+                pipe.unwatch()
+                return before, after
+            pipe.multi()
+            self._stage(pipe, before, after, fields, int(fields.get("version", 0)) + 1)
+            pipe.execute()
+            return before, after
+
+        return self._transaction(task_id, write, watch)
 
     def _stage(self, pipe: Any, before: Task | None, after: Task, stored: Mapping[Any, Any], version: int) -> None:
         key = self._task_key(after.id)
@@ -164,26 +172,21 @@ class RedisTaskStore:
         return self._write(task_id, change)[1]
 
     def delete(self, task_id: str) -> Task | None:
-        key = self._task_key(task_id)
-        with self._redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    task = self.load(pipe.hgetall(key))
-                    if task is None:
-                        pipe.unwatch()
-                        return None
-                    version = int(pipe.hget(key, "version") or 0) + 1
-                    pipe.multi()
-                    pipe.delete(key)
-                    for index in [*self._indexes(task), self.key("ended")]:
-                        pipe.zrem(index, task_id)
-                    message = {"task": to_record(task), "deleted": True, "version": version}
-                    pipe.publish(self.channel, json.dumps(message))
-                    pipe.execute()
-                    return task
-                except redis.WatchError:
-                    continue
+        def remove(pipe: Any, fields: dict[str, str]) -> Task | None:
+            task = self.load(fields)
+            if task is None:
+                pipe.unwatch()
+                return None
+            version = int(fields.get("version", 0)) + 1
+            pipe.multi()
+            pipe.delete(self._task_key(task_id))
+            for index in [*self._indexes(task), self.key("ended")]:
+                pipe.zrem(index, task_id)
+            pipe.publish(self.channel, json.dumps({"task": to_record(task), "deleted": True, "version": version}))
+            pipe.execute()
+            return task
+
+        return self._transaction(task_id, remove)
 
     # Reads
 

@@ -22,6 +22,7 @@ from standardwebhooks import Webhook
 from app.keys import hashed_key_id
 from app.outbound.webhooks import key_secret
 from tests.api.conftest import API_KEY, AUTH, make_settings, upload, wait_until
+from tests.bombs import gzip_bomb
 from tests.conftest import free_port
 
 SECRET = "whsec_" + base64.b64encode(b"a test secret of thirty-two bytes").decode()
@@ -33,6 +34,8 @@ KEY_SECRET = key_secret(SecretStr(SECRET), hashed_key_id(API_KEY))
 class Receiver:
     url: str
     failures_left: int = 0
+    answer: bytes = b""
+    """Sent gzip-encoded with every 2xx answer."""
     calls: list[tuple[float, dict[str, str], bytes]] = field(default_factory=list)
 
 
@@ -46,8 +49,16 @@ def listening(state: Receiver, port: int) -> Iterator[Receiver]:
             state.calls.append((time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body))
             failing = state.failures_left > 0
             state.failures_left -= 1
-            self.send_response(503 if failing else 204)
+            if failing or not state.answer:
+                self.send_response(503 if failing else 204)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(state.answer)))
             self.end_headers()
+            with contextlib.suppress(OSError):  # the sender may hang up without reading
+                self.wfile.write(state.answer)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -125,6 +136,15 @@ def test_failures_are_retried_with_growing_pauses(
     assert _verified(receiver.calls[2])["status"] == "completed"
     time.sleep(1.0)
     assert len(receiver.calls) == 3, "no more tries after a success"
+
+
+def test_the_receivers_answer_is_not_read(hook_client: TestClient, receiver: Receiver, short_speech: Path) -> None:
+    receiver.answer = gzip_bomb()  # 1 GiB once decoded
+    upload(hook_client, short_speech, callback_url=receiver.url)
+    wait_until(lambda: receiver.calls)
+    time.sleep(0.5)
+    assert len(receiver.calls) == 1, "delivered at the first attempt: a 2xx is all that counts"
+    assert receiver.calls[0][1]["accept-encoding"] == "identity"
 
 
 def test_failed_task_is_posted_too(
