@@ -57,7 +57,10 @@ class Settings(BaseSettings):
     2 on a CPU, where each chunk in a batch holds about 100 MB: 4 is ~15 % faster and peaks ~280 MB higher."""
 
     max_concurrent_tasks: int = Field(2, ge=1, le=32)
-    """Tasks transcribed at once; each has its own worker process holding the models."""
+    """Tasks transcribed at once; each has its own worker process holding the models. On a CPU, two
+    workers with a core each beat one with both: on a shared 2-core machine with `base` they moved
+    5.5 times the audio per second for 1.6 times the memory (1.9 GB PSS against 1.2 GB;
+    bench/concurrency.py). One worker with CPU_THREADS=1 matched them at 1.0 GB."""
 
     # Extras, beyond the seed.
     device: Literal["auto", "cpu", "cuda"] = "auto"

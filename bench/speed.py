@@ -223,11 +223,11 @@ def _row(
 class Service:
     """The service as a real process on a loopback port."""
 
-    def __init__(self, folder: Path, port: int, env: dict[str, str]) -> None:
+    def __init__(self, folder: Path, port: int, env: dict[str, str], workers: int = WORKERS) -> None:
         self.url = f"http://127.0.0.1:{port}"
         environment = {
             **os.environ, **env, "API_KEYS": KEY, "PORT": str(port), "HOST": "127.0.0.1",
-            "MAX_CONCURRENT_TASKS": str(WORKERS), "UPLOAD_DIR": str(folder / "uploads"), "LOG_LEVEL": "warning",
+            "MAX_CONCURRENT_TASKS": str(workers), "UPLOAD_DIR": str(folder / "uploads"), "LOG_LEVEL": "warning",
         }  # fmt: skip
         self.client = httpx.Client(base_url=self.url, headers={"X-API-Key": KEY}, timeout=600)
         self._started = started = time.perf_counter()
