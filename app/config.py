@@ -11,9 +11,16 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
+from app.keys import ApiKey, parse_api_keys
+
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "whisperx-api"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "whisperx-api"
 
 
@@ -22,12 +29,19 @@ class Settings(BaseSettings):
 
     # Attribute docstrings become field descriptions: docs/configuration.md is generated from them.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", use_attribute_docstrings=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        use_attribute_docstrings=True,
+        # A validation error must not print the value it refused: it may be a key or a token.
+        hide_input_in_errors=True,
     )
 
     # The seed's settings.
     api_keys: SecretStr | None = None
-    """Comma-separated API keys accepted in `X-API-Key`. Unset: a key is generated and printed once."""
+    """Comma-separated API keys accepted in `X-API-Key`, each `id:key` or a bare `key`. Tasks belong to the id,
+    so a key can be replaced under the same id; a bare key's id is a hash of the key.
+    Unset: a key is generated and printed once."""
 
     hf_token: SecretStr | None = None
     """HuggingFace token for the gated pyannote diarization model."""
@@ -87,6 +101,10 @@ class Settings(BaseSettings):
     """Where uploads wait, under server-chosen names, until their task ends.
     Unset: `whisperx-api-uploads` in the system's temporary directory (`$TMPDIR`, usually `/tmp`)."""
 
+    orphan_upload_grace_hours: float = Field(1.0, ge=0)
+    """At start, files in UPLOAD_DIR that no task refers to and that are older than this are deleted
+    (left by a crash). Keep it above the longest upload when several processes share UPLOAD_DIR."""
+
     cancel_grace_seconds: float = Field(5.0, gt=0)
     """How long a deleted running task may take to stop before its worker process is killed."""
 
@@ -131,8 +149,12 @@ class Settings(BaseSettings):
     task_store: Literal["memory", "sqlite"] = "memory"
     """`memory` (tasks are lost on restart) or `sqlite` (tasks survive restarts and crashes)."""
 
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Where the service keeps its own data (the SQLite task database), apart from the uploads.
+    Unset: `whisperx-api` in `$XDG_DATA_HOME`, or in `~/.local/share`."""
+
     task_db_path: Path | None = None
-    """SQLite file for TASK_STORE=sqlite. Unset: `tasks.db` in UPLOAD_DIR."""
+    """SQLite file for TASK_STORE=sqlite. Unset: `tasks.db` in DATA_DIR."""
 
     # Distribution.
     task_backend: Literal["local", "celery"] = "local"
@@ -192,7 +214,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_not_empty(self) -> Settings:
-        if self.api_keys is not None and not self.api_key_list:
+        if self.api_keys is not None and not self.api_key_entries:
             raise ValueError("API_KEYS holds no key: give one or more comma-separated keys, or unset it")
         return self
 
@@ -227,10 +249,9 @@ class Settings(BaseSettings):
 
     @property
     def task_db_file(self) -> Path:
-        return self.task_db_path or self.upload_dir / "tasks.db"
+        return self.task_db_path or self.data_dir / "tasks.db"
 
     @property
-    def api_key_list(self) -> list[str]:
-        if self.api_keys is None:
-            return []
-        return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
+    def api_key_entries(self) -> list[ApiKey]:
+        """The keys of API_KEYS with their ids (checked when the settings are read)."""
+        return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys is not None else []

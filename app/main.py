@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sys
@@ -17,14 +18,17 @@ from app.api.middleware.api_key import ApiKeyMiddleware
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.body_pace import BodyPaceMiddleware
 from app.api.openapi import install_openapi
-from app.api.routes import docs, events, health, models, openai, operations, page, transcribe
+from app.api.routes import docs, events, health, models, openai, operations, page, transcribe, webhook_secret
 from app.api.schemas import TaskStatusResponse
 from app.config import Settings
+from app.keys import ApiKey, parse_api_keys
 from app.ops.metrics import Metrics
 from app.ops.preflight import log_preflight
+from app.ops.telemetry import disable_telemetry
 from app.outbound.webhooks import WebhookSender
 from app.pipeline.base import PipelineFactory, whisperx_pipeline
 from app.tasks.backend import TaskBackend
+from app.tasks.files import prepare_upload_dir, sweep_orphans
 from app.tasks.manager import TaskManager
 from app.tasks.store import MemoryTaskStore, TaskStore
 
@@ -37,24 +41,24 @@ MAX_FORM_FIELDS = 64
 MAX_FORM_FIELD_BYTES = 64 * 1024
 
 
-def _api_keys(settings: Settings) -> list[str]:
-    if settings.api_key_list:
-        return settings.api_key_list
+def _api_keys(settings: Settings) -> list[ApiKey]:
+    if settings.api_key_entries:
+        return settings.api_key_entries
     # Never run open: with no key configured, make one and show it once, on the console only.
     key = secrets.token_urlsafe(24)
     print(f"API_KEYS is not set; this run accepts the generated key: {key}", file=sys.stderr, flush=True)
-    return [key]
+    return parse_api_keys(key)
 
 
 def _store(settings: Settings) -> TaskStore:
     if settings.task_backend == "celery":
         from app.tasks.redis_store import RedisTaskStore
 
-        return RedisTaskStore.from_url(settings.redis_url)
+        return RedisTaskStore.from_url(settings.redis_url, settings.upload_dir)
     if settings.task_store == "sqlite":
         from app.tasks.sqlite_store import SqliteTaskStore
 
-        return SqliteTaskStore(settings.task_db_file)
+        return SqliteTaskStore(settings.task_db_file, settings.upload_dir)
     return MemoryTaskStore()
 
 
@@ -70,21 +74,29 @@ def _backend(settings: Settings, store: TaskStore, factory: PipelineFactory) -> 
 
 def create_app(settings: Settings | None = None, pipeline_factory: PipelineFactory | None = None) -> FastAPI:
     settings = settings or Settings()
+    disable_telemetry()
     factory = pipeline_factory or whisperx_pipeline
     store = _store(settings)
     metrics = Metrics(store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.upload_dir.mkdir(parents=True, exist_ok=True)
+        prepare_upload_dir(settings.upload_dir)
+        grace = settings.orphan_upload_grace_hours * 3600
+        await asyncio.to_thread(
+            sweep_orphans, settings.upload_dir, lambda task_id: store.get(task_id) is not None, grace
+        )
         if settings.task_backend == "local":  # with celery, the workers load the models and check them
             log_preflight(settings)
         manager = _backend(settings, store, factory)
         manager.events.add_listener(metrics.task_changed)
-        webhooks = WebhookSender(settings, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode())
+        webhooks = WebhookSender(
+            settings, store, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode()
+        )
         manager.events.add_listener(webhooks.task_changed)
         app.state.manager = manager
         await manager.start()
+        webhooks.resume()
         try:
             yield
         finally:
@@ -112,6 +124,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.include_router(openai.router)
     app.include_router(models.router)
     app.include_router(operations.router)
+    app.include_router(webhook_secret.router)
     app.include_router(docs.router)
     app.include_router(page.router)
     # Before /static itself, which would otherwise take these paths.

@@ -26,7 +26,7 @@ def _caller(
     _key: Annotated[str | None, Security(_api_key_header)],
     _token: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> str:
-    """The hashed id of the caller's key, as the middleware recorded it."""
+    """The id of the caller's key (API_KEYS' `id:`, or a hash of a bare key), as the middleware recorded it."""
     return str(request.state.api_key_id)
 
 

@@ -193,6 +193,11 @@ class ReadyResponse(BaseModel):
     diarizer: str | None
 
 
+class WebhookSecretResponse(BaseModel):
+    key_id: str = Field(description="The id of the key that asked: what its tasks belong to")
+    secret: str = Field(description="Standard Webhooks secret (`whsec_` + base64) that signs this key's callbacks")
+
+
 class Problem(BaseModel):
     """Every error response (RFC 9457 problem details)."""
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import uuid
 from pathlib import Path
-from typing import BinaryIO
 
 from fastapi import HTTPException, UploadFile
 from whisperx.utils import LANGUAGES, TO_LANGUAGE_CODE
 
+from app.api.upload_body import StoredUpload
 from app.config import Settings
 from app.media import MediaError, MediaInfo, UnsupportedMediaError, probe, too_long_message
 from app.outbound.downloads import AUDIO_URL
@@ -18,6 +15,7 @@ from app.outbound.guard import TargetRefused, check_target
 from app.outbound.webhooks import CALLBACK
 from app.pipeline.models import allowed_whisper_models
 from app.tasks.backend import TaskBackend
+from app.tasks.files import new_upload_path as new_path_in
 from app.tasks.limits import RETRY_AFTER_SECONDS, OverCapacity
 
 
@@ -41,23 +39,19 @@ def refuse_over_capacity(error: OverCapacity) -> HTTPException:
     return HTTPException(error.status, error.detail, {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-def _save(source: BinaryIO, target: Path) -> int:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("wb") as out:
-        shutil.copyfileobj(source, out, 1024 * 1024)
-        return out.tell()
-
-
 def new_upload_path(settings: Settings) -> Path:
-    """Where a new task's audio goes; its name is the task id (a client's file name never touches the disk)."""
-    return settings.upload_dir / str(uuid.uuid4())
+    """Where a new task's audio goes (an `audio_url` download)."""
+    return new_path_in(settings.upload_dir)
 
 
 async def receive_upload(file: UploadFile, settings: Settings) -> tuple[Path, MediaInfo]:
-    """Save the upload under a fresh task id and check what it is; 415/422 when it cannot be used."""
-    path = new_upload_path(settings)
+    """Check what the upload is (already in UPLOAD_DIR under a fresh task id, see app/api/upload_body.py);
+    415/422 when it cannot be used."""
+    if not isinstance(file, StoredUpload):
+        raise TypeError("upload routes must use UploadDirRoute, which stores file parts in UPLOAD_DIR")
+    path = file.path
     try:
-        if await asyncio.to_thread(_save, file.file, path) == 0:
+        if file.size == 0:
             raise HTTPException(422, "The uploaded file is empty.")
         info = await probe(path, settings.ffmpeg_timeout_seconds)
         if (too_long := too_long_message(info, settings.max_audio_seconds)) is not None:

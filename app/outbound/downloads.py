@@ -22,6 +22,7 @@ from app.config import Settings
 from app.media import MediaError, probe, too_large_message, too_long_message
 from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from app.pipeline.base import Job
+from app.tasks.files import create_private
 from app.tasks.lifecycle import PrepareFailed
 
 AUDIO_URL = Target(field="audio_url", allow_setting="AUDIO_URL_ALLOW_PRIVATE")
@@ -112,8 +113,7 @@ async def _save(
     response: httpx.Response, path: Path, limit: int, total: int | None, on_progress: Callable[[float], None]
 ) -> None:
     received = 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as out:
+    with create_private(path) as out:
         # Raw bytes, never decoded (the answer is uncompressed, see _NO_COMPRESSION): the limit is
         # on what arrives, which is what lands on disk.
         async for chunk in response.aiter_raw():  # as it arrives: progress moves with the network

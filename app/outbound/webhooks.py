@@ -3,8 +3,12 @@
 Signed as Standard Webhooks (https://www.standardwebhooks.com) with the `standardwebhooks`
 package: HMAC-SHA256 over the message id, a timestamp and the body, in the `webhook-id`,
 `webhook-timestamp` and `webhook-signature` headers, so a receiver verifies a callback with one
-library call in most languages. Failed deliveries are retried with exponential backoff; the id
-stays the same across retries so receivers can drop duplicates.
+library call in most languages. Each API key id has its own signing secret, derived from
+WEBHOOK_SECRET and the id (`key_secret`), which only that key can read (GET /api/v1/webhook-secret):
+one tenant cannot forge callbacks that another tenant's receiver would accept. Failed deliveries
+are retried with exponential backoff; the id stays the same across retries so receivers can drop
+duplicates. Every delivery is kept in the task store until it succeeds or gives up, so a restart
+resumes the pending ones (same id, the remaining tries).
 
 The service refuses targets on loopback, private, link-local and other non-public addresses
 unless WEBHOOK_ALLOW_PRIVATE is set: otherwise anyone with a key could make the server send
@@ -18,17 +22,25 @@ answer of any size or compression costs nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import json
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from app.config import Settings
 from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from app.tasks.models import TERMINAL, Task
+from app.tasks.store import TaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +48,39 @@ logger = logging.getLogger(__name__)
 CALLBACK = Target(field="callback_url", allow_setting="WEBHOOK_ALLOW_PRIVATE")
 
 
+def key_secret(server_secret: SecretStr, key_id: str) -> str:
+    """The signing secret of one key id, in Standard Webhooks form (`whsec_` + base64).
+
+    An HMAC of the id under the server's secret: stable across restarts and processes, different
+    for every id, and telling nothing about the server's secret or any other id's.
+    """
+    # The secret's bytes, read as standardwebhooks reads it (optional prefix, padding optional).
+    root = base64.b64decode(server_secret.get_secret_value().removeprefix("whsec_") + "==")
+    derived = hmac.new(root, b"whisperx-api webhook key:" + key_id.encode(), hashlib.sha256).digest()
+    return "whsec_" + base64.b64encode(derived).decode()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One callback, as the store keeps it until it is delivered or given up."""
+
+    message_id: str
+    owner: str
+    """The key id whose secret signs it."""
+    url: str
+    body: str
+    attempts_made: int = 0
+    next_attempt_at: float = 0.0
+    """Unix time of the next try."""
+
+
 class WebhookSender:
     """Listens to task events; delivers each finished task's status document to its callback URL."""
 
-    def __init__(self, settings: Settings, status_document: Callable[[Task], bytes]) -> None:
+    def __init__(self, settings: Settings, store: TaskStore, status_document: Callable[[Task], bytes]) -> None:
         self._settings = settings
+        self._store = store
         self._status_document = status_document
-        self._signer = Webhook(settings.webhook_secret.get_secret_value()) if settings.webhook_secret else None
         self._client = httpx.AsyncClient(
             timeout=settings.webhook_timeout_seconds,
             follow_redirects=False,
@@ -53,19 +91,40 @@ class WebhookSender:
         self._deliveries: set[asyncio.Task[None]] = set()
 
     def task_changed(self, task: Task, deleted: bool) -> None:
-        if deleted or task.status not in TERMINAL or not task.job.callback_url or self._signer is None:
+        secret = self._settings.webhook_secret
+        if deleted or task.status not in TERMINAL or not task.job.callback_url or secret is None:
             return
-        body = self._status_document(task)
-        delivery = asyncio.create_task(
-            self._deliver(self._signer, task.job.callback_url, f"{task.id}.{task.status}", body)
-        )
-        self._deliveries.add(delivery)
-        delivery.add_done_callback(self._deliveries.discard)
+        body = self._status_document(task).decode()
+        delivery = Delivery(f"{task.id}.{task.status}", task.owner, task.job.callback_url, body, 0, time.time())
+        self._store.put_delivery(delivery.message_id, json.dumps(asdict(delivery)))
+        self._start(delivery)
 
-    async def _deliver(self, signer: Webhook, url: str, message_id: str, body: bytes) -> None:
+    def resume(self) -> None:
+        """Take up the deliveries a previous run left pending (each by one process only)."""
+        for message_id, record in self._store.pending_deliveries().items():
+            if not self._store.take_delivery(message_id):
+                continue  # another process sharing the store took it
+            if self._settings.webhook_secret is None:
+                logger.warning("Webhook %s dropped: WEBHOOK_SECRET is no longer set", message_id)
+                continue
+            self._store.put_delivery(message_id, record)
+            logger.info("Resuming webhook %s left pending by the previous run", message_id)
+            self._start(Delivery(**json.loads(record)))
+
+    def _start(self, delivery: Delivery) -> None:
+        running = asyncio.create_task(self._deliver(delivery))
+        self._deliveries.add(running)
+        running.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        assert self._settings.webhook_secret is not None  # noqa: S101 - checked before a delivery starts
+        signer = Webhook(key_secret(self._settings.webhook_secret, delivery.owner))
+        message_id, url, body = delivery.message_id, delivery.url, delivery.body.encode()
         host = urlsplit(url).hostname  # logged instead of the URL, which may carry a token
         attempts = self._settings.webhook_max_attempts
-        for attempt in range(1, attempts + 1):
+        await asyncio.sleep(max(0.0, delivery.next_attempt_at - time.time()))
+        reason = "no tries left"
+        for attempt in range(delivery.attempts_made + 1, attempts + 1):
             try:
                 now = datetime.now(UTC)
                 headers = {
@@ -80,17 +139,21 @@ class WebhookSender:
                     delivered, reason = response.is_success, f"HTTP {response.status_code}"
                 if delivered:
                     logger.info("Webhook %s delivered to %s (attempt %d)", message_id, host, attempt)
+                    self._store.drop_delivery(message_id)
                     return
             except (httpx.HTTPError, TargetRefused) as error:
                 reason = type(error).__name__ if isinstance(error, httpx.HTTPError) else str(error)
             if attempt < attempts:
                 delay = self._settings.webhook_retry_base_seconds * 2 ** (attempt - 1)
                 logger.info("Webhook %s to %s failed (%s); retrying in %.1f s", message_id, host, reason, delay)
+                delivery = replace(delivery, attempts_made=attempt, next_attempt_at=time.time() + delay)
+                self._store.put_delivery(message_id, json.dumps(asdict(delivery)))
                 await asyncio.sleep(delay)
         logger.warning("Webhook %s to %s failed %d times (%s); giving up", message_id, host, attempts, reason)
+        self._store.drop_delivery(message_id)
 
     async def aclose(self) -> None:
-        """Stop pending deliveries: a callback must not hold up shutdown."""
+        """Stop pending deliveries (the store keeps them for the next run): a callback must not hold up shutdown."""
         pending = list(self._deliveries)
         for delivery in pending:
             delivery.cancel()

@@ -16,6 +16,7 @@ from typing import Any
 from app.config import Settings
 from app.media import SAMPLE_RATE, MediaError, decode
 from app.models.hub import ModelUnavailable, fetch_aligner, fetch_punkt, hub_offline, untrained_punkt_dir
+from app.ops.telemetry import disable_onnxruntime_telemetry, disable_telemetry
 from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
 from app.pipeline.model_manager import ModelManager
 from app.pipeline.models import cuda_available, default_whisper_model, resolve_whisper_model
@@ -44,6 +45,8 @@ class WhisperXPipeline:
 
     def __init__(self, settings: Settings) -> None:
         """Load the default Whisper model; `finish_loading` loads the rest (torch and the diarizer)."""
+        disable_telemetry()
+        disable_onnxruntime_telemetry()
         self._settings = settings
         cuda = cuda_available(settings)
         self.device = "cuda" if cuda else "cpu"

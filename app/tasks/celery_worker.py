@@ -17,6 +17,7 @@ from celery.signals import worker_process_init
 
 from app.config import Settings
 from app.ops.preflight import log_preflight
+from app.ops.telemetry import disable_telemetry
 from app.pipeline.base import whisperx_pipeline
 from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.remote import RemoteRunner
@@ -41,7 +42,7 @@ def transcribe(task_id: str) -> None:
 
 
 def main() -> None:
-    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+    disable_telemetry()
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     log_preflight(settings)
     celery.worker_main(

@@ -1,25 +1,49 @@
-"""A task as a flat record of JSON-friendly values, for stores that keep it outside the process.
+"""A task as a flat record of text and numbers, for stores that keep it outside the process.
 
-The job is written field by field from `dataclasses.asdict`, so a field added to `Job`
-is stored and read back without changes here.
+Each record carries the schema version that wrote it (`schema_version`; records from before versions
+have none: version 1). Reading is lenient in both directions, so a field added to `Task` or
+`Job` needs no migration code as long as it has a default: an older record lacks it and gets
+the default; a newer record's unknown fields are ignored (an older process sharing Redis
+during an upgrade). Bump SCHEMA_VERSION, and convert in `from_record`, only when the meaning of
+a stored field changes.
+
+Values are validated back into their types by pydantic (from the dataclasses' own type
+hints), instead of a hand-written converter per field.
 """
 
 from __future__ import annotations
 
 import json
+import types
+import typing
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, fields, is_dataclass
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from app.pipeline.base import Job, Stage
-from app.tasks.models import Task, TaskStatus
+from pydantic import TypeAdapter
 
-FIELDS = (
-    "id", "owner", "status", "progress", "stage", "message",
-    "created_at", "started_at", "completed_at", "error", "result", "job",
-)  # fmt: skip
+from app.tasks.files import lies_under
+from app.tasks.models import Task
+
+SCHEMA_VERSION = 2
+"""1: the records written before versions were stored. 2: records carry `schema_version`."""
+
+FIELDS = ("id", "schema_version", *(field.name for field in fields(Task)))
+"""Every key of a record: what the SQLite table's columns must be."""
+
+_TASK = TypeAdapter(Task)
+
+
+def _structured(annotation: Any) -> bool:
+    """True for a type stored as JSON text: a dict, a list or a dataclass (optional or not)."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    return any(typing.get_origin(option) in (dict, list) or is_dataclass(option) for option in options)
+
+
+_JSON_FIELDS = frozenset(name for name, hint in typing.get_type_hints(Task).items() if _structured(hint))
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -27,45 +51,49 @@ def timestamp(value: datetime | None) -> str | None:
     return value.isoformat(timespec="microseconds") if value else None
 
 
+def _plain(value: Any) -> Any:
+    """A value of a dataclass as JSON would hold it."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime):
+        return timestamp(value)
+    return value
+
+
+def _column(name: str, value: Any) -> str | int | float | None:
+    if value is None:
+        return None
+    if name in _JSON_FIELDS:
+        document = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+        return json.dumps(document, default=_plain)
+    if isinstance(value, bool):  # stores keep text and numbers only
+        return int(value)
+    plain = _plain(value)
+    return float(plain) if isinstance(plain, float) else plain  # numpy floats too
+
+
 def to_record(task: Task) -> dict[str, Any]:
-    job = {**asdict(task.job), "audio_path": str(task.job.audio_path)}
-    return {
-        "id": task.id,
-        "owner": task.owner,
-        "status": task.status.value,
-        "progress": float(task.progress),  # numpy floats too
-        "stage": task.stage.value if task.stage else None,
-        "message": task.message,
-        "created_at": timestamp(task.created_at),
-        "started_at": timestamp(task.started_at),
-        "completed_at": timestamp(task.completed_at),
-        "error": task.error,
-        "result": json.dumps(task.result) if task.result is not None else None,
-        "job": json.dumps(job),
-    }
+    record = {field.name: _column(field.name, getattr(task, field.name)) for field in fields(Task)}
+    return {"id": task.id, "schema_version": SCHEMA_VERSION, **record}
 
 
-def from_record(record: Mapping[Any, Any]) -> Task:
-    job = json.loads(record["job"])
-    job["audio_path"] = Path(job["audio_path"])
+class RecordRefused(ValueError):
+    """A stored record that must not be acted on: its upload path lies outside UPLOAD_DIR."""
 
-    def when(name: str) -> datetime | None:
-        value = record.get(name)
-        return datetime.fromisoformat(value) if value else None
 
-    created_at = when("created_at")
-    if created_at is None:
-        raise ValueError(f"task {record.get('id')!r} has no created_at")
-    return Task(
-        job=Job(**job),
-        owner=record["owner"],
-        status=TaskStatus(record["status"]),
-        progress=float(record["progress"]),
-        stage=Stage(record["stage"]) if record.get("stage") else None,
-        message=record["message"],
-        created_at=created_at,
-        started_at=when("started_at"),
-        completed_at=when("completed_at"),
-        error=record.get("error"),
-        result=json.loads(record["result"]) if record.get("result") is not None else None,
-    )
+def from_record(record: Mapping[Any, Any], upload_dir: Path) -> Task:
+    """The task of a record written by this or any earlier schema version.
+
+    Raises RecordRefused when the record's upload path lies outside `upload_dir`: whoever can
+    write the store (a shared Redis, a copied database) must not make the service open or
+    delete files elsewhere.
+    """
+    values = {field.name: record[field.name] for field in fields(Task) if record.get(field.name) is not None}
+    for name in _JSON_FIELDS & values.keys():
+        values[name] = json.loads(values[name])
+    task = _TASK.validate_python(values)
+    if not lies_under(task.job.audio_path, upload_dir):
+        raise RecordRefused(f"stored task {task.id!r} points outside UPLOAD_DIR ({task.job.audio_path}); ignored")
+    return task

@@ -26,7 +26,6 @@ import redis.asyncio
 from app.config import Settings
 from app.pipeline.base import Job, PipelineInfo, Stage
 from app.tasks.celery_app import TASK_NAME, make_celery
-from app.tasks.codec import from_record
 from app.tasks.coordination import LEASE_SECONDS, MAX_ATTEMPTS, STOPPED_TWICE, Coordination
 from app.tasks.events import TaskEvents
 from app.tasks.lifecycle import Lifecycle, Prepare, WorkerState
@@ -158,7 +157,9 @@ class CeleryDispatcher:
                 await asyncio.sleep(1.0)
 
     async def _pass_on(self, change: dict[str, Any]) -> None:
-        task, deleted = from_record(change["task"]), bool(change["deleted"])
+        task, deleted = self._store.load(change["task"]), bool(change["deleted"])
+        if task is None:
+            return
         mine = self._mine.get(task.id)
         if mine is None:
             # The first API process to see a task handles its listeners for good.

@@ -29,7 +29,7 @@ def utcnow() -> datetime:
 class Task:
     job: Job
     owner: str = ""
-    """The hashed id of the API key that created the task (never the key itself)."""
+    """The id of the API key that created the task (app/keys.py), never the key itself."""
     status: TaskStatus = TaskStatus.PENDING
     progress: float = 0.0
     stage: Stage | None = None

@@ -11,17 +11,21 @@ channel, in the same transaction, so API processes can stream changes without po
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from enum import Enum
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import redis
 
-from app.tasks.codec import from_record, to_record
+from app.tasks.codec import RecordRefused, from_record, to_record
 from app.tasks.models import ACTIVE, TERMINAL, Task, TaskStatus
+
+logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -39,17 +43,28 @@ def _score(moment: datetime) -> float:
 class RedisTaskStore:
     durable = True
 
-    def __init__(self, client: redis.Redis, prefix: str = "whisperx:") -> None:
+    def __init__(self, client: redis.Redis, upload_dir: Path, prefix: str = "whisperx:") -> None:
         # The client must decode responses: records are read back as text.
         self.client = client
+        self._upload_dir = upload_dir
         self._redis = client
         self._prefix = prefix
         self.channel = f"{prefix}events"
         """Where every write is published as {"task": record, "deleted": bool, "version": int}."""
 
     @classmethod
-    def from_url(cls, url: str) -> RedisTaskStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True))
+    def from_url(cls, url: str, upload_dir: Path) -> RedisTaskStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True), upload_dir)
+
+    def load(self, record: Mapping[Any, Any]) -> Task | None:
+        """The task of a stored or published record; None (logged) when it must not be acted on."""
+        if not record:
+            return None
+        try:
+            return from_record(record, self._upload_dir)
+        except RecordRefused as refused:
+            logger.warning("%s", refused)
+            return None
 
     def key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -80,24 +95,29 @@ class RedisTaskStore:
         """Run `change` on the current task and store what it returns, atomically; (before, after)."""
 
         def write(pipe: Any, fields: dict[str, str]) -> tuple[Task | None, Task | None]:
-            before = from_record(fields) if fields else None
+            before = self.load(fields)
+            if fields and before is None:
+                pipe.unwatch()
+                return None, None  # a refused record is left as it is
             after = change(before)
             if after is None or after == before:
                 pipe.unwatch()
                 return before, after
             pipe.multi()
-            self._stage(pipe, before, after, int(fields.get("version", 0)) + 1)
+            self._stage(pipe, before, after, fields, int(fields.get("version", 0)) + 1)
             pipe.execute()
             return before, after
 
         return self._transaction(task_id, write, watch)
 
-    def _stage(self, pipe: Any, before: Task | None, after: Task, version: int) -> None:
+    def _stage(self, pipe: Any, before: Task | None, after: Task, stored: Mapping[Any, Any], version: int) -> None:
         key = self._task_key(after.id)
         record = to_record(after)
-        old = to_record(before) if before else {}
-        present = {name: value for name, value in record.items() if value is not None and old.get(name) != value}
-        absent = [name for name, value in record.items() if value is None and old.get(name) is not None]
+        # Only what differs from the stored hash (Redis keeps text), including what an older version wrote.
+        present = {
+            name: value for name, value in record.items() if value is not None and stored.get(name) != str(value)
+        }
+        absent = [name for name, value in record.items() if value is None and stored.get(name) is not None]
         pipe.hset(key, mapping={**present, "version": version})
         if absent:
             pipe.hdel(key, *absent)
@@ -153,10 +173,10 @@ class RedisTaskStore:
 
     def delete(self, task_id: str) -> Task | None:
         def remove(pipe: Any, fields: dict[str, str]) -> Task | None:
-            if not fields:
+            task = self.load(fields)
+            if task is None:
                 pipe.unwatch()
                 return None
-            task = from_record(fields)
             version = int(fields.get("version", 0)) + 1
             pipe.multi()
             pipe.delete(self._task_key(task_id))
@@ -171,15 +191,14 @@ class RedisTaskStore:
     # Reads
 
     def get(self, task_id: str) -> Task | None:
-        fields = self._redis.hgetall(self._task_key(task_id))
-        return from_record(fields) if fields else None
+        return self.load(self._redis.hgetall(self._task_key(task_id)))
 
     def _get_many(self, task_ids: list[str]) -> list[Task]:
         with self._redis.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
                 pipe.hgetall(self._task_key(task_id))
             # A task deleted between the index read and this one is skipped.
-            return [from_record(fields) for fields in pipe.execute() if fields]
+            return [task for fields in pipe.execute() if (task := self.load(fields)) is not None]
 
     def count_by_status(self) -> Counter[TaskStatus]:
         with self._redis.pipeline(transaction=False) as pipe:
@@ -208,3 +227,17 @@ class RedisTaskStore:
     def ended_before(self, moment: datetime) -> list[Task]:
         ended = self._redis.zrangebyscore(self.key("ended"), "-inf", f"({_score(moment)}")
         return self._get_many(cast(list[str], ended))
+
+    # Webhook deliveries: one hash, id -> record; HDEL is atomic, so one process takes each.
+
+    def put_delivery(self, message_id: str, record: str) -> None:
+        self._redis.hset(self.key("deliveries"), message_id, record)
+
+    def take_delivery(self, message_id: str) -> bool:
+        return bool(self._redis.hdel(self.key("deliveries"), message_id))
+
+    def drop_delivery(self, message_id: str) -> None:
+        self._redis.hdel(self.key("deliveries"), message_id)
+
+    def pending_deliveries(self) -> dict[str, str]:
+        return cast(dict[str, str], self._redis.hgetall(self.key("deliveries")))

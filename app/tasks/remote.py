@@ -40,7 +40,7 @@ class RemoteRunner:
         # As in the local backend: an API on the same machine stays responsive while models compute.
         os.nice(WORKER_NICENESS)
         self._settings = settings
-        self.store = RedisTaskStore.from_url(settings.redis_url)
+        self.store = RedisTaskStore.from_url(settings.redis_url, settings.upload_dir)
         self._lifecycle = Lifecycle(self.store, settings)
         self.coordination = Coordination(self.store.client)
         self.name = f"{socket.gethostname()}:{os.getpid()}"

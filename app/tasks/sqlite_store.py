@@ -4,10 +4,15 @@ Every write is one autocommitted statement, so a task (result included) is eithe
 updated or not at all. WAL with synchronous=NORMAL keeps each commit to a few hundred
 microseconds and survives the process being killed (not a power cut), which is what the
 restart recovery needs. Calls are tiny and run on the event loop, like the memory store's.
+
+The table gains a column for every field of the record (app/tasks/codec.py) that it lacks
+when it is opened, so a field added to `Task` needs no migration code; rows written before
+have NULL there and read back with the field's default.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections import Counter
@@ -16,8 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from app.tasks.codec import FIELDS, from_record, timestamp, to_record
+from app.tasks.codec import FIELDS, RecordRefused, from_record, timestamp, to_record
 from app.tasks.models import ACTIVE, TERMINAL, Task, TaskStatus
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -36,26 +43,38 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, status, created_at);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, completed_at);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 """
 
 _COLUMNS = FIELDS
 
 
-def _task(row: sqlite3.Row) -> Task:
-    return from_record(dict(row))
-
-
 class SqliteTaskStore:
     durable = True
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, upload_dir: Path) -> None:
+        self._upload_dir = upload_dir
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # task results are private too
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for column in _COLUMNS:
+            if column not in present:
+                self._db.execute(f'ALTER TABLE tasks ADD COLUMN "{column}"')
+
+    def _task(self, row: sqlite3.Row) -> Task | None:
+        try:
+            return from_record(dict(row), self._upload_dir)
+        except RecordRefused as refused:
+            logger.warning("%s", refused)
+            return None
+
+    def _tasks(self, rows: list[sqlite3.Row]) -> list[Task]:
+        return [task for row in rows if (task := self._task(row)) is not None]
 
     def _query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -67,16 +86,18 @@ class SqliteTaskStore:
 
     def get(self, task_id: str) -> Task | None:
         rows = self._query("SELECT * FROM tasks WHERE id = ?", (task_id,))
-        return _task(rows[0]) if rows else None
+        return self._task(rows[0]) if rows else None
 
     def update(self, task_id: str, **changes: Any) -> Task | None:
-        task = self.get(task_id)
+        rows = self._query("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        task = self._task(rows[0]) if rows else None
         if task is None:
             return None
         updated = replace(task, **changes)
-        row = to_record(updated)
-        # Only the changed columns: a progress step never rewrites the result, and vice versa.
-        columns = [column for column in _COLUMNS if column != "id" and row[column] != to_record(task)[column]]
+        row, stored = to_record(updated), dict(rows[0])
+        # Only the changed columns (a progress step never rewrites the result, and vice versa),
+        # and those an older version wrote differently.
+        columns = [column for column in _COLUMNS if column != "id" and row[column] != stored[column]]
         if columns:
             assignments = ", ".join(f"{column} = :{column}" for column in columns)
             self._query(f"UPDATE tasks SET {assignments} WHERE id = :id", row)  # noqa: S608
@@ -106,15 +127,28 @@ class SqliteTaskStore:
             f"SELECT * FROM tasks WHERE {where} ORDER BY created_at DESC LIMIT ? OFFSET ?",  # noqa: S608
             [*params, limit, offset],
         )
-        return [_task(row) for row in rows], int(total)
+        return self._tasks(rows), int(total)
 
     def unfinished(self) -> list[Task]:
         active = tuple(status.value for status in ACTIVE)
         rows = self._query("SELECT * FROM tasks WHERE status IN (?, ?) ORDER BY created_at", active)
-        return [_task(row) for row in rows]
+        return self._tasks(rows)
 
     def ended_before(self, moment: datetime) -> list[Task]:
         ended = tuple(status.value for status in TERMINAL)
         sql = "SELECT * FROM tasks WHERE status IN (?, ?) AND completed_at < ?"
         rows = self._query(sql, (*ended, timestamp(moment)))
-        return [_task(row) for row in rows]
+        return self._tasks(rows)
+
+    def put_delivery(self, message_id: str, record: str) -> None:
+        self._query("INSERT OR REPLACE INTO webhook_deliveries (id, record) VALUES (?, ?)", (message_id, record))
+
+    def take_delivery(self, message_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM webhook_deliveries WHERE id = ?", (message_id,)).rowcount == 1
+
+    def drop_delivery(self, message_id: str) -> None:
+        self.take_delivery(message_id)
+
+    def pending_deliveries(self) -> dict[str, str]:
+        return {row["id"]: row["record"] for row in self._query("SELECT id, record FROM webhook_deliveries")}

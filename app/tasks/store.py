@@ -42,6 +42,18 @@ class TaskStore(Protocol):
         """Completed or failed tasks that ended before `moment`: what retention expires."""
         ...
 
+    # Webhook deliveries waiting to succeed (app/outbound/webhooks.py), as opaque JSON records.
+
+    def put_delivery(self, message_id: str, record: str) -> None: ...
+
+    def take_delivery(self, message_id: str) -> bool:
+        """Remove a delivery; True only for the one caller that removed it."""
+        ...
+
+    def drop_delivery(self, message_id: str) -> None: ...
+
+    def pending_deliveries(self) -> dict[str, str]: ...
+
 
 class MemoryTaskStore:
     """The seed's design: tasks in a dict, gone when the process ends."""
@@ -50,6 +62,7 @@ class MemoryTaskStore:
 
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
+        self._deliveries: dict[str, str] = {}
 
     def add(self, task: Task) -> None:
         self._tasks[task.id] = task
@@ -88,3 +101,15 @@ class MemoryTaskStore:
             for task in self._tasks.values()
             if task.status in TERMINAL and task.completed_at is not None and task.completed_at < moment
         ]
+
+    def put_delivery(self, message_id: str, record: str) -> None:
+        self._deliveries[message_id] = record
+
+    def take_delivery(self, message_id: str) -> bool:
+        return self._deliveries.pop(message_id, None) is not None
+
+    def drop_delivery(self, message_id: str) -> None:
+        self._deliveries.pop(message_id, None)
+
+    def pending_deliveries(self) -> dict[str, str]:
+        return dict(self._deliveries)

@@ -21,6 +21,7 @@ from multiprocessing.synchronize import Event
 from typing import Any, cast
 
 from app.config import Settings
+from app.ops.telemetry import disable_telemetry
 from app.pipeline.base import (
     Job,
     PipelineError,
@@ -64,7 +65,7 @@ def public_message(message: str) -> str:
 def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Settings) -> None:
     # Inference yields the CPU to the API process, so status requests stay fast under load.
     os.nice(WORKER_NICENESS)
-    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+    disable_telemetry()
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s [worker] %(name)s: %(message)s")
     try:
         pipeline = factory(settings)

@@ -37,6 +37,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "api_keys": f"{API_KEY},second-key",
         "upload_dir": tmp_path / "uploads",
         "model_cache_dir": tmp_path / "cache",
+        "data_dir": tmp_path / "data",
         "max_concurrent_tasks": 1,
         "cancel_grace_seconds": 1.0,
         **overrides,
@@ -144,6 +145,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
             "API_KEYS": API_KEY,
             "UPLOAD_DIR": str(tmp_path / "uploads"),
             "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+            "DATA_DIR": str(tmp_path / "data"),
             "MAX_CONCURRENT_TASKS": "1",
             **env,
         }

@@ -26,6 +26,7 @@ PROTECTED = [
     ("GET", "/api/v1/transcribe/result/some-id"),
     ("DELETE", "/api/v1/transcribe/task/some-id"),
     ("GET", "/api/v1/transcribe/tasks"),
+    ("GET", "/api/v1/webhook-secret"),
 ]
 
 

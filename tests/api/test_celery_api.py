@@ -70,7 +70,7 @@ def test_limits_count_the_tasks_of_every_api_process(api: Callable[..., TestClie
 def test_store_changes_reach_the_event_stream(api: Callable[..., TestClient], short_speech: Path) -> None:
     client = api()
     task_id = upload(client, short_speech)["task_id"]
-    store = RedisTaskStore(client.app.state.store.client)  # type: ignore[attr-defined]
+    store = RedisTaskStore(client.app.state.store.client, client.app.state.settings.upload_dir)  # type: ignore[attr-defined]
     with client.stream("GET", f"/api/v1/transcribe/events/{task_id}", headers=AUTH) as stream:
         lines = stream.iter_lines()
         assert next(line for line in lines if line.startswith("event:")) == "event: pending"

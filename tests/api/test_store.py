@@ -18,23 +18,25 @@ from app.tasks.redis_store import Admission, RedisTaskStore
 from app.tasks.sqlite_store import SqliteTaskStore
 from app.tasks.store import MemoryTaskStore, TaskStore
 
+UPLOADS = Path("/uploads")
+
 
 def _redis_store(url: str) -> RedisTaskStore:
     # A prefix of its own per test: tests share the server, never each other's keys.
-    return RedisTaskStore(redis.Redis.from_url(url, decode_responses=True), prefix=f"test-{uuid.uuid4().hex}:")
+    return RedisTaskStore(redis.Redis.from_url(url, decode_responses=True), UPLOADS, prefix=f"test-{uuid.uuid4().hex}:")
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> TaskStore:
     if request.param == "sqlite":
-        return SqliteTaskStore(tmp_path / "tasks.db")
+        return SqliteTaskStore(tmp_path / "tasks.db", UPLOADS)
     if request.param == "redis":
         return _redis_store(request.getfixturevalue("redis_url"))
     return MemoryTaskStore()
 
 
 def _task(task_id: str, owner: str = "alice", minutes_ago: int = 0, **changes: object) -> Task:
-    job = Job(task_id=task_id, audio_path=Path("/uploads") / task_id, language="en", min_speakers=1, max_speakers=3)
+    job = Job(task_id=task_id, audio_path=UPLOADS / task_id, language="en", min_speakers=1, max_speakers=3)
     task = Task(job=job, owner=owner, created_at=utcnow() - timedelta(minutes=minutes_ago))
     for name, value in changes.items():
         setattr(task, name, value)
@@ -87,10 +89,10 @@ def test_counts_pages_and_recovery_queries(store: TaskStore) -> None:
 
 
 def test_sqlite_tasks_outlive_the_store_object(tmp_path: Path) -> None:
-    first = SqliteTaskStore(tmp_path / "tasks.db")
+    first = SqliteTaskStore(tmp_path / "tasks.db", UPLOADS)
     first.add(_task("a"))
     first.update("a", status=TaskStatus.PROCESSING, progress=12.0, stage=Stage.TRANSCRIBE)
-    reopened = SqliteTaskStore(tmp_path / "tasks.db")
+    reopened = SqliteTaskStore(tmp_path / "tasks.db", UPLOADS)
     assert reopened.get("a") == first.get("a")
     assert reopened.unfinished()[0].progress == 12.0
 
@@ -103,7 +105,7 @@ def test_redis_limits_hold_for_concurrent_adds_from_many_connections(redis_url: 
     lock = threading.Lock()
 
     def writer(number: int) -> None:
-        own = RedisTaskStore(redis.Redis.from_url(redis_url, decode_responses=True), prefix=prefix)
+        own = RedisTaskStore(redis.Redis.from_url(redis_url, decode_responses=True), UPLOADS, prefix=prefix)
         for index in range(5):
             verdict = own.add_within_limits(_task(f"{number}-{index}"), max_pending=100, max_active_per_owner=5)
             with lock:
@@ -114,7 +116,7 @@ def test_redis_limits_hold_for_concurrent_adds_from_many_connections(redis_url: 
         thread.start()
     for thread in threads:
         thread.join()
-    store = RedisTaskStore(redis.Redis.from_url(redis_url, decode_responses=True), prefix=prefix)
+    store = RedisTaskStore(redis.Redis.from_url(redis_url, decode_responses=True), UPLOADS, prefix=prefix)
     assert verdicts.count(Admission.ADDED) == 5
     assert verdicts.count(Admission.KEY_FULL) == 35
     assert store.count_active("alice") == 5
@@ -147,3 +149,15 @@ def test_redis_conditional_update_and_published_changes(redis_url: str) -> None:
     assert [(m["task"]["status"], m["deleted"], m["version"]) for m in messages] == [
         ("pending", False, 1), ("processing", False, 2), ("processing", True, 3),
     ]  # fmt: skip
+
+
+def test_webhook_deliveries_are_kept_and_taken_once(store: TaskStore) -> None:
+    store.put_delivery("a.completed", '{"attempts_made": 0}')
+    store.put_delivery("b.failed", '{"attempts_made": 0}')
+    store.put_delivery("a.completed", '{"attempts_made": 1}')  # a retry rewrites it
+    assert store.pending_deliveries() == {"a.completed": '{"attempts_made": 1}', "b.failed": '{"attempts_made": 0}'}
+    assert store.take_delivery("a.completed") is True
+    assert store.take_delivery("a.completed") is False, "a second process finds it taken"
+    store.drop_delivery("b.failed")
+    store.drop_delivery("never-there")
+    assert store.pending_deliveries() == {}

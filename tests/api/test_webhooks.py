@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,13 +16,18 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 
-from tests.api.conftest import AUTH, make_settings, upload, wait_until
+from app.keys import hashed_key_id
+from app.outbound.webhooks import key_secret
+from tests.api.conftest import API_KEY, AUTH, make_settings, upload, wait_until
 from tests.bombs import gzip_bomb
 from tests.conftest import free_port
 
 SECRET = "whsec_" + base64.b64encode(b"a test secret of thirty-two bytes").decode()
+# What signs the callbacks of API_KEY's tasks (the tests of GET /api/v1/webhook-secret check it is served).
+KEY_SECRET = key_secret(SecretStr(SECRET), hashed_key_id(API_KEY))
 
 
 @dataclass
@@ -33,11 +39,9 @@ class Receiver:
     calls: list[tuple[float, dict[str, str], bytes]] = field(default_factory=list)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A loopback HTTP server that records callbacks, answering 503 to the first `failures_left`."""
-    port = free_port()
-    state = Receiver(url=f"http://127.0.0.1:{port}/hook?token=abc")
+@contextlib.contextmanager
+def listening(state: Receiver, port: int) -> Iterator[Receiver]:
+    """A loopback HTTP server on `port` that records callbacks, answering 503 to the first `failures_left`."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -62,9 +66,19 @@ def receiver() -> Iterator[Receiver]:
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield state
-    server.shutdown()
-    thread.join(5)
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    port = free_port()
+    with listening(Receiver(url=f"http://127.0.0.1:{port}/hook?token=abc"), port) as state:
+        yield state
 
 
 @pytest.fixture
@@ -77,7 +91,7 @@ def hook_client(make_client: Callable[..., TestClient]) -> TestClient:
 def _verified(call: tuple[float, dict[str, str], bytes]) -> dict[str, Any]:
     """The payload, once its signature checks out with the standardwebhooks library."""
     _, headers, body = call
-    payload: dict[str, Any] = Webhook(SECRET).verify(body, headers)
+    payload: dict[str, Any] = Webhook(KEY_SECRET).verify(body, headers)
     return payload
 
 
@@ -103,7 +117,7 @@ def test_a_tampered_callback_fails_verification(
     wait_until(lambda: receiver.calls)
     _, headers, body = receiver.calls[0]
     with pytest.raises(Exception, match="No matching signature"):
-        Webhook(SECRET).verify(body.replace(b"completed", b"failed"), headers)
+        Webhook(KEY_SECRET).verify(body.replace(b"completed", b"failed"), headers)
     other = base64.b64encode(b"somebody else's secret").decode()
     with pytest.raises(Exception, match="No matching signature"):
         Webhook(other).verify(body, headers)
@@ -225,3 +239,70 @@ def test_payload_has_the_seed_status_fields(hook_client: TestClient, receiver: R
     assert set(json.loads(receiver.calls[0][2])) == {
         "task_id", "status", "progress", "message", "created_at", "started_at", "completed_at", "error", "result",
     }  # fmt: skip
+
+
+def test_each_key_reads_its_own_secret_and_it_signs_only_its_callbacks(
+    make_client: Callable[..., TestClient], receiver: Receiver, short_speech: Path
+) -> None:
+    client = make_client(api_keys="alpha:alpha-key,beta:beta-key", webhook_secret=SECRET, webhook_allow_private=True)
+    secrets = {}
+    for name in ("alpha", "beta"):
+        answer = client.get("/api/v1/webhook-secret", headers={"X-API-Key": f"{name}-key"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["key_id"] == name
+        secrets[name] = answer.json()["secret"]
+    assert secrets["alpha"] != secrets["beta"]
+    assert SECRET not in secrets.values()
+    assert client.get("/api/v1/webhook-secret").status_code == 401
+
+    # One after the other, so the first callback is alpha's and the second beta's.
+    for count, name in enumerate(("alpha", "beta"), start=1):
+        with short_speech.open("rb") as audio:
+            sent = client.post(
+                "/api/v1/transcribe/upload",
+                headers={"X-API-Key": f"{name}-key"},
+                files={"file": ("a.wav", audio)},
+                data={"callback_url": receiver.url},
+            )
+        assert sent.status_code == 202, sent.text
+        wait_until(lambda count=count: len(receiver.calls) == count)  # type: ignore[misc]
+    alpha_call, beta_call = receiver.calls[0], receiver.calls[1]
+    assert Webhook(secrets["alpha"]).verify(alpha_call[2], alpha_call[1])["status"] == "completed"
+    assert Webhook(secrets["beta"]).verify(beta_call[2], beta_call[1])["status"] == "completed"
+    # Key A's secret does not verify key B's callbacks, nor the server's own secret either.
+    for secret in (secrets["alpha"], SECRET):
+        with pytest.raises(Exception, match="No matching signature"):
+            Webhook(secret).verify(beta_call[2], beta_call[1])
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook(secrets["beta"]).verify(alpha_call[2], alpha_call[1])
+
+
+def test_without_a_server_secret_there_is_no_key_secret(client: TestClient) -> None:
+    answer = client.get("/api/v1/webhook-secret", headers=AUTH)
+    assert answer.status_code == 404
+    assert "WEBHOOK_SECRET" in answer.json()["detail"]
+
+
+def test_a_pending_delivery_survives_a_restart(
+    make_client: Callable[..., TestClient], short_speech: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The receiver is down while the task ends; the server restarts; the callback arrives."""
+    caplog.set_level(logging.INFO, logger="app.outbound.webhooks")
+    port = free_port()
+    state = Receiver(url=f"http://127.0.0.1:{port}/hook")
+    durable = {"task_store": "sqlite", "webhook_secret": SECRET, "webhook_allow_private": True}
+    before = make_client(webhook_retry_base_seconds=1.0, **durable)
+    task_id = upload(before, short_speech, callback_url=state.url)["task_id"]
+    store = before.app.state.store  # type: ignore[attr-defined]
+    wait_until(lambda: '"attempts_made": 1' in "".join(store.pending_deliveries().values()))
+    before.__exit__(None, None, None)
+    assert list(store.pending_deliveries()) == [f"{task_id}.completed"], "kept for the next run"
+
+    with listening(state, port):
+        after = make_client(**durable)
+        wait_until(lambda: state.calls)
+        assert _verified(state.calls[0])["task_id"] == task_id
+        assert state.calls[0][1]["webhook-id"] == f"{task_id}.completed"
+        wait_until(lambda: not after.app.state.store.pending_deliveries())  # type: ignore[attr-defined]
+    assert "Resuming webhook" in caplog.text
+    assert len(state.calls) == 1

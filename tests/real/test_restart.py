@@ -33,6 +33,7 @@ def start_service(tmp_path: Path) -> Iterator[Any]:
         "HOST": "127.0.0.1",
         "PORT": str(PORT),
         "UPLOAD_DIR": str(tmp_path / "uploads"),
+        "DATA_DIR": str(tmp_path / "data"),
         "TASK_STORE": "sqlite",
         "MAX_CONCURRENT_TASKS": "1",
         "BATCH_SIZE": "1",

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import send_problem
+from app.keys import ApiKey
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -23,28 +24,28 @@ PUBLIC_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/ope
 PUBLIC_PREFIXES = ("/static/",)
 
 
-def key_id(key: str) -> str:
-    """A stable, non-reversible name for a key: what logs and task ownership may hold."""
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: Iterable[ApiKey]) -> None:
         self.app = app
         # Compare digests, so neither a key's content nor its length leaks through timing.
-        self._digests = [hashlib.sha256(key.encode()).digest() for key in keys]
+        self._digests = [(hashlib.sha256(key.key.get_secret_value().encode()).digest(), key.id) for key in keys]
 
-    def _valid(self, candidate: bytes) -> bool:
+    def _owner(self, candidate: bytes) -> str | None:
+        """The id of the matching key; every key is compared, so the time taken tells nothing."""
         digest = hashlib.sha256(candidate).digest()
-        matches = [hmac.compare_digest(digest, known) for known in self._digests]
-        return any(matches)
+        owner = None
+        for known, key_id in self._digests:
+            if hmac.compare_digest(digest, known):
+                owner = key_id
+        return owner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _public(scope["path"]):
             await self.app(scope, receive, send)
             return
         supplied = _supplied_key(scope["headers"])
-        if supplied is None or not self._valid(supplied):
+        owner = self._owner(supplied) if supplied is not None else None
+        if owner is None:
             reason = "Missing X-API-Key header" if supplied is None else "Invalid API key"
             await _refuse(
                 send,
@@ -52,7 +53,7 @@ class ApiKeyMiddleware:
                 "or as Authorization: Bearer <key>.",
             )
             return
-        scope.setdefault("state", {})["api_key_id"] = key_id(supplied.decode("latin-1"))
+        scope.setdefault("state", {})["api_key_id"] = owner
         await self.app(scope, receive, send)
 
 

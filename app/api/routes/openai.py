@@ -16,6 +16,7 @@ from fastapi import APIRouter, Form, HTTPException, Request, Response, UploadFil
 from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
 from app.api.errors import UNAUTHORIZED, problem_response
 from app.api.forms import TranscriptionForm, TranslationForm
+from app.api.upload_body import UploadDirRoute
 from app.api.uploads import check_can_translate, choose_model, language_code, receive_upload, refuse_over_capacity
 from app.config import Settings
 from app.formats.openai import Granularity, OpenAIFormat, openai_response
@@ -25,7 +26,7 @@ from app.tasks.limits import OverCapacity
 from app.tasks.models import TERMINAL, Task, TaskStatus
 from app.tasks.store import TaskStore
 
-router = APIRouter(prefix="/v1/audio", tags=["openai-compatible"], responses=UNAUTHORIZED)
+router = APIRouter(prefix="/v1/audio", tags=["openai-compatible"], responses=UNAUTHORIZED, route_class=UploadDirRoute)
 
 # How often a waiting request checks whether its client is still there.
 _DISCONNECT_POLL_SECONDS = 1.0

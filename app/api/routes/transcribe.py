@@ -22,6 +22,7 @@ from app.api.schemas import (
     TranscriptionTask,
     UploadResponse,
 )
+from app.api.upload_body import UploadDirRoute
 from app.api.uploads import (
     check_audio_url,
     check_callback,
@@ -41,7 +42,9 @@ from app.tasks.models import TaskStatus
 DEFAULT_VAD_ONSET = 0.5
 """Both engines' (whisperx's and faster-whisper's Silero VAD) default speech threshold."""
 
-router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"], responses=UNAUTHORIZED)
+router = APIRouter(
+    prefix="/api/v1/transcribe", tags=["transcription"], responses=UNAUTHORIZED, route_class=UploadDirRoute
+)
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: problem_response("No task with this id for this key (never existed, deleted or expired)")

@@ -1,0 +1,99 @@
+"""Multipart uploads written once, straight into UPLOAD_DIR.
+
+Starlette's form parser spools every file part to a temporary file (on disk past 1 MB), which
+the route would then copy into UPLOAD_DIR: each upload written twice, and the spool outside the
+directory's limits and permissions. Routes of `UploadDirRoute` parse the body with a subclass of
+Starlette's own parser (python-multipart's streaming parser underneath) whose file parts are
+private files in UPLOAD_DIR, under a fresh task id, from the first byte. A part that no task
+adopted by the time the route returns (a refused or failed request) is removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable, Coroutine
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException, Request, Response
+from fastapi.routing import APIRoute
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import FormData, Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from app.tasks.files import create_private, new_upload_path
+
+logger = logging.getLogger(__name__)
+
+DISK_FULL = (
+    "The server's disk is full, so the upload could not be stored; try again later, and tell the "
+    "server's operator if it persists."
+)
+
+
+class StoredUpload(UploadFile):
+    """A file part as it was received: already in UPLOAD_DIR at `path`."""
+
+    def __init__(self, path: Path, filename: str | None, headers: Headers) -> None:
+        super().__init__(create_private(path), size=0, filename=filename, headers=headers)
+        self.path = path
+
+
+class _UploadDirParser(MultiPartParser):
+    def __init__(self, headers: Headers, stream: Any, upload_dir: Path, **limits: Any) -> None:
+        super().__init__(headers, stream, **limits)
+        self.upload_dir = upload_dir
+        self.stored: list[StoredUpload] = []
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()  # checks the part's name and the limits on files and fields
+        spooled = self._current_part.file
+        if spooled is not None:
+            spooled.file.close()  # nothing was written to it yet
+            stored = StoredUpload(new_upload_path(self.upload_dir), spooled.filename, spooled.headers)
+            self._current_part.file = stored
+            self._files_to_close_on_error.append(stored.file)  # type: ignore[arg-type]
+            self.stored.append(stored)
+
+
+class _UploadDirRequest(Request):
+    stored: list[StoredUpload]
+
+    async def _get_form(self, **limits: Any) -> FormData:
+        content_type, _ = parse_options_header(self.headers.get("content-type", ""))
+        if self._form is None and content_type == b"multipart/form-data":
+            upload_dir: Path = self.app.state.settings.upload_dir
+            async with aclosing(self.stream()) as stream:
+                parser = _UploadDirParser(self.headers, stream, upload_dir, **limits)
+                self.stored = parser.stored
+                try:
+                    self._form = await parser.parse()
+                except MultiPartException as error:
+                    raise HTTPException(400, error.message) from None
+                except OSError as error:
+                    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    logger.error("No space left in UPLOAD_DIR %s: an upload was refused with 507", upload_dir)
+                    raise HTTPException(507, DISK_FULL) from None
+        return await super()._get_form(**limits)
+
+
+class UploadDirRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_upload(request: Request) -> Response:
+            request = _UploadDirRequest(request.scope, request.receive)
+            request.stored = []
+            try:
+                return await handle(request)
+            finally:
+                store = request.app.state.store
+                for upload in request.stored:
+                    await upload.close()
+                    if store.get(upload.path.name) is None:
+                        upload.path.unlink(missing_ok=True)
+
+        return handle_upload
