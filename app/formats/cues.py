@@ -193,11 +193,14 @@ def _join_short(cues: list[Cue], layout: Layout) -> list[Cue]:
 
 
 def _display_end(cue: Cue, next_start: float | None, layout: Layout) -> float:
+    """Long enough to read, up to GAP_SECONDS before the next cue (even if the speech ran on)."""
     characters = len(layout.joiner.join(word.text for word in cue.words))
     wanted = max(cue.end + LINGER_SECONDS, cue.start + MIN_SECONDS, cue.start + characters / TARGET_CPS)
-    if next_start is not None:
-        wanted = min(wanted, next_start - GAP_SECONDS)
-    return max(wanted, cue.end if next_start is None else min(cue.end, next_start), cue.start)
+    if next_start is None:
+        return wanted
+    if next_start - GAP_SECONDS > cue.start:
+        return min(wanted, next_start - GAP_SECONDS)
+    return min(wanted, next_start)  # the next cue starts at once: no room for a gap
 
 
 def build_cues(result: dict[str, Any], layout: Layout) -> list[Cue]:

@@ -80,7 +80,8 @@ def test_srt_and_vtt_exports(server: Server, clip: Path) -> None:
     vtt = httpx.get(f"{server.url}/api/v1/transcribe/result/{task_id}?format=vtt", headers=AUTH)
     assert vtt.headers["content-type"] == "text/vtt; charset=utf-8"
     captions = webvtt.from_string(vtt.text).captions
-    assert [caption.text for caption in captions] == [cue.content for cue in cues]
+    assert [caption.text for caption in captions] == [re.sub(r"^\[SPEAKER_\d+\]: ", "", cue.content) for cue in cues]
+    assert {caption.voice for caption in captions} == {"SPEAKER_00"}
 
 
 def test_openai_sdk_examples(server: Server, clip: Path) -> None:
