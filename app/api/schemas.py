@@ -85,6 +85,10 @@ class TaskSummary(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
     error: str | None = Field(description="Why the task failed and what to do about it; null unless failed")
+    file_name: str | None = Field(
+        None, description="The uploaded file's name (or the audio_url's last part), for display; null if none was given"
+    )
+    duration: float | None = Field(None, description="Seconds of audio; null until known (audio_url: once downloaded)")
 
 
 class TaskStatusResponse(TaskSummary):
@@ -101,6 +105,8 @@ class TaskStatusResponse(TaskSummary):
             started_at=task.started_at,
             completed_at=task.completed_at,
             error=task.error,
+            file_name=task.job.file_name,
+            duration=task.job.duration,
             result=TranscriptionResult.model_validate(task.result) if task.result else None,
         )
 

@@ -61,6 +61,8 @@ class Job:
     """Time every character too (wav2vec2 alignment only)."""
     audio_url: str | None = None
     """Where the audio was downloaded from, when it was not uploaded."""
+    file_name: str | None = None
+    """The uploaded file's name (or the URL's last part), cleaned: shown to people, never used as a path."""
 
     @property
     def stages(self) -> list[Stage]:

@@ -36,7 +36,7 @@ def _words(text: str) -> list[str]:
 def test_srt_parses_with_speakers_split_lines_and_word_times(client: TestClient, task_id: str) -> None:
     text, headers = _export(client, task_id, "srt")
     assert headers["content-type"] == "application/x-subrip; charset=utf-8"
-    assert headers["content-disposition"] == f'attachment; filename="{task_id}.srt"'
+    assert headers["content-disposition"] == "attachment; filename=\"short.srt\"; filename*=UTF-8''short.srt"
     cues = list(srt.parse(text))
     assert [cue.index for cue in cues] == list(range(1, len(cues) + 1))
     # The fake's words last 0.5 s and start on whole seconds: a cue starts on its first word and
@@ -58,7 +58,7 @@ def test_srt_parses_with_speakers_split_lines_and_word_times(client: TestClient,
 def test_vtt_parses_and_matches_the_srt(client: TestClient, task_id: str) -> None:
     text, headers = _export(client, task_id, "vtt")
     assert headers["content-type"] == "text/vtt; charset=utf-8"
-    assert headers["content-disposition"] == f'attachment; filename="{task_id}.vtt"'
+    assert headers["content-disposition"] == "attachment; filename=\"short.vtt\"; filename*=UTF-8''short.vtt"
     captions = webvtt.from_string(text).captions
     cues = list(srt.parse(_export(client, task_id, "srt")[0]))
     # The speaker is a voice tag, not text: the words and times are the SRT's.
@@ -83,7 +83,7 @@ def test_txt_and_tsv(client: TestClient, task_id: str) -> None:
     assert text.splitlines() == [f"[SPEAKER_00]: {FAKE_TEXT}", f"[SPEAKER_01]: {FAKE_LONG_TEXT}"]
     text, headers = _export(client, task_id, "tsv")
     assert headers["content-type"] == "text/tab-separated-values; charset=utf-8"
-    assert headers["content-disposition"] == f'attachment; filename="{task_id}.tsv"'
+    assert headers["content-disposition"] == "attachment; filename=\"short.tsv\"; filename*=UTF-8''short.tsv"
     rows = [line.split("\t") for line in text.splitlines()]
     assert rows[0] == ["start", "end", "text", "speaker"]
     assert rows[1] == ["0", "1500", FAKE_TEXT, "SPEAKER_00"]

@@ -16,6 +16,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, Response, Upl
 
 from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
 from app.api.errors import UNAUTHORIZED, problem_response
+from app.api.filenames import display_name
 from app.api.uploads import check_can_translate, language_code, receive_upload, refuse_over_capacity
 from app.config import Settings
 from app.formats.openai import Granularity, OpenAIFormat, openai_response
@@ -165,7 +166,9 @@ async def _answer(
 ) -> Response:
     """Run one job through the queue and answer as OpenAI does, once it has finished."""
     path, media = await receive_upload(file, settings)
-    job = Job(task_id=path.name, audio_path=path, duration=media.duration, **options)
+    job = Job(
+        task_id=path.name, audio_path=path, duration=media.duration, file_name=display_name(file.filename), **options
+    )
     try:
         task = manager.submit(job, caller)
     except OverCapacity as error:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Response, Uploa
 
 from app.api.deps import CallerDep, ManagerDep, OwnedTaskDep, SettingsDep, StoreDep, SubtitleOptionsDep, not_found
 from app.api.errors import UNAUTHORIZED, problem_response
+from app.api.filenames import attachment, display_name, name_from_url
 from app.api.schemas import (
     DeleteResponse,
     TaskList,
@@ -61,6 +62,8 @@ def _summary(task: Task) -> dict[str, Any]:
         "started_at": task.started_at,
         "completed_at": task.completed_at,
         "error": task.error,
+        "file_name": task.job.file_name,
+        "duration": task.job.duration,
     }
 
 
@@ -217,10 +220,12 @@ async def upload(
     prepare = None
     if file is not None:
         path, media = await receive_upload(file, settings)
-        job = Job(task_id=path.name, audio_path=path, duration=media.duration, **options)
+        name = display_name(file.filename)
+        job = Job(task_id=path.name, audio_path=path, duration=media.duration, file_name=name, **options)
     else:
         path = new_upload_path(settings)
-        job = Job(task_id=path.name, audio_path=path, audio_url=audio_url, **options)
+        name = name_from_url(audio_url) if audio_url else None
+        job = Job(task_id=path.name, audio_path=path, audio_url=audio_url, file_name=name, **options)
         prepare = functools.partial(download_audio, job, settings)
     try:
         created = manager.submit(job, caller, prepare)
@@ -280,7 +285,7 @@ async def get_result(
         return Response(
             render(task.result, fmt, subtitles),
             media_type=f"{MEDIA_TYPES[fmt]}; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{task.id}.{fmt.value}"'},
+            headers={"Content-Disposition": attachment(task.job.file_name, task.id, fmt.value)},
         )
     return TranscriptionResult.model_validate(task.result)
 
