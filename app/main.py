@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import secrets
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -119,10 +120,17 @@ def __getattr__(name: str) -> FastAPI:
     raise AttributeError(name)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
-    settings = Settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m app.main", description="Serve the API. Other settings come from the environment or .env."
+    )
+    parser.add_argument("--host", help="address to listen on (default: $HOST, or 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: $PORT, or 8000)")
+    args = parser.parse_args(argv)
+    # Given values win over the environment, as keyword arguments do in pydantic-settings.
+    settings = Settings(**{name: value for name, value in vars(args).items() if value is not None})
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1, log_level=settings.log_level)
 

@@ -155,6 +155,10 @@ class HealthResponse(BaseModel):
     model_error: str | None = None
     queue: QueueCounts
     gpu: list[GpuMemory] | None = None
+    max_upload_mb: float = Field(
+        description="Largest upload accepted (MAX_UPLOAD_MB); a larger one is refused with 413 before it is "
+        "read, so clients check the size first"
+    )
 
 
 class ReadyResponse(BaseModel):

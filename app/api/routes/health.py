@@ -8,7 +8,7 @@ import subprocess
 
 from fastapi import APIRouter
 
-from app.api.deps import CallerDep, ManagerDep, StoreDep
+from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
 from app.api.errors import UNAUTHORIZED
 from app.api.schemas import GpuMemory, HealthResponse, QueueCounts
 from app.tasks.models import TaskStatus
@@ -32,7 +32,7 @@ async def _gpu_memory() -> list[GpuMemory] | None:
 
 
 @router.get("/health", response_model=HealthResponse, summary="Service status, model and queue")
-async def health(_caller: CallerDep, manager: ManagerDep, store: StoreDep) -> HealthResponse:
+async def health(_caller: CallerDep, manager: ManagerDep, store: StoreDep, settings: SettingsDep) -> HealthResponse:
     state = manager.worker_state()
     counts = store.count_by_status()
     status = "degraded" if state.load_error else "ok" if state.loaded else "loading"
@@ -46,4 +46,5 @@ async def health(_caller: CallerDep, manager: ManagerDep, store: StoreDep) -> He
         model_error=state.load_error,
         queue=QueueCounts(pending=counts[TaskStatus.PENDING], processing=counts[TaskStatus.PROCESSING]),
         gpu=await _gpu_memory() if device == "cuda" else None,
+        max_upload_mb=settings.max_upload_mb,
     )
