@@ -16,6 +16,7 @@ from app.api.errors import install_error_handlers
 from app.api.middleware.admission import UploadAdmissionMiddleware
 from app.api.middleware.api_key import ApiKeyMiddleware
 from app.api.middleware.body_limit import BodyLimitMiddleware
+from app.api.middleware.openai_errors import OpenAIErrorMiddleware
 from app.api.openapi import install_openapi
 from app.api.routes import events, health, openai, operations, page, transcribe
 from app.api.schemas import TaskStatusResponse
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.add_middleware(UploadAdmissionMiddleware, upload_path=app.url_path_for("upload"))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=_api_keys(settings))
+    app.add_middleware(OpenAIErrorMiddleware)  # outermost: it sees the key check's refusals too
     return app
 
 
