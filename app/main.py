@@ -27,6 +27,7 @@ from app.outbound.webhooks import WebhookSender
 from app.pipeline.base import PipelineFactory
 from app.tasks.backend import TaskBackend
 from app.tasks.manager import TaskManager
+from app.tasks.progress import StageCosts
 from app.tasks.store import MemoryTaskStore, TaskStore
 
 logger = logging.getLogger("app")
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
             log_preflight(settings)
         manager = _backend(settings, store, factory)
         manager.events.add_listener(metrics.task_changed)
+        manager.events.add_listener(app.state.stage_costs.task_changed)
         webhooks = WebhookSender(settings, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode())
         manager.events.add_listener(webhooks.task_changed)
         app.state.manager = manager
@@ -96,6 +98,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = metrics
+    app.state.stage_costs = StageCosts()  # measured stage costs, for the events' time estimates
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health.router)
