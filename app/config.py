@@ -20,7 +20,10 @@ def _default_cache_dir() -> Path:
 class Settings(BaseSettings):
     """Every setting is an environment variable of the same name in upper case."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # Attribute docstrings become field descriptions: docs/configuration.md is generated from them.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", use_attribute_docstrings=True
+    )
 
     # The seed's settings.
     api_keys: SecretStr | None = None
@@ -60,10 +63,12 @@ class Settings(BaseSettings):
     """pyannote pipeline used for speaker labels when HF_TOKEN is set."""
 
     model_cache_dir: Path = Field(default_factory=_default_cache_dir)
-    """Where embedded models are assembled and downloaded models are cached."""
+    """Where embedded models are assembled and downloaded models are cached.
+    Unset: `whisperx-api` in `$XDG_CACHE_HOME`, or in `~/.cache`."""
 
     upload_dir: Path = Field(default_factory=lambda: Path(gettempdir()) / "whisperx-api-uploads")
-    """Where uploads wait, under server-chosen names, until their task ends."""
+    """Where uploads wait, under server-chosen names, until their task ends.
+    Unset: `whisperx-api-uploads` in the system's temporary directory (`$TMPDIR`, usually `/tmp`)."""
 
     cancel_grace_seconds: float = Field(5.0, gt=0)
     """How long a deleted running task may take to stop before its worker process is killed."""

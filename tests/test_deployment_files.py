@@ -103,17 +103,3 @@ def test_service_has_settings_cache_and_health_check(compose_file: str) -> None:
     assert "X-API-Key" in test[3]
     assert "/health" in test[3]
     compile(test[3], "healthcheck", "exec")
-
-
-@pytest.mark.parametrize(
-    ("document", "pattern"),
-    [(".env.example", r"^#? ?{name}="), ("README.md", r"^\|[^|]*`{name}`")],
-    ids=[".env.example", "README settings table"],
-)
-def test_every_setting_is_documented(document: str, pattern: str) -> None:
-    from app.config import Settings
-
-    text = (ROOT / document).read_text()
-    names = [name.upper() for name in Settings.model_fields]
-    missing = [name for name in names if not re.search(pattern.format(name=name), text, re.MULTILINE)]
-    assert missing == [], f"{document} does not list {missing}"

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import ROOT, ffmpeg, speak
 
-# The README's examples use this key and port verbatim, so the real server does too
+# The documented examples use this key and port verbatim, so the real server does too
 # (REAL_TIER_PORT moves it, for running two checkouts' suites side by side).
 API_KEY = "your-api-key"
 # Callbacks from the real server go to a loopback receiver, so private targets are allowed.
