@@ -114,10 +114,12 @@ def test_a_long_pause_inside_a_sentence_starts_a_cue() -> None:
 def test_untimed_words_and_wordless_segments_are_kept_in_order() -> None:
     segment = _result("one two three four")
     segment["words"][1] = {"word": "two", "speaker": "SPEAKER_00"}
-    wordless = {"start": 5.0, "end": 6.0, "text": " five six", "speaker": "SPEAKER_00", "words": []}
+    long_text = " ".join(["five six seven eight"] * 6)
+    wordless = {"start": 5.0, "end": 15.0, "text": f" {long_text}", "speaker": "SPEAKER_00", "words": []}
     cues = _cues(segment, wordless)
-    assert " ".join(_shown(cue) for cue in cues) == "one two three four five six"
+    assert " ".join(_shown(cue) for cue in cues) == f"one two three four {long_text}"
     assert all(a.end < b.start for a, b in pairwise(cues))
+    assert len(cues) >= 3, "a segment without word times is still cut to the line limits"
 
 
 def test_a_narrow_width_still_shows_every_word() -> None:

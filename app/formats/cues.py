@@ -104,9 +104,9 @@ class Layout:
 
 def _timed_words(segment: dict[str, Any]) -> list[tuple[TimedWord, str | None]]:
     """The segment's words with times, each with its speaker. An untimed word takes the time
-    between its timed neighbours; a segment without words is one word."""
+    between its timed neighbours; a segment without a word list shares its time among its words."""
     speaker = segment.get("speaker")
-    raw = segment.get("words") or [{"word": segment["text"], "start": segment["start"], "end": segment["end"]}]
+    raw = segment.get("words") or _spread(segment)
     words: list[tuple[TimedWord, str | None]] = []
     previous_end = float(segment["start"])
     for index, word in enumerate(raw):
@@ -121,6 +121,12 @@ def _timed_words(segment: dict[str, Any]) -> list[tuple[TimedWord, str | None]]:
         previous_end = end
         words.append((TimedWord(text, start, end), word.get("speaker") or speaker))
     return words
+
+
+def _spread(segment: dict[str, Any]) -> list[dict[str, Any]]:
+    texts = segment["text"].split()
+    start, step = float(segment["start"]), (float(segment["end"]) - float(segment["start"])) / max(len(texts), 1)
+    return [{"word": text, "start": start + i * step, "end": start + (i + 1) * step} for i, text in enumerate(texts)]
 
 
 def _sentences(segments: list[dict[str, Any]]) -> list[tuple[str | None, list[TimedWord]]]:
