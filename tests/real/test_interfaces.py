@@ -83,7 +83,7 @@ def test_srt_and_vtt_exports(server: Server, clip: Path) -> None:
 
 
 def test_openai_sdk_examples(server: Server, clip: Path) -> None:
-    python_example, curl_example = _blocks("openai.md", "OpenAI-compatible endpoint")
+    python_example, curl_example = _blocks("openai.md", "OpenAI-compatible endpoint")[:2]  # then: errors
     script = clip.parent / "openai_example.py"
     script.write_text(python_example)
     done = subprocess.run(
