@@ -75,3 +75,20 @@ def test_failed_and_deleted_tasks_teach_nothing(clock: Clock) -> None:
     clock.now += 50
     costs.task_changed(replace(task, stage=Stage.DECODE, job=replace(task.job, task_id="b")), True)
     assert costs.per_audio_second == {}
+
+
+def test_a_task_slower_than_measured_is_estimated_at_its_own_pace(clock: Clock) -> None:
+    costs = StageCosts()
+    _run(costs, clock, "first")
+    # The machine is now twice as busy: every stage takes twice as long as measured.
+    for stage in STAGES:
+        SECONDS[stage] *= 2
+    try:
+        estimates = _run(costs, clock, "second")
+    finally:
+        for stage in STAGES:
+            SECONDS[stage] /= 2
+    # Halfway through the diarizer, a tenth of the work is long done: the estimate is the real time left.
+    diarize = STAGES.index(Stage.DIARIZE)
+    really_left = 2 * (SECONDS[Stage.DIARIZE] / 2 + SECONDS[Stage.ASSIGN])
+    assert estimates[diarize] == pytest.approx(really_left, rel=0.05)
