@@ -9,8 +9,8 @@ Inputs that share a stem (talk.mp3, talk.wav) keep their whole name: talk.mp3.sr
 The exit status is 0 when every file was transcribed, 1 otherwise. The key comes from
 WHISPERX_API_KEY (preferred: command lines are visible to other users) or --api-key.
 
-Only light packages are imported here (httpx, httpx-sse, tqdm, and the server's own wording of
-its upload limit): no torch, no whisperx.
+Only light packages are imported here (httpx, httpx-sse, tqdm, and `app.media` for the server's
+own wording of its upload limit, which brings numpy): no torch, no whisperx.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 from tqdm import tqdm
 
-from app.api.middleware.body_limit import too_large_message
+from app.media import too_large_message
 
 FORMATS = ("json", "srt", "vtt", "txt", "tsv")
 TERMINAL = ("completed", "failed", "deleted")

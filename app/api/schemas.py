@@ -90,13 +90,9 @@ class TaskSummary(BaseModel):
     )
     duration: float | None = Field(None, description="Seconds of audio; null until known (audio_url: once downloaded)")
 
-
-class TaskStatusResponse(TaskSummary):
-    result: TranscriptionResult | None
-
     @classmethod
-    def from_task(cls, task: Task) -> TaskStatusResponse:
-        return cls(
+    def from_task(cls, task: Task) -> TaskSummary:
+        return TaskSummary(
             task_id=task.id,
             status=task.status,
             progress=task.progress,
@@ -107,8 +103,16 @@ class TaskStatusResponse(TaskSummary):
             error=task.error,
             file_name=task.job.file_name,
             duration=task.job.duration,
-            result=TranscriptionResult.model_validate(task.result) if task.result else None,
         )
+
+
+class TaskStatusResponse(TaskSummary):
+    result: TranscriptionResult | None
+
+    @classmethod
+    def from_task(cls, task: Task) -> TaskStatusResponse:
+        result = TranscriptionResult.model_validate(task.result) if task.result else None
+        return TaskStatusResponse(**dict(TaskSummary.from_task(task)), result=result)
 
 
 class TaskEvent(BaseModel):

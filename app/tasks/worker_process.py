@@ -21,7 +21,16 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any, cast
 
-from app.pipeline.base import Job, PipelineError, PipelineFactory, PipelineInfo, PipelineOutput, Stage
+from app.config import Settings
+from app.pipeline.base import (
+    Job,
+    PipelineError,
+    PipelineFactory,
+    PipelineInfo,
+    PipelineOutput,
+    ProgressCallback,
+    Stage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +64,7 @@ def _exit_on_terminate(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Any) -> None:
+def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Settings) -> None:
     # The parent decides when a worker stops: Ctrl+C in a terminal reaches the whole process group,
     # and must not break a worker mid-job with a KeyboardInterrupt. SIGTERM ends it as an exit, not
     # a kill, so multiprocessing's exit handlers run: a killed process leaves the semaphores it made
@@ -118,7 +127,7 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
 class WorkerProcess:
     """Parent-side handle of one worker process."""
 
-    def __init__(self, name: str, factory: PipelineFactory, settings: Any) -> None:
+    def __init__(self, name: str, factory: PipelineFactory, settings: Settings) -> None:
         self.name = name
         self._factory = factory
         self._settings = settings
@@ -169,7 +178,7 @@ class WorkerProcess:
             if message[0] == "exited":
                 return
 
-    async def run(self, job: Job, on_progress: Any) -> PipelineOutput:
+    async def run(self, job: Job, on_progress: ProgressCallback) -> PipelineOutput:
         if self._conn is None:
             raise RuntimeError(f"{self.name} is not started")
         self._cancel.clear()

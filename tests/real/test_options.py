@@ -62,7 +62,6 @@ def test_an_initial_prompt_teaches_the_spelling_of_a_name(server: Server, media_
     taught = wait_done(submit(clip, language="en", enable_diarization="false", initial_prompt=prompt))
     assert taught["status"] == "completed", taught["error"]
     assert {"xavier", "szczepanski"} <= _words(taught["result"])
-    assert taught["result"]["options"] == {"enable_diarization": False, "initial_prompt": prompt}
 
 
 def test_numbers_are_kept_as_written_or_spelled_out_on_request(server: Server, media_dir: Path) -> None:
