@@ -65,6 +65,8 @@ class Job:
     """Where the audio was downloaded from, when it was not uploaded."""
     file_name: str | None = None
     """The uploaded file's name (or the URL's last part), cleaned: shown to people, never used as a path."""
+    model: str | None = None
+    """The Whisper model the request chose (one of WHISPER_MODELS); None: the worker's default."""
 
     @property
     def stages(self) -> list[Stage]:
@@ -114,6 +116,10 @@ class PipelineInfo:
     diarizer: str | None = None
     multilingual: bool = True
     """False for English-only models (`*.en`), which can neither translate nor transcribe other languages."""
+    loaded_models: tuple[str, ...] = ()
+    """Whisper models loaded in the worker now, least recently used first."""
+    model_errors: tuple[tuple[str, str], ...] = ()
+    """Whisper models a request asked for that could not be loaded, with why."""
 
 
 class PipelineError(Exception):
@@ -133,6 +139,10 @@ class Pipeline(Protocol):
 
     def release(self) -> None:
         """Free what the last job held (called after every job)."""
+        ...
+
+    def unload_idle(self) -> bool:
+        """Unload models unused for MODEL_IDLE_SECONDS (called while the worker waits); whether any went."""
         ...
 
 
