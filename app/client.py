@@ -5,10 +5,12 @@
 
 Each file is uploaded, followed over Server-Sent Events (or by polling, with --poll), and its
 result is written next to it (talk.srt, talk.txt); the task is then deleted from the server.
+Inputs that share a stem (talk.mp3, talk.wav) keep their whole name: talk.mp3.srt, talk.wav.srt.
 The exit status is 0 when every file was transcribed, 1 otherwise. The key comes from
 WHISPERX_API_KEY (preferred: command lines are visible to other users) or --api-key.
 
-Only light packages are imported here (httpx, httpx-sse, tqdm): no torch, no whisperx.
+Only light packages are imported here (httpx, httpx-sse, tqdm, and `app.media` for the server's
+own wording of its upload limit, which brings numpy): no torch, no whisperx.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 from tqdm import tqdm
+
+from app.media import too_large_message
 
 FORMATS = ("json", "srt", "vtt", "txt", "tsv")
 TERMINAL = ("completed", "failed", "deleted")
@@ -48,14 +52,24 @@ def _check(response: httpx.Response) -> httpx.Response:
     return response
 
 
-def _show(bar: tqdm[Any], state: dict[str, Any]) -> None:
+class _Bar(tqdm):  # type: ignore[type-arg]
+    """A progress bar with the task's own words after it (tqdm's postfix would start with a comma)."""
+
+    status = ""
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        return {**super().format_dict, "status": self.status}
+
+
+def _show(bar: _Bar, state: dict[str, Any]) -> None:
     bar.n = state.get("progress", 0.0)
     eta = state.get("eta_seconds")
-    bar.set_postfix_str(f"{state['message']}" + (f", ~{eta:.0f} s left" if eta is not None else ""), refresh=False)
+    bar.status = state["message"] + (f", ~{eta:.0f} s left" if eta is not None else "")
     bar.refresh()
 
 
-async def _follow_events(client: httpx.AsyncClient, task_id: str, bar: tqdm[Any]) -> dict[str, Any]:
+async def _follow_events(client: httpx.AsyncClient, task_id: str, bar: _Bar) -> dict[str, Any]:
     async with aconnect_sse(client, "GET", f"/api/v1/transcribe/events/{task_id}", timeout=None) as source:
         if source.response.is_error:
             await source.response.aread()
@@ -68,7 +82,7 @@ async def _follow_events(client: httpx.AsyncClient, task_id: str, bar: tqdm[Any]
     raise ClientError("the event stream ended before the task did")
 
 
-async def _poll(client: httpx.AsyncClient, task_id: str, bar: tqdm[Any]) -> dict[str, Any]:
+async def _poll(client: httpx.AsyncClient, task_id: str, bar: _Bar) -> dict[str, Any]:
     while True:
         state: dict[str, Any] = _check(await client.get(f"/api/v1/transcribe/status/{task_id}")).json()
         _show(bar, state)
@@ -77,14 +91,33 @@ async def _poll(client: httpx.AsyncClient, task_id: str, bar: tqdm[Any]) -> dict
         await asyncio.sleep(POLL_SECONDS)
 
 
-async def _transcribe(client: httpx.AsyncClient, path: Path, args: argparse.Namespace, bar: tqdm[Any]) -> list[Path]:
+async def _upload(client: httpx.AsyncClient, path: Path, form: dict[str, str], limit_bytes: int | None) -> str:
+    """The new task's id. A file over the server's limit is not sent: the server would refuse it
+    before reading it and close the connection, and the client would see only the broken connection."""
+    if limit_bytes is not None and path.stat().st_size > limit_bytes:
+        raise ClientError(too_large_message(limit_bytes))
+    try:
+        with path.open("rb") as audio:
+            response = await client.post("/api/v1/transcribe/upload", files={"file": (path.name, audio)}, data=form)
+    except httpx.TransportError:
+        # Refused before the body was read (429 this key's limit, 503 queue full), the answer lost
+        # with the connection: the same request without the file gets the same refusal, in words.
+        probe = await client.post("/api/v1/transcribe/upload", data=form)
+        if probe.status_code in (429, 503):
+            raise ClientError(_detail(probe)) from None
+        raise
+    task_id: str = _check(response).json()["task_id"]
+    return task_id
+
+
+async def _transcribe(
+    client: httpx.AsyncClient, path: Path, base: Path, args: argparse.Namespace, bar: _Bar, limit_bytes: int | None
+) -> list[Path]:
     form = {"enable_diarization": str(not args.no_diarization).lower()}
     for name in ("language", "min_speakers", "max_speakers", "prompt"):
         if (value := getattr(args, name)) is not None:
             form[name] = str(value)
-    with path.open("rb") as audio:
-        response = _check(await client.post("/api/v1/transcribe/upload", files={"file": (path.name, audio)}, data=form))
-    task_id = response.json()["task_id"]
+    task_id = await _upload(client, path, form, limit_bytes)
     try:
         try:
             final = await (_poll if args.poll else _follow_events)(client, task_id, bar)
@@ -95,7 +128,7 @@ async def _transcribe(client: httpx.AsyncClient, path: Path, args: argparse.Name
         written = []
         for fmt in args.formats:
             result = _check(await client.get(f"/api/v1/transcribe/result/{task_id}", params={"format": fmt}))
-            target = (args.output_dir or path.parent) / f"{path.stem}.{fmt}"
+            target = base.with_name(f"{base.name}.{fmt}")
             target.write_bytes(result.content)
             written.append(target)
         return written
@@ -112,23 +145,26 @@ async def _run(args: argparse.Namespace, key: str) -> int:
         # Check the key first: the server refuses a bad one before reading an upload, which
         # reaches a client still sending the file as a broken connection, not as the answer.
         try:
-            _check(await client.get("/health"))
+            health = _check(await client.get("/health")).json()
         except (ClientError, httpx.TransportError) as error:
             print(f"{args.url}: {_reason(error, args.url)}", file=sys.stderr)
             return 1
+        limit_mb = health.get("max_upload_mb")  # servers before this field: no check here
+        limit_bytes = int(limit_mb * 1024 * 1024) if limit_mb is not None else None
         bars = [
-            tqdm(
+            _Bar(
                 total=100,
                 desc=path.name,
                 position=index,
                 unit="%",
                 leave=True,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {status}",
             )
             for index, path in enumerate(args.files)
         ]
+        jobs = zip(args.files, args.bases, bars, strict=True)
         outcomes = await asyncio.gather(
-            *(_transcribe(client, path, args, bar) for path, bar in zip(args.files, bars, strict=True)),
+            *(_transcribe(client, path, base, args, bar, limit_bytes) for path, base, bar in jobs),
             return_exceptions=True,
         )
         for bar in bars:
@@ -142,6 +178,19 @@ async def _run(args: argparse.Namespace, key: str) -> int:
         else:
             raise outcome
     return 1 if failures else 0
+
+
+def result_bases(files: Sequence[Path], output_dir: Path | None) -> list[Path]:
+    """Where each input's results go, less the format's extension: its folder (or --output-dir)
+    and its stem, or its whole name when another input would write to the same place (talk.mp3,
+    talk.wav: talk.mp3.srt, talk.wav.srt). Keeping every result under its input's name beats
+    refusing the run; only inputs with the very same name into one folder are refused (main)."""
+    by_stem = [(output_dir or path.parent) / path.stem for path in files]
+    places = [base.resolve() for base in by_stem]
+    return [
+        base.with_name(path.name) if places.count(place) > 1 else base
+        for path, base, place in zip(files, by_stem, places, strict=True)
+    ]
 
 
 def _reason(error: Exception, url: str) -> str:
@@ -188,6 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = args.api_key or os.environ.get("WHISPERX_API_KEY")
     if not key:
         parser.error("no API key: set WHISPERX_API_KEY (or pass --api-key)")
+    args.bases = result_bases(args.files, args.output_dir)
+    places = [base.resolve() for base in args.bases]
+    clashing = [str(path) for path, place in zip(args.files, places, strict=True) if places.count(place) > 1]
+    if clashing:  # checked before anything is uploaded, so no result is lost
+        parser.error(f"{', '.join(clashing)} would write the same result files; rename one or run them apart")
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(_run(args, key))

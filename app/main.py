@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -17,6 +18,7 @@ from app.api.middleware.admission import UploadAdmissionMiddleware
 from app.api.middleware.api_key import ApiKeyMiddleware
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.body_pace import BodyPaceMiddleware
+from app.api.middleware.openai_errors import OpenAIErrorMiddleware
 from app.api.openapi import install_openapi
 from app.api.routes import docs, events, health, models, openai, operations, page, transcribe, webhook_secret
 from app.api.schemas import TaskStatusResponse
@@ -30,6 +32,7 @@ from app.pipeline.base import PipelineFactory, whisperx_pipeline
 from app.tasks.backend import TaskBackend
 from app.tasks.files import prepare_upload_dir, sweep_orphans
 from app.tasks.manager import TaskManager
+from app.tasks.progress import StageCosts
 from app.tasks.store import MemoryTaskStore, TaskStore
 
 logger = logging.getLogger("app")
@@ -90,6 +93,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
             log_preflight(settings)
         manager = _backend(settings, store, factory)
         manager.events.add_listener(metrics.task_changed)
+        manager.events.add_listener(app.state.stage_costs.task_changed)
         webhooks = WebhookSender(
             settings, store, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode()
         )
@@ -116,6 +120,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = metrics
+    app.state.stage_costs = StageCosts()  # measured stage costs, for the events' time estimates
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health.router)
@@ -141,6 +146,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=_api_keys(settings))
+    app.add_middleware(OpenAIErrorMiddleware)  # outermost: it sees the key check's refusals too
     return app
 
 
@@ -168,8 +174,15 @@ def serve(app: FastAPI, settings: Settings) -> None:
     )
 
 
-def main() -> None:
-    settings = Settings()
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.main", description="Serve the API. Other settings come from the environment or .env."
+    )
+    parser.add_argument("--host", help="address to listen on (default: $HOST, or 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: $PORT, or 8000)")
+    args = parser.parse_args(argv)
+    # Given values win over the environment, as keyword arguments do in pydantic-settings.
+    settings = Settings(**{name: value for name, value in vars(args).items() if value is not None})
     serve(create_app(settings), settings)
 
 

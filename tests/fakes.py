@@ -5,6 +5,7 @@ walks through the same stages as the real pipeline, reporting progress as it goe
 returns a fixed transcript. Its behaviour comes from environment variables, which spawned
 worker processes inherit:
   FAKE_STEP_SECONDS  pause per progress step (default 0.01)
+  FAKE_STEPS         progress steps per stage (default 5)
   FAKE_MODE          "ok" (default), "fail" (a user-facing error), "crash" (the process dies),
                      "stubborn" (ignores cancellation: sleeps without reporting progress),
                      "unloadable" (fails while loading, as a missing model would)
@@ -53,10 +54,11 @@ class FakePipeline:
             decode(job.audio_path, self._settings.ffmpeg_timeout_seconds, self._settings.max_audio_seconds)
         except MediaError as error:
             raise PipelineError(str(error)) from None
+        steps = int(os.environ.get("FAKE_STEPS", STEPS_PER_STAGE))
         for stage in job.stages:
-            for step in range(1, STEPS_PER_STAGE + 1):
+            for step in range(1, steps + 1):
                 time.sleep(self._step)
-                progress(stage, step / STEPS_PER_STAGE)
+                progress(stage, step / steps)
         if self._mode == "fail":
             raise PipelineError("The fake pipeline was told to fail.")
         if job.model is not None and job.model not in self._loaded:

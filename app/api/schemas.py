@@ -90,6 +90,10 @@ class TaskSummary(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
     error: str | None = Field(description="Why the task failed and what to do about it; null unless failed")
+    file_name: str | None = Field(
+        None, description="The uploaded file's name (or the audio_url's last part), for display; null if none was given"
+    )
+    duration: float | None = Field(None, description="Seconds of audio; null until known (audio_url: once downloaded)")
 
     @classmethod
     def from_task(cls, task: Task) -> TaskSummary:
@@ -102,6 +106,8 @@ class TaskSummary(BaseModel):
             started_at=task.started_at,
             completed_at=task.completed_at,
             error=task.error,
+            file_name=task.job.file_name,
+            duration=task.job.duration,
         )
 
 
@@ -170,6 +176,10 @@ class HealthResponse(BaseModel):
     queue: QueueCounts
     models: ModelsHealth
     gpu: list[GpuMemory] | None = None
+    max_upload_mb: float = Field(
+        description="Largest upload accepted (MAX_UPLOAD_MB); a larger one is refused with 413 before it is "
+        "read, so clients check the size first"
+    )
 
 
 class OpenAIModel(BaseModel):

@@ -1,19 +1,21 @@
 """Transcripts as files people open elsewhere: SRT and WebVTT subtitles, plain text, TSV.
 
-whisperx's own writers (`whisperx.utils`) do the formatting, line splitting and speaker
-prefixes, so the files match what the `whisperx` command line writes; this module only adapts
-the API's result to them and collects their output in memory. `whisperx.utils` needs no torch.
+Subtitle cues are cut by `app.formats.cues` (readable by broadcast guidelines); whisperx's
+`format_timestamp` and `WriteTXT` write times and plain text as the `whisperx` command line does.
+`whisperx.utils` needs no torch.
 """
 
 from __future__ import annotations
 
+import html
 import io
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from whisperx.utils import SubtitlesWriter, WriteSRT, WriteTSV, WriteTXT, WriteVTT
+from whisperx.utils import WriteTXT, format_timestamp
+
+from app.formats.cues import LANGUAGES_WITHOUT_SPACES, Cue, Layout, build_cues
 
 
 class ExportFormat(StrEnum):
@@ -35,58 +37,11 @@ MEDIA_TYPES = {
 
 @dataclass(frozen=True)
 class SubtitleOptions:
-    """How subtitle cues are cut: at most `max_line_count` lines of about `max_line_width` characters."""
+    """How cues are cut: at most `max_line_count` lines of `max_line_width` characters, the speaker label included."""
 
     max_line_width: int = 42  # the common broadcast guideline for one subtitle line
     max_line_count: int = 2
     highlight_words: bool = False
-
-    def as_writer_options(self) -> dict[str, Any]:
-        return {
-            "max_line_width": self.max_line_width,
-            "max_line_count": self.max_line_count,
-            "highlight_words": self.highlight_words,
-        }
-
-
-class _CuesWithinSegments(SubtitlesWriter):  # type: ignore[misc]
-    """Cut each segment into cues on its own.
-
-    With line limits set, whisperx's writer lets a cue run across segments and labels it with
-    its first segment's speaker; segments here end at speaker changes, so cutting them one by one
-    keeps every cue to one speaker and every sentence end a cue end.
-    """
-
-    def iterate_result(self, result: dict[str, Any], options: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
-        for segment in result["segments"]:
-            for start, end, text in super().iterate_result({**result, "segments": [segment]}, options):
-                yield start, end, _tidy(text)
-
-
-def _tidy(text: str) -> str:
-    """Single spaces, none at line ends: words carry a leading space only so line widths count it."""
-    return "\n".join(" ".join(line.split()) for line in text.split("\n"))
-
-
-class _SRT(_CuesWithinSegments, WriteSRT):  # type: ignore[misc]
-    pass
-
-
-class _VTT(_CuesWithinSegments, WriteVTT):  # type: ignore[misc]
-    pass
-
-
-_WRITERS = {ExportFormat.SRT: _SRT, ExportFormat.VTT: _VTT, ExportFormat.TXT: WriteTXT, ExportFormat.TSV: WriteTSV}
-
-
-def _writer_word(word: dict[str, Any]) -> dict[str, Any]:
-    # The writers test `"start" in word`: an untimed word must lack the keys, not hold null.
-    timed = word.get("start") is not None and word.get("end") is not None
-    # A leading space, as Whisper's own words have: the writers count it in the line width.
-    out = {"word": " " + _cue_safe(word["word"].strip())}
-    if timed:
-        out.update(start=word["start"], end=word["end"])
-    return out
 
 
 def _cue_safe(text: str) -> str:
@@ -94,23 +49,82 @@ def _cue_safe(text: str) -> str:
     return text.replace("-->", "->")
 
 
-def _writer_segment(segment: dict[str, Any], fmt: ExportFormat) -> dict[str, Any]:
-    words = [_writer_word(word) for word in segment.get("words") or []]
-    if not words:  # no word list: the whole segment is one timed "word"
-        words = [{"word": _cue_safe(segment["text"].strip()), "start": segment["start"], "end": segment["end"]}]
-    text = segment["text"]
-    if fmt is ExportFormat.TSV and segment.get("speaker"):
-        # WriteTSV has no speaker column; prefix as WriteTXT does, so the label survives.
-        text = f"[{segment['speaker']}]: {text.strip()}"
-    return {**segment, "text": text, "words": words}
+def _srt_time(seconds: float) -> str:
+    return str(format_timestamp(seconds, always_include_hours=True, decimal_marker=","))
+
+
+def _vtt_time(seconds: float) -> str:
+    return str(format_timestamp(seconds, always_include_hours=True, decimal_marker="."))
+
+
+def _cue_text(cue: Cue, layout: Layout, fmt: ExportFormat, highlight: int | None = None) -> str:
+    """The cue's lines; in VTT the speaker is a voice tag (`<v SPEAKER_00>`), in SRT a `[SPEAKER_00]: ` label."""
+
+    def escape(text: str) -> str:  # WebVTT cue text is HTML-like: & < > must be escaped there
+        return html.escape(text, quote=False) if fmt is ExportFormat.VTT else text
+
+    lines: list[str] = []
+    index = 0
+    for line in cue.lines:
+        shown = []
+        for word in line:
+            text = escape(_cue_safe(word))
+            shown.append(f"<u>{text}</u>" if index == highlight else text)
+            index += 1
+        lines.append(layout.joiner.join(shown))
+    text = "\n".join(lines)
+    if cue.speaker is None:
+        return text
+    if fmt is ExportFormat.VTT:
+        return f"<v {escape(cue.speaker)}>{text}"
+    return f"{layout.label(cue.speaker)}{text}"
+
+
+def _timed_texts(cue: Cue, layout: Layout, fmt: ExportFormat, highlight: bool) -> list[tuple[float, float, str]]:
+    """The cue's display spans: itself, or with `highlight_words` one span per word, that word underlined."""
+    if not highlight:
+        return [(cue.start, cue.end, _cue_text(cue, layout, fmt))]
+    spans = []
+    for index, word in enumerate(cue.words):
+        end = cue.words[index + 1].start if index + 1 < len(cue.words) else cue.end
+        start = cue.start if index == 0 else word.start
+        if end > start:
+            spans.append((start, end, _cue_text(cue, layout, fmt, highlight=index)))
+    return spans or [(cue.start, cue.end, _cue_text(cue, layout, fmt))]
+
+
+def _subtitles(result: dict[str, Any], fmt: ExportFormat, options: SubtitleOptions) -> str:
+    joiner = "" if result.get("language") in LANGUAGES_WITHOUT_SPACES else " "
+    layout = Layout(options.max_line_width, options.max_line_count, joiner)
+    spans = [
+        span for cue in build_cues(result, layout) for span in _timed_texts(cue, layout, fmt, options.highlight_words)
+    ]
+    if fmt is ExportFormat.SRT:
+        return "".join(
+            f"{number}\n{_srt_time(start)} --> {_srt_time(end)}\n{text}\n\n"
+            for number, (start, end, text) in enumerate(spans, start=1)
+        )
+    return "WEBVTT\n\n" + "".join(f"{_vtt_time(start)} --> {_vtt_time(end)}\n{text}\n\n" for start, end, text in spans)
+
+
+def _tsv(result: dict[str, Any]) -> str:
+    """One row per segment: start and end in milliseconds (as whisperx writes them), text, speaker."""
+    rows = ["start\tend\ttext\tspeaker"]
+    for segment in result["segments"]:
+        text = " ".join(segment["text"].split())  # no tab or line break inside a field
+        speaker = segment.get("speaker") or ""
+        rows.append(f"{round(1000 * segment['start'])}\t{round(1000 * segment['end'])}\t{text}\t{speaker}")
+    return "\n".join(rows) + "\n"
 
 
 def render(result: dict[str, Any], fmt: ExportFormat, options: SubtitleOptions | None = None) -> str:
     """A completed task's result (the API's JSON shape) in a text format."""
     if fmt is ExportFormat.JSON:
         raise ValueError("JSON is the result itself; render only text formats")
-    adapted = {**result, "segments": [_writer_segment(segment, fmt) for segment in result["segments"]]}
+    if fmt in (ExportFormat.SRT, ExportFormat.VTT):
+        return _subtitles(result, fmt, options or SubtitleOptions())
+    if fmt is ExportFormat.TSV:
+        return _tsv(result)
     buffer = io.StringIO()
-    writer_options = (options or SubtitleOptions()).as_writer_options()
-    _WRITERS[fmt](output_dir="").write_result(adapted, file=buffer, options=writer_options)
+    WriteTXT(output_dir="").write_result(result, file=buffer, options={})
     return buffer.getvalue()

@@ -63,6 +63,8 @@ class Job:
     """Time every character too (wav2vec2 alignment only)."""
     audio_url: str | None = None
     """Where the audio was downloaded from, when it was not uploaded."""
+    file_name: str | None = None
+    """The uploaded file's name (or the URL's last part), cleaned: shown to people, never used as a path."""
     model: str | None = None
     """The Whisper model the request chose (one of WHISPER_MODELS); None: the worker's default."""
 

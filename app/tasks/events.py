@@ -16,6 +16,10 @@ from app.tasks.models import TERMINAL, Task
 
 logger = logging.getLogger(__name__)
 
+MIN_EVENT_SECONDS = 0.25
+"""Progress reaches a follower at most this often (a diarizer reports hundreds of steps a second);
+a new stage or status, a deletion and the end are passed on at once."""
+
 Listener = Callable[[Task, bool], None]
 """Called with the task as just written and whether it was deleted."""
 
@@ -35,6 +39,10 @@ class _Subscription:
 
     async def next(self) -> tuple[Task | None, bool]:
         await self._changed.wait()
+        return self.take()
+
+    def take(self) -> tuple[Task | None, bool]:
+        """The latest state, without waiting (what `next` returned last, if nothing came since)."""
         self._changed.clear()
         return self._latest, self._gone
 
@@ -74,11 +82,24 @@ class TaskEvents:
         `get` re-reads the store once subscribed, so a change between the caller's read and
         the subscription is not lost.
         """
+        loop = asyncio.get_running_loop()
         with self._subscribe(task_id) as subscription:
             task = get(task_id)
             yield task
+            sent_at = loop.time()
             while task is not None and task.status not in TERMINAL:
+                previous = task
                 task, deleted = await subscription.next()
+                wait = sent_at + MIN_EVENT_SECONDS - loop.time()
+                if not deleted and task is not None and _same_step(previous, task) and wait > 0:
+                    await asyncio.sleep(wait)
+                    task, deleted = subscription.take()  # the newest by now
                 if deleted:
                     task = None
                 yield task
+                sent_at = loop.time()
+
+
+def _same_step(before: Task, after: Task) -> bool:
+    """Only the progress within one stage changed: an update that may wait."""
+    return (before.status, before.stage) == (after.status, after.stage)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
+from dataclasses import dataclass
 
 from app.pipeline.base import Stage
+from app.tasks.models import TERMINAL, Task, TaskStatus
 
 # Relative cost of each stage, from timing the embedded `base` model on CPU;
 # only the stages a job runs count, so the total always reaches 100.
@@ -29,6 +31,8 @@ STAGE_MESSAGES: dict[Stage, str] = {
 
 
 class ProgressTracker:
+    """Maps each stage's own fraction onto one overall percent, by the stages' weights."""
+
     def __init__(self, stages: list[Stage]) -> None:
         total = sum(STAGE_WEIGHTS[stage] for stage in stages)
         self._start: dict[Stage, float] = {}
@@ -48,17 +52,82 @@ class ProgressTracker:
         self.percent = max(self.percent, min(candidate, 99.9))
         return self.percent
 
+    def fraction_of(self, stage: Stage, percent: float) -> float:
+        """How far into `stage` an overall percent is (0-1)."""
+        return min(max((percent - self._start[stage]) / self._span[stage], 0.0), 1.0)
 
-# Below this, elapsed time says little about the rest (models warming up, decoding).
-ETA_MIN_PERCENT = 3.0
 
+class StageCosts:
+    """Seconds each stage takes per second of audio, measured on the tasks this server runs, and
+    the time a task has left by them.
 
-def eta_seconds(progress: float, started_at: datetime | None, now: datetime) -> float | None:
-    """Seconds left, extrapolated from the time taken so far; None while it cannot be estimated.
-
-    Stage weights are measured costs, so overall percent is close to linear in time.
+    Fixed weights are right for one machine and model at best (early estimates ran at twice the
+    real time); measured costs follow the hardware, model and options in use. Until every stage
+    a task still has to run has been measured, there is no estimate: none is better than a wrong one.
+    Once a tenth of a task's predicted work is done, the rest is scaled by how fast this task has
+    gone against the prediction, which follows a busier or quieter machine.
+    A task-event listener (`TaskEvents.add_listener`): it times each stage from the first progress
+    report in it to the first in the next one.
     """
-    if started_at is None or not ETA_MIN_PERCENT <= progress < 100.0:
-        return None
-    elapsed = (now - started_at).total_seconds()
-    return round(elapsed * (100.0 - progress) / progress, 1)
+
+    SMOOTHING = 0.5
+    """Weight of the newest measurement in the running average: recent tasks count most."""
+    PACE_AFTER = 0.1
+    """Share of a task's predicted work done before its own pace corrects the estimate."""
+
+    def __init__(self) -> None:
+        self.per_audio_second: dict[Stage, float] = {}
+        self._running: dict[str, tuple[Stage, float]] = {}  # task id -> stage, monotonic start
+        self._runs: dict[str, _Run] = {}
+
+    def task_changed(self, task: Task, deleted: bool) -> None:
+        now = time.monotonic()
+        running = self._running.get(task.id)
+        stage = None if deleted or task.status in TERMINAL else task.stage
+        if running is not None and running[0] != stage:
+            del self._running[task.id]
+            if task.status is not TaskStatus.FAILED and not deleted:
+                self._measured(running[0], now - running[1], task.job.duration)
+        if stage is None:  # ended, or queued after its download: the next run starts its own clock
+            self._runs.pop(task.id, None)
+        elif running is None or running[0] != stage:
+            self._running[task.id] = (stage, now)
+            self._runs.setdefault(task.id, _Run(stage, now, dict(self.per_audio_second)))
+
+    def _measured(self, stage: Stage, seconds: float, duration: float | None) -> None:
+        if not duration:
+            return
+        cost = seconds / duration
+        previous = self.per_audio_second.get(stage)
+        self.per_audio_second[stage] = cost if previous is None else previous + self.SMOOTHING * (cost - previous)
+
+    def eta_seconds(self, task: Task) -> float | None:
+        """Seconds until the task completes; None when it is not running or the costs are not known yet."""
+        duration = task.job.duration
+        stages = task.job.progress_stages
+        if task.stage not in stages or task.status in TERMINAL or not duration:
+            return None
+        current = stages.index(task.stage)
+        run = self._runs.get(task.id)
+        # The costs as they were when this run began: its own finished stages do not move the scale.
+        cost = run.costs if run is not None else self.per_audio_second
+        if any(stage not in cost for stage in stages[current:]):
+            return None
+        in_stage = ProgressTracker(stages).fraction_of(task.stage, task.progress)
+        left = duration * (sum(cost[stage] for stage in stages[current + 1 :]) + cost[task.stage] * (1.0 - in_stage))
+        pace = 1.0  # how this run has gone against the costs, once a tenth of its work is done
+        finished = stages[stages.index(run.first) : current] if run is not None and run.first in stages else None
+        if run is not None and finished is not None and all(stage in cost for stage in finished):
+            done = duration * (sum(cost[stage] for stage in finished) + cost[task.stage] * in_stage)
+            if done > 0 and done >= self.PACE_AFTER * (done + left):
+                pace = (time.monotonic() - run.started) / done
+        return round(left * pace, 1)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One run of a task through its stages, as StageCosts times it."""
+
+    first: Stage
+    started: float
+    costs: dict[Stage, float]

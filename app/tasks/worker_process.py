@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import threading
 import traceback
 from multiprocessing.connection import Connection
@@ -62,7 +63,17 @@ def public_message(message: str) -> str:
     return _PATH.sub("<server path>", message)
 
 
+def _exit_on_terminate(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Settings) -> None:
+    # The parent decides when a worker stops: Ctrl+C in a terminal reaches the whole process group,
+    # and must not break a worker mid-job with a KeyboardInterrupt. SIGTERM ends it as an exit, not
+    # a kill, so multiprocessing's exit handlers run: a killed process leaves the semaphores it made
+    # (torch, tqdm) registered, and the resource tracker warns of them as leaked at shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_terminate)
     # Inference yields the CPU to the API process, so status requests stay fast under load.
     os.nice(WORKER_NICENESS)
     disable_telemetry()
@@ -211,6 +222,9 @@ class WorkerProcess:
             with contextlib.suppress(OSError):
                 self._conn.send(None)
         await asyncio.to_thread(self._process.join, 5)
+        if self._process.is_alive():  # still loading, or in a long step: ask it to exit
+            self._process.terminate()
+            await asyncio.to_thread(self._process.join, 5)
         self.kill()
         if self._conn is not None:
             self._conn.close()

@@ -1,7 +1,7 @@
 // The page: key, upload, live progress per task, transcript with playback, downloads.
 
 import { ApiError, apiFetch, apiJson, serverSentEvents, storeKey, storedKey } from "./api.js";
-import { clock, renderTranscript } from "./transcript.js";
+import { length, renderTranscript } from "./transcript.js";
 
 const API = "/api/v1/transcribe";
 const TERMINAL = new Set(["completed", "failed"]);
@@ -47,14 +47,15 @@ function eta(seconds) {
 
 // --- task list -------------------------------------------------------------------------------
 
+// The uploaded file's name, as this tab chose it or as the server kept it.
 function taskName(id) {
-  return localFiles.get(id)?.name ?? `Task ${id.slice(0, 8)}`;
+  return localFiles.get(id)?.name ?? tasks.get(id)?.file_name ?? `Task ${id.slice(0, 8)}`;
 }
 
 function progressText(task) {
   if (task.status === "failed") return task.error ?? task.message;
   const parts = [task.message];
-  if (task.status === "processing") parts.push(`${task.progress.toFixed(0)} %`, eta(task.eta_seconds));
+  if (task.status === "processing") parts.push(`${task.progress.toFixed(0)}%`, eta(task.eta_seconds));
   return parts.filter(Boolean).join(" · ");
 }
 
@@ -69,6 +70,12 @@ function taskRow(id) {
   const name = document.createElement("span");
   name.className = "task-name";
   name.textContent = taskName(id);
+  if (task.duration) {
+    const audio = document.createElement("span");
+    audio.className = "task-length";
+    audio.textContent = length(task.duration);
+    name.append(" ", audio);
+  }
   const status = document.createElement("span");
   status.className = "badge";
   status.textContent = task.stage && task.status === "processing" ? task.stage : task.status;
@@ -253,11 +260,11 @@ async function showResult(id) {
   openTask = id;
   renderTranscript($("#transcript"), result);
   const speakers = new Set(result.segments.map((segment) => segment.speaker).filter(Boolean)).size;
-  const duration = result.segments.at(-1)?.end ?? 0;
+  const duration = tasks.get(id)?.duration ?? result.segments.at(-1)?.end ?? 0;
   $("#result-heading").textContent = `Transcript of ${taskName(id)}`;
   $("#result-meta").textContent = [
     `Language: ${result.language}`,
-    `length ${clock(duration)}`,
+    `length ${length(duration)}`,
     speakers ? `${speakers} speaker${speakers === 1 ? "" : "s"}` : "no speaker labels",
   ].join(" · ");
   const local = localFiles.get(id);

@@ -5,6 +5,15 @@
 // still told apart by their labels.
 const SPEAKER_COLOURS = 8;
 
+// A length as people say it: 2:13, or 1:02:05 (whole seconds).
+export function length(seconds) {
+  const total = Math.round(Math.max(0, seconds));
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const rest = String(total % 60).padStart(2, "0");
+  return hours ? `${hours}:${String(minutes).padStart(2, "0")}:${rest}` : `${minutes}:${rest}`;
+}
+
 export function clock(seconds) {
   const total = Math.max(0, seconds);
   const hours = Math.floor(total / 3600);

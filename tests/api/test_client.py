@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -16,7 +17,7 @@ import httpx
 import srt
 
 from tests.api.conftest import API_KEY, AUTH
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ffmpeg
 from tests.fakes import FAKE_LONG_TEXT, FAKE_TEXT
 
 
@@ -49,6 +50,7 @@ def test_files_are_transcribed_in_each_format_next_to_them(
     # A bar per file, driven to 100 % by the events.
     assert run.stderr.count("100%") >= 2
     assert "Transcription completed successfully" in run.stderr
+    assert "| ," not in run.stderr, "the progress line starts with the task's words, not a comma"
     # The client deletes its tasks once their results are written.
     queue = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=AUTH).text
     assert 'whisperx_tasks{status="completed"} 0.0' in queue
@@ -98,3 +100,88 @@ def test_the_installed_command_points_at_the_client() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, _, function = scripts["whisperx-api"].partition(":")
     assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_inputs_with_one_stem_keep_every_result(
+    live_server: Callable[..., int], short_speech: Path, tmp_path: Path
+) -> None:
+    port = live_server(max_concurrent_tasks=2)
+    inputs = [tmp_path / "dialogue.wav", tmp_path / "dialogue.mp3", tmp_path / "dialogue.m4a"]
+    shutil.copy(short_speech, inputs[0])
+    for target in inputs[1:]:
+        ffmpeg("-i", str(short_speech), str(target))
+    run = _cli(port, "-f", "srt", "-f", "txt", "-o", str(tmp_path / "out"), *map(str, inputs))
+    assert run.returncode == 0, run.stderr
+    for audio in inputs:
+        srt_file, txt_file = tmp_path / "out" / f"{audio.name}.srt", tmp_path / "out" / f"{audio.name}.txt"
+        assert f"{audio}: wrote {srt_file}, {txt_file}" in run.stdout
+        assert next(srt.parse(srt_file.read_text())).content == f"[SPEAKER_00]: {FAKE_TEXT}"
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(
+        f"{audio.name}.{fmt}" for audio in inputs for fmt in ("srt", "txt")
+    )
+
+
+def test_inputs_that_would_overwrite_each_other_are_refused_before_any_upload(
+    live_server: Callable[..., int], short_speech: Path, tmp_path: Path
+) -> None:
+    port = live_server()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "dialogue.wav", tmp_path / "b" / "dialogue.wav"
+    shutil.copy(short_speech, first)
+    shutil.copy(short_speech, second)
+    run = _cli(port, "-o", str(tmp_path / "out"), str(first), str(second))
+    assert run.returncode == 2
+    assert f"{first}, {second} would write the same result files" in run.stderr
+    assert httpx.get(f"http://127.0.0.1:{port}/api/v1/transcribe/tasks", headers=AUTH).json()["total"] == 0
+    # Next to their inputs, in two folders, they do not clash.
+    assert _cli(port, str(first), str(second)).returncode == 0
+    assert first.with_suffix(".json").is_file()
+    assert second.with_suffix(".json").is_file()
+
+
+def test_an_upload_over_the_limit_is_reported_as_the_server_words_it(
+    live_server: Callable[..., int], tmp_path: Path
+) -> None:
+    port = live_server(max_upload_mb=1)
+    health = httpx.get(f"http://127.0.0.1:{port}/health", headers=AUTH).json()
+    assert health["max_upload_mb"] == 1
+    # The server's words: a declared length over the limit is refused before a byte of it is read.
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(
+            b"POST /api/v1/transcribe/upload HTTP/1.1\r\nHost: localhost\r\n"
+            + f"X-API-Key: {API_KEY}\r\nContent-Length: {2 * 1024 * 1024}\r\n\r\n".encode()
+        )
+        answer = b"".join(iter(lambda: connection.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ")
+    detail = json.loads(body)["detail"]
+    # 200 MB: sent, it would meet a closed connection and the answer would be lost.
+    big = tmp_path / "meeting.wav"
+    with big.open("wb") as sparse:
+        sparse.truncate(200 * 1024 * 1024)
+    run = _cli(port, str(big))
+    assert run.returncode == 1
+    assert f"{big}: failed: {detail}" in run.stderr
+    assert "cannot reach" not in run.stderr
+
+
+def test_unsupported_files_and_busy_keys_are_reported_as_the_server_words_them(
+    live_server: Callable[..., int], short_speech: Path, tmp_path: Path
+) -> None:
+    port = live_server({"FAKE_STEP_SECONDS": "0.2"}, max_tasks_per_key=1)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("meeting notes, not audio\n" * 50)
+    with notes.open("rb") as body:
+        unsupported = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/transcribe/upload", headers=AUTH, files={"file": ("notes.txt", body)}
+        )
+    assert unsupported.status_code == 415
+    run = _cli(port, str(notes))
+    assert f"{notes}: failed: {unsupported.json()['detail']}" in run.stderr
+
+    second = tmp_path / "second.wav"
+    shutil.copy(short_speech, second)
+    run = _cli(port, str(short_speech), str(second))
+    assert run.returncode == 1
+    assert "(MAX_TASKS_PER_KEY)" in run.stderr, run.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,31 @@ def test_stream_follows_the_task_to_completion_and_closes(
     stages = list(dict.fromkeys(data["stage"] for _, data in events if data["stage"]))
     assert stages == ["decoding", "transcribing", "aligning", "diarizing", "assigning speakers"]
     assert set(events[-1][1]) == {"task_id", "status", "stage", "progress", "message", "eta_seconds", "error"}
-    etas = [data["eta_seconds"] for name, data in events if name == "processing" and data["progress"] > 10]
+    # The first task's stages have not been timed yet: no estimate rather than a guess.
+    assert all(data["eta_seconds"] is None for _, data in events)
+    # The next one is estimated from what they took.
+    events = _events(client, upload(client, short_speech)["task_id"])
+    etas = [data["eta_seconds"] for name, data in events if name == "processing" and data["stage"]]
     assert etas, "an estimate appears once progress is under way"
-    assert all(isinstance(eta, float) and eta >= 0 for eta in etas)
+    assert all(isinstance(eta, float) and 0 <= eta < 10 for eta in etas), etas
+    assert etas == sorted(etas, reverse=True), "the estimate counts down"
     assert events[-1][1]["eta_seconds"] is None
+
+
+def test_progress_events_come_a_few_per_second_and_every_stage_is_shown(
+    make_client: Callable[..., TestClient], short_speech: Path
+) -> None:
+    # 5 stages of 100 steps, 5 ms each: 500 progress changes in about 3 s.
+    client = make_client({"FAKE_STEP_SECONDS": "0.005", "FAKE_STEPS": "100"})
+    task_id = upload(client, short_speech)["task_id"]
+    started = time.monotonic()
+    events = _events(client, task_id)
+    seconds = time.monotonic() - started
+    stages = list(dict.fromkeys(data["stage"] for _, data in events if data["stage"]))
+    assert stages == ["decoding", "transcribing", "aligning", "diarizing", "assigning speakers"]
+    # At most 4 a second, plus one per stage change and the first and last.
+    assert len(events) <= 4 * seconds + len(stages) + 2, (len(events), seconds)
+    assert events[-1][0] == "completed"
 
 
 def test_late_client_gets_the_current_state_first(client: TestClient, short_speech: Path) -> None:

@@ -36,30 +36,35 @@ def _words(text: str) -> list[str]:
 def test_srt_parses_with_speakers_split_lines_and_word_times(client: TestClient, task_id: str) -> None:
     text, headers = _export(client, task_id, "srt")
     assert headers["content-type"] == "application/x-subrip; charset=utf-8"
-    assert headers["content-disposition"] == f'attachment; filename="{task_id}.srt"'
+    assert headers["content-disposition"] == "attachment; filename=\"short.srt\"; filename*=UTF-8''short.srt"
     cues = list(srt.parse(text))
     assert [cue.index for cue in cues] == list(range(1, len(cues) + 1))
-    # The fake's words last 0.5 s and start on whole seconds: cue times come from the words.
+    # The fake's words last 0.5 s and start on whole seconds: a cue starts on its first word and
+    # stays up into the pause after its last one (1.5 s), clear of the next cue (3 s).
     assert cues[0].content == f"[SPEAKER_00]: {FAKE_TEXT}"
-    assert (cues[0].start, cues[0].end) == (timedelta(0), timedelta(seconds=1.5))
+    assert cues[0].start == timedelta(0)
+    assert timedelta(seconds=1.5) < cues[0].end < timedelta(seconds=3)
     long_cues = cues[1:]
     assert len(long_cues) >= 2, "the long segment is cut into several cues"
     assert all(cue.content.startswith("[SPEAKER_01]: ") for cue in long_cues)
     assert all(len(cue.content.splitlines()) <= 2 for cue in cues)
-    body_lines = [line for cue in long_cues for line in cue.content.removeprefix("[SPEAKER_01]: ").splitlines()]
-    assert all(len(line) <= 42 for line in body_lines), body_lines
+    lines = [line for cue in cues for line in cue.content.splitlines()]
+    assert max(len(line) for line in lines) <= 42, "the speaker label counts in the line width"
     assert _words(" ".join(cue.content for cue in long_cues)) == FAKE_LONG_TEXT.split()
     assert long_cues[0].start == timedelta(seconds=3)
-    assert all(a.end <= b.start for a, b in pairwise(cues))
+    assert all(a.end < b.start for a, b in pairwise(cues))
 
 
 def test_vtt_parses_and_matches_the_srt(client: TestClient, task_id: str) -> None:
     text, headers = _export(client, task_id, "vtt")
     assert headers["content-type"] == "text/vtt; charset=utf-8"
-    assert headers["content-disposition"] == f'attachment; filename="{task_id}.vtt"'
+    assert headers["content-disposition"] == "attachment; filename=\"short.vtt\"; filename*=UTF-8''short.vtt"
     captions = webvtt.from_string(text).captions
     cues = list(srt.parse(_export(client, task_id, "srt")[0]))
-    assert [caption.text for caption in captions] == [cue.content for cue in cues]
+    # The speaker is a voice tag, not text: the words and times are the SRT's.
+    assert [caption.voice for caption in captions] == [cue.content[1:11] for cue in cues]
+    assert [caption.raw_text.startswith(f"<v {caption.voice}>") for caption in captions] == [True] * len(cues)
+    assert [caption.text for caption in captions] == [cue.content[len("[SPEAKER_00]: ") :] for cue in cues]
     assert [caption.start_in_seconds for caption in captions] == [int(cue.start.total_seconds()) for cue in cues]
 
 
@@ -78,11 +83,11 @@ def test_txt_and_tsv(client: TestClient, task_id: str) -> None:
     assert text.splitlines() == [f"[SPEAKER_00]: {FAKE_TEXT}", f"[SPEAKER_01]: {FAKE_LONG_TEXT}"]
     text, headers = _export(client, task_id, "tsv")
     assert headers["content-type"] == "text/tab-separated-values; charset=utf-8"
-    assert headers["content-disposition"] == f'attachment; filename="{task_id}.tsv"'
+    assert headers["content-disposition"] == "attachment; filename=\"short.tsv\"; filename*=UTF-8''short.tsv"
     rows = [line.split("\t") for line in text.splitlines()]
-    assert rows[0] == ["start", "end", "text"]
-    assert rows[1] == ["0", "1500", f"[SPEAKER_00]: {FAKE_TEXT}"]
-    assert rows[2][0] == "3000"
+    assert rows[0] == ["start", "end", "text", "speaker"]
+    assert rows[1] == ["0", "1500", FAKE_TEXT, "SPEAKER_00"]
+    assert rows[2] == ["3000", "20500", FAKE_LONG_TEXT, "SPEAKER_01"]
 
 
 def test_json_stays_the_default(client: TestClient, task_id: str) -> None:

@@ -11,6 +11,7 @@ import openai
 import pytest
 import srt
 import webvtt
+from fastapi.testclient import TestClient
 
 from tests.api.conftest import API_KEY, AUTH, wait_until
 from tests.fakes import FAKE_LONG_TEXT, FAKE_TEXT
@@ -94,29 +95,43 @@ def test_diarized_json_labels_speakers(port: int, short_speech: Path) -> None:
     assert diarized.usage is not None
 
 
-def test_errors_reach_the_sdk_as_its_exceptions(port: int, short_speech: Path, tmp_path: Path) -> None:
-    with short_speech.open("rb") as audio, pytest.raises(openai.AuthenticationError):
+def test_errors_reach_the_sdk_as_its_exceptions_with_the_reason(port: int, short_speech: Path, tmp_path: Path) -> None:
+    # The SDK's exception message is "Error code: N - " and the `error.message` the server gave.
+    with short_speech.open("rb") as audio, pytest.raises(openai.AuthenticationError) as unauthorized:
         _sdk(port, key="wrong").audio.transcriptions.create(model="whisper-1", file=audio)
+    assert str(unauthorized.value).startswith("Error code: 401 - Invalid API key")
+    assert unauthorized.value.code == "invalid_api_key"
     not_audio = tmp_path / "notes.mp3"
     not_audio.write_text("these are not sounds")
     with not_audio.open("rb") as audio, pytest.raises(openai.APIStatusError) as raised:
         _sdk(port).audio.transcriptions.create(model="whisper-1", file=audio)
     assert raised.value.status_code == 415
+    assert "Supported formats" in str(raised.value)
+    assert (raised.value.type, raised.value.code) == ("invalid_request_error", "unsupported_file")
     with short_speech.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as unprocessable:
         _sdk(port).audio.transcriptions.create(
             model="whisper-1", file=audio, response_format="json", timestamp_granularities=["word"]
         )
-    assert "needs response_format=verbose_json" in unprocessable.value.body["detail"]  # type: ignore[index]
+    assert "needs response_format=verbose_json" in str(unprocessable.value)
     with short_speech.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as unprocessable:
         _sdk(port).audio.transcriptions.create(model="whisper-1", file=audio, language="klingon")
-    assert "is not a language Whisper knows" in unprocessable.value.body["detail"]  # type: ignore[index]
+    assert "is not a language Whisper knows" in str(unprocessable.value)
+
+
+def test_v1_errors_stay_problem_documents_with_an_openai_error(client: TestClient) -> None:
+    response = client.post("/v1/audio/transcriptions", headers=AUTH, data={"model": "whisper-1"})
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["error"] == {"message": body["detail"], "type": "invalid_request_error", "param": None, "code": None}
+    # Other routes keep the plain problem document.
+    assert "error" not in client.get("/api/v1/transcribe/status/nothing", headers=AUTH).json()
 
 
 def test_a_failed_transcription_is_a_422_with_the_reason(live_server: Callable[..., int], short_speech: Path) -> None:
     port = live_server({"FAKE_MODE": "fail"})
     with short_speech.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as raised:
         _sdk(port).audio.transcriptions.create(model="whisper-1", file=audio)
-    assert "The fake pipeline was told to fail." in raised.value.body["detail"]  # type: ignore[index]
+    assert "The fake pipeline was told to fail." in str(raised.value)
 
 
 def test_shares_the_queue_and_cap_with_uploads(live_server: Callable[..., int], short_speech: Path) -> None:
@@ -173,4 +188,4 @@ def test_translations_are_refused_on_an_english_only_model(live_server: Callable
     port = live_server({"FAKE_ENGLISH_ONLY": "1"})
     with short_speech.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as raised:
         _sdk(port).audio.translations.create(model="whisper-1", file=audio)
-    assert "is English-only and cannot translate" in raised.value.body["detail"]  # type: ignore[index]
+    assert "is English-only and cannot translate" in str(raised.value)

@@ -16,6 +16,7 @@ from tests.fakes import FAKE_TEXT
 SEED_STATUS_FIELDS = {
     "task_id", "status", "progress", "message", "created_at", "started_at", "completed_at", "error", "result",
 }  # fmt: skip
+EXTRA_STATUS_FIELDS = {"file_name", "duration"}  # additive: the upload's name and the audio's length
 
 
 def _utc(value: str) -> datetime:
@@ -39,7 +40,7 @@ def test_upload_returns_task_id_at_once_with_location(client: TestClient, short_
 def test_task_runs_to_completion_with_seed_fields(client: TestClient, short_speech: Path) -> None:
     task_id = upload(client, short_speech, language="en")["task_id"]
     done = wait_for_status(client, task_id, {"completed"})
-    assert set(done) == SEED_STATUS_FIELDS
+    assert set(done) == SEED_STATUS_FIELDS | EXTRA_STATUS_FIELDS
     assert done["progress"] == 100.0
     assert done["error"] is None
     assert _utc(done["created_at"]) <= _utc(done["started_at"]) <= _utc(done["completed_at"])

@@ -214,9 +214,17 @@ def test_browser_keeps_the_key_for_the_tab_and_lists_earlier_tasks(
         page.reload()
         row = page.locator("#tasks li")
         assert "completed" in row.inner_text()
+        # The name and length come from the server now, not from the file this tab chose.
+        listed = httpx.get(f"http://127.0.0.1:{port}/api/v1/transcribe/tasks", headers=AUTH).json()["tasks"][0]
+        seconds = round(listed["duration"])
+        length = f"{seconds // 60}:{seconds % 60:02d}"  # as people say it: 0:03, not 00:02.6
+        assert row.locator(".task-name").inner_text() == f"short.wav {length}"
+        assert row.get_by_role("button", name="Delete short.wav").is_visible()
         assert page.evaluate("() => sessionStorage.length") == 1
         row.get_by_role("button", name="Open").click()
         page.locator("#transcript .turn").first.wait_for()
+        assert page.locator("#result-heading").inner_text() == "Transcript of short.wav"
+        assert f"length {length}" in page.locator("#result-meta").inner_text()
         # The file stayed in the earlier page: there is nothing to play, and the page says so.
         assert page.locator("#player").is_hidden()
         assert page.locator("#player-note").is_visible()

@@ -238,6 +238,7 @@ def test_payload_has_the_seed_status_fields(hook_client: TestClient, receiver: R
     wait_until(lambda: receiver.calls)
     assert set(json.loads(receiver.calls[0][2])) == {
         "task_id", "status", "progress", "message", "created_at", "started_at", "completed_at", "error", "result",
+        "file_name", "duration",
     }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import ROOT, free_port
 
@@ -34,3 +35,28 @@ def test_uvicorn_command_serves_the_app(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_serve_arguments_override_the_environment(tmp_path: Path) -> None:
+    """`scripts/serve --port N` passes its arguments to `python -m app.main`, which takes them over PORT."""
+    port, ignored = free_port(), free_port()
+    env = {**os.environ, "API_KEYS": "entry-key", "UPLOAD_DIR": str(tmp_path), "PORT": str(ignored), "HOST": "0.0.0.0"}
+    command = [sys.executable, "-m", "app.main", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/health", headers={"X-API-Key": "entry-key"})
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not listen on --port"
+                time.sleep(0.2)
+        assert response.status_code == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{ignored}/health")
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert 'exec .venv/bin/python -m app.main "$@"' in (ROOT / "scripts" / "serve").read_text()

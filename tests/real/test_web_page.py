@@ -111,7 +111,7 @@ def test_upload_progress_transcript_playback_download_delete(watched: Watched, s
     assert events.value.headers["x-api-key"] == API_KEY
     seen = "\n".join(page.evaluate("window.seenTaskTexts"))
     assert re.search(r"\b(transcribing|aligning|diarizing)\b", seen), seen
-    assert re.search(r"\d+ %", seen), seen
+    assert re.search(r"\d+%", seen), seen
     assert "left" in seen, "an ETA was shown"
 
     # One block per turn, two speakers, two colours, the spoken words.

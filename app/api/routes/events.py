@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import ManagerDep, OwnedTaskDep, StoreDep
 from app.api.errors import UNAUTHORIZED, problem_response
 from app.api.schemas import TaskEvent
-from app.tasks.models import Task, utcnow
-from app.tasks.progress import eta_seconds
+from app.tasks.models import Task
+from app.tasks.progress import StageCosts
 
 router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"], responses=UNAUTHORIZED)
 
@@ -24,14 +24,14 @@ router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"], response
 PING_SECONDS = 15
 
 
-def _event(task: Task) -> ServerSentEvent:
+def _event(task: Task, costs: StageCosts) -> ServerSentEvent:
     data = TaskEvent(
         task_id=task.id,
         status=task.status,
         stage=task.stage.value if task.stage else None,
         progress=task.progress,
         message=task.message,
-        eta_seconds=eta_seconds(task.progress, task.started_at, utcnow()),
+        eta_seconds=costs.eta_seconds(task),
         error=task.error,
     )
     return ServerSentEvent(data=data.model_dump_json(), event=task.status.value)
@@ -45,9 +45,11 @@ def _deleted(task_id: str) -> ServerSentEvent:
     return ServerSentEvent(data=data.model_dump_json(), event="deleted")
 
 
-async def _stream(task_id: str, changes: AsyncIterator[Task | None]) -> AsyncIterator[ServerSentEvent]:
+async def _stream(
+    task_id: str, changes: AsyncIterator[Task | None], costs: StageCosts
+) -> AsyncIterator[ServerSentEvent]:
     async for task in changes:
-        yield _event(task) if task is not None else _deleted(task_id)
+        yield _event(task, costs) if task is not None else _deleted(task_id)
 
 
 @router.get(
@@ -59,5 +61,8 @@ async def _stream(task_id: str, changes: AsyncIterator[Task | None]) -> AsyncIte
     },
     summary="Live progress as Server-Sent Events",
 )
-async def task_events(task: OwnedTaskDep, manager: ManagerDep, store: StoreDep) -> EventSourceResponse:
-    return EventSourceResponse(_stream(task.id, manager.events.follow(task.id, store.get)), ping=PING_SECONDS)
+async def task_events(
+    task: OwnedTaskDep, manager: ManagerDep, store: StoreDep, request: Request
+) -> EventSourceResponse:
+    changes = manager.events.follow(task.id, store.get)
+    return EventSourceResponse(_stream(task.id, changes, request.app.state.stage_costs), ping=PING_SECONDS)

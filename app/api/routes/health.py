@@ -49,4 +49,5 @@ async def health(_caller: CallerDep, manager: ManagerDep, store: StoreDep, setti
         queue=QueueCounts(pending=counts[TaskStatus.PENDING], processing=counts[TaskStatus.PROCESSING]),
         models=ModelsHealth(default=allowed[0], allowed=allowed, loaded=state.loaded_models, errors=state.model_errors),
         gpu=await _gpu_memory() if device == "cuda" else None,
+        max_upload_mb=settings.max_upload_mb,
     )

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Form, HTTPException, Request, Response, UploadFil
 
 from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
 from app.api.errors import UNAUTHORIZED, problem_response
+from app.api.filenames import display_name
 from app.api.forms import TranscriptionForm, TranslationForm
 from app.api.upload_body import UploadDirRoute
 from app.api.uploads import check_can_translate, choose_model, language_code, receive_upload, refuse_over_capacity
@@ -133,7 +134,9 @@ async def _answer(
 ) -> Response:
     """Run one job through the queue and answer as OpenAI does, once it has finished."""
     path, media = await receive_upload(file, settings)
-    job = Job(task_id=path.name, audio_path=path, duration=media.duration, **options)
+    job = Job(
+        task_id=path.name, audio_path=path, duration=media.duration, file_name=display_name(file.filename), **options
+    )
     try:
         task = manager.submit(job, caller)
     except OverCapacity as error:

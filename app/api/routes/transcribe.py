@@ -12,6 +12,7 @@ from fastapi import APIRouter, Form, HTTPException, Query, Response, status
 
 from app.api.deps import CallerDep, ManagerDep, OwnedTaskDep, SettingsDep, StoreDep, SubtitleOptionsDep, not_found
 from app.api.errors import UNAUTHORIZED, problem_response
+from app.api.filenames import attachment, display_name, name_from_url
 from app.api.forms import UploadForm
 from app.api.schemas import (
     DeleteResponse,
@@ -114,10 +115,12 @@ async def upload(
     prepare = None
     if file is not None:
         path, media = await receive_upload(file, settings)
-        job = Job(task_id=path.name, audio_path=path, duration=media.duration, **options)
+        name = display_name(file.filename)
+        job = Job(task_id=path.name, audio_path=path, duration=media.duration, file_name=name, **options)
     else:
         path = new_upload_path(settings)
-        job = Job(task_id=path.name, audio_path=path, audio_url=form.audio_url, **options)
+        name = name_from_url(form.audio_url) if form.audio_url else None
+        job = Job(task_id=path.name, audio_path=path, audio_url=form.audio_url, file_name=name, **options)
         prepare = functools.partial(download_audio, job, settings)
     try:
         created = manager.submit(job, caller, prepare)
@@ -177,7 +180,7 @@ async def get_result(
         return Response(
             render(task.result, fmt, subtitles),
             media_type=f"{MEDIA_TYPES[fmt]}; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{task.id}.{fmt.value}"'},
+            headers={"Content-Disposition": attachment(task.job.file_name, task.id, fmt.value)},
         )
     return TranscriptionResult.model_validate(task.result)
 

@@ -1,0 +1,94 @@
+"""Time estimates from measured stage costs, on task changes with a controlled clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from app.pipeline.base import Job, Stage
+from app.tasks import progress
+from app.tasks.models import Task, TaskStatus
+from app.tasks.progress import ProgressTracker, StageCosts
+
+STAGES = [Stage.DECODE, Stage.TRANSCRIBE, Stage.ALIGN, Stage.DIARIZE, Stage.ASSIGN]
+# Seconds each stage takes on 60 s of audio in this made-up run.
+SECONDS = {Stage.DECODE: 2.0, Stage.TRANSCRIBE: 30.0, Stage.ALIGN: 6.0, Stage.DIARIZE: 20.0, Stage.ASSIGN: 1.0}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    return clock
+
+
+def _run(costs: StageCosts, clock: Clock, task_id: str, duration: float = 60.0) -> list[float | None]:
+    """A task through every stage, each at its SECONDS scaled by the duration; the estimate halfway
+    through each stage."""
+    task = Task(job=Job(task_id=task_id, audio_path=Path("/uploads") / task_id, duration=duration))
+    task = replace(task, status=TaskStatus.PROCESSING)
+    costs.task_changed(task, False)
+    tracker = ProgressTracker(STAGES)
+    estimates = []
+    for stage in STAGES:
+        task = replace(task, stage=stage, progress=tracker.update(stage, 0.0))
+        costs.task_changed(task, False)
+        clock.now += SECONDS[stage] * duration / 60 / 2
+        task = replace(task, progress=tracker.update(stage, 0.5))
+        costs.task_changed(task, False)
+        estimates.append(costs.eta_seconds(task))
+        clock.now += SECONDS[stage] * duration / 60 / 2
+    costs.task_changed(replace(task, status=TaskStatus.COMPLETED, stage=None, progress=100.0), False)
+    return estimates
+
+
+def test_no_estimate_until_the_stages_were_measured_then_the_real_time_left(clock: Clock) -> None:
+    costs = StageCosts()
+    assert _run(costs, clock, "first") == [None] * len(STAGES)
+    assert costs.per_audio_second[Stage.TRANSCRIBE] == pytest.approx(30.0 / 60)
+    # A file twice as long: each estimate is what is left of it at that point.
+    estimates = _run(costs, clock, "second", duration=120.0)
+    expected = [
+        2 * (SECONDS[stage] / 2 + sum(SECONDS[later] for later in STAGES[index + 1 :]))
+        for index, stage in enumerate(STAGES)
+    ]
+    assert estimates == pytest.approx(expected, abs=0.1)
+
+
+def test_failed_and_deleted_tasks_teach_nothing(clock: Clock) -> None:
+    costs = StageCosts()
+    task = Task(job=Job(task_id="a", audio_path=Path("/uploads/a"), duration=10.0), status=TaskStatus.PROCESSING)
+    costs.task_changed(replace(task, stage=Stage.DECODE), False)
+    clock.now += 50
+    costs.task_changed(replace(task, status=TaskStatus.FAILED, stage=Stage.DECODE), False)
+    costs.task_changed(replace(task, stage=Stage.DECODE, job=replace(task.job, task_id="b")), False)
+    clock.now += 50
+    costs.task_changed(replace(task, stage=Stage.DECODE, job=replace(task.job, task_id="b")), True)
+    assert costs.per_audio_second == {}
+
+
+def test_a_task_slower_than_measured_is_estimated_at_its_own_pace(clock: Clock) -> None:
+    costs = StageCosts()
+    _run(costs, clock, "first")
+    # The machine is now twice as busy: every stage takes twice as long as measured.
+    for stage in STAGES:
+        SECONDS[stage] *= 2
+    try:
+        estimates = _run(costs, clock, "second")
+    finally:
+        for stage in STAGES:
+            SECONDS[stage] /= 2
+    # Halfway through the diarizer, a tenth of the work is long done: the estimate is the real time left.
+    diarize = STAGES.index(Stage.DIARIZE)
+    really_left = 2 * (SECONDS[Stage.DIARIZE] / 2 + SECONDS[Stage.ASSIGN])
+    assert estimates[diarize] == pytest.approx(really_left, rel=0.05)
