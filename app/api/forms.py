@@ -20,6 +20,15 @@ MAX_PROMPT_CHARS = 2000
 MAX_URL_CHARS = 4096
 MAX_BEAM_SIZE = 20
 
+Multilingual = Annotated[
+    bool,
+    Field(
+        description="Detect the language of each stretch of speech and transcribe each in its own language, "
+        "for recordings that change language; each segment then has a `language`, and the result's `language` "
+        "is the most-spoken one. Costs one extra encoder pass per utterance. Not with `language`"
+    ),
+]
+
 Temperature = Annotated[
     float | None,
     Field(ge=0, le=1, description="Sampling temperature; omit for Whisper's fallback schedule (0, 0.2, … 1)"),
@@ -98,6 +107,7 @@ class UploadForm(BaseModel):
     return_char_alignments: bool = Field(
         False, description="Also time each character (`chars` in segments); only with wav2vec2 alignment"
     )
+    multilingual: Multilingual = False
 
 
 class TranslationFormat(StrEnum):
@@ -117,6 +127,7 @@ class OpenAIForm(BaseModel):
     model: str = Field(description="Accepted for compatibility (e.g. `whisper-1`); the server's WHISPER_MODEL is used")
     prompt: str | None = Field(None, description="Text that guides spelling and style (in English, to translate)")
     temperature: Temperature = None
+    multilingual: Multilingual = False
 
 
 class TranscriptionForm(OpenAIForm):

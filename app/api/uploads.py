@@ -102,3 +102,18 @@ def check_can_translate(manager: TaskBackend) -> None:
             422, f"task: the model {info.model} is English-only and cannot translate; use task=transcribe, "
             "or ask the server's operator for a multilingual WHISPER_MODEL (such as base or large-v2)"
         )  # fmt: skip
+
+
+def check_multilingual(manager: TaskBackend, language: str | None) -> None:
+    """422 when `multilingual` cannot work: a language was also given, or the model is English-only."""
+    if language is not None:
+        raise HTTPException(
+            422, "multilingual: detects the language of each part itself; leave language empty, or leave "
+            "multilingual off to transcribe everything in the given language"
+        )  # fmt: skip
+    info = manager.worker_state().info
+    if info is not None and not info.multilingual:
+        raise HTTPException(
+            422, f"multilingual: the model {info.model} is English-only; leave multilingual off, "
+            "or ask the server's operator for a multilingual WHISPER_MODEL (such as base or large-v2)"
+        )  # fmt: skip

@@ -63,6 +63,8 @@ class Job:
     """Time every character too (wav2vec2 alignment only)."""
     audio_url: str | None = None
     """Where the audio was downloaded from, when it was not uploaded."""
+    multilingual: bool = False
+    """Detect the language of each stretch of speech and transcribe each in its own language."""
 
     @property
     def stages(self) -> list[Stage]:
@@ -90,6 +92,7 @@ TRANSCRIPTION_OPTIONS = frozenset(
     {
         "initial_prompt", "hotwords", "beam_size", "temperature", "vad_onset", "vad_offset", "chunk_size",
         "suppress_numerals", "return_char_alignments", "min_speakers", "max_speakers", "enable_diarization",
+        "multilingual",
     }
 )  # fmt: skip
 """Job fields that change the transcript; a result lists those a request set (for reproducing it)."""

@@ -26,6 +26,7 @@ from app.api.uploads import (
     check_audio_url,
     check_callback,
     check_can_translate,
+    check_multilingual,
     language_code,
     new_upload_path,
     receive_upload,
@@ -91,6 +92,8 @@ async def upload(
         raise HTTPException(422, "prompt: give the prompt once, as initial_prompt (prompt is its earlier name)")
     if form.task is TranscriptionTask.TRANSLATE:
         check_can_translate(manager)
+    if form.multilingual:
+        check_multilingual(manager, code)
     try:
         # UploadAdmissionMiddleware checked before the body arrived; the queue may have filled since.
         manager.check_capacity(caller)
