@@ -45,10 +45,13 @@ def test_a_short_stretch_in_another_language_is_not_a_run_of_its_own() -> None:
 
 
 def test_warnings() -> None:
-    assert mixed_language_warning("en", 0.9, [("en", 0.9)], [("en", 0.95), ("en", 0.9)]) is None
-    later = mixed_language_warning("en", 0.85, [("en", 0.85)], [("de", 0.63), ("de", 0.98)])
+    assert mixed_language_warning("en", 0.9, [("en", 0.9)], [{"en": 0.95}, {"en": 0.6, "de": 0.3}]) is None
+    later = mixed_language_warning("en", 0.85, [("en", 0.85)], [{"de": 0.63, "en": 0.2}, {"de": 0.98}])
     assert later is not None
     assert "(en 0.85 at the start, de 0.98 later on); send multilingual=true" in later
+    unclear = mixed_language_warning("en", 0.85, [("en", 0.85)], [{"th": 0.37, "de": 0.31, "en": 0.14}])
+    assert unclear is not None
+    assert "(en 0.85 at the start, th 0.37 later on)" in unclear
     unsure = mixed_language_warning("en", 0.55, [("en", 0.55), ("de", 0.40)], [])
     assert unsure is not None
     assert "(en 0.55, de 0.40)" in unsure

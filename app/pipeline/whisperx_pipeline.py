@@ -279,8 +279,7 @@ class WhisperXPipeline:
         if job.language:
             return job.language, None
         language, probability, alternatives = self._model.detect_language(audio)
-        found = detect(self._model, audio, probe_spans(audio, self._vad_options(job)), self.batch_size)
-        probes = [max(probabilities.items(), key=lambda item: item[1]) for probabilities in found]
+        probes = detect(self._model, audio, probe_spans(audio, self._vad_options(job)), self.batch_size)
         return language, mixed_language_warning(language, probability, alternatives, probes)
 
     def _require_multilingual_model(self, job: Job) -> None:
