@@ -213,18 +213,23 @@ def most_spoken(runs: list[Run]) -> str:
 
 LOW_PROBABILITY = 0.6
 """Below this, a language detected for the whole file may be one of several spoken in it."""
+FIRST_WINDOW = 30 * SAMPLE_RATE
+"""The samples Whisper detects a file's language on."""
 PROBE_CHANCE = 0.5
 """Below this, a probed stretch is probably not in the file's language."""
 
 
 def probe_spans(audio: np.ndarray, vad: dict[str, float]) -> list[Span]:
     """Stretches of speech worth checking for a language other than the file's (which Whisper
-    detects on the first 30 s): the middle one and the last one. A stretch of ~8 s tells its
-    language where a 30-s window holding two would not; each costs one encoder pass and the VAD
-    ~1 % of the audio's duration, a small part of transcribing it."""
+    detects on the first 30 s): the last one, and the middle one when it lies beyond those 30 s.
+    A stretch of ~8 s tells its language where a 30-s window holding two would not; each costs one
+    encoder pass, and the VAD ~1 % of the audio's duration."""
     stretches = group(speech_utterances(audio, vad))
-    chosen = sorted({len(stretches) // 2, len(stretches) - 1}) if len(stretches) > 1 else []
-    return [(stretches[index][0][0], stretches[index][-1][1]) for index in chosen]
+    if len(stretches) < 2:
+        return []
+    middle, last = stretches[len(stretches) // 2], stretches[-1]
+    chosen = [middle] if middle[0][0] >= FIRST_WINDOW and middle is not last else []
+    return [(spans[0][0], spans[-1][1]) for spans in [*chosen, last]]
 
 
 def mixed_language_warning(
