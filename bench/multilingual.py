@@ -97,7 +97,8 @@ def main() -> None:
             subprocess.run(["sox", str(en), str(de), str(mixed)], check=True)
             change = _seconds(en)
             audio = decode(mixed, 60, 3600)
-            runs = detect_runs(pipeline._model, audio, {}, pipeline.batch_size)  # the detection step alone
+            with pipeline._whisper.use(pipeline.model_name) as whisper:  # the detection step alone
+                runs = detect_runs(whisper.model, audio, {}, pipeline.batch_size)
             placed = " | ".join(_describe(run) for run in runs)
             print(f"{name}: {len(audio) / SAMPLE_RATE:.1f} s, German from {change:.1f} s; runs: {placed}")
             _, given = _run(pipeline, mixed, language="en")

@@ -107,6 +107,9 @@ class UploadForm(BaseModel):
     return_char_alignments: bool = Field(
         False, description="Also time each character (`chars` in segments); only with wav2vec2 alignment"
     )
+    model: str | None = Field(
+        None, description="Whisper model, one of those GET /v1/models lists (WHISPER_MODELS); omit for the default"
+    )
     multilingual: Multilingual = False
 
 
@@ -124,7 +127,7 @@ class OpenAIForm(BaseModel):
     """What OpenAI's /v1/audio/transcriptions and /translations both take."""
 
     file: UploadFile = Field(description=f"Audio or video: {AUDIO_FORMATS}")
-    model: str = Field(description="Accepted for compatibility (e.g. `whisper-1`); the server's WHISPER_MODEL is used")
+    model: str = Field(description="`whisper-1` (the server's default model) or one of those GET /v1/models lists")
     prompt: str | None = Field(None, description="Text that guides spelling and style (in English, to translate)")
     temperature: Temperature = None
     multilingual: Multilingual = False

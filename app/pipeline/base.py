@@ -63,6 +63,8 @@ class Job:
     """Time every character too (wav2vec2 alignment only)."""
     audio_url: str | None = None
     """Where the audio was downloaded from, when it was not uploaded."""
+    model: str | None = None
+    """The Whisper model the request chose (one of WHISPER_MODELS); None: the worker's default."""
     multilingual: bool = False
     """Detect the language of each stretch of speech and transcribe each in its own language."""
 
@@ -115,6 +117,10 @@ class PipelineInfo:
     diarizer: str | None = None
     multilingual: bool = True
     """False for English-only models (`*.en`), which can neither translate nor transcribe other languages."""
+    loaded_models: tuple[str, ...] = ()
+    """Whisper models loaded in the worker now, least recently used first."""
+    model_errors: tuple[tuple[str, str], ...] = ()
+    """Whisper models a request asked for that could not be loaded, with why."""
 
 
 class PipelineError(Exception):
@@ -134,6 +140,10 @@ class Pipeline(Protocol):
 
     def release(self) -> None:
         """Free what the last job held (called after every job)."""
+        ...
+
+    def unload_idle(self) -> bool:
+        """Unload models unused for MODEL_IDLE_SECONDS (called while the worker waits); whether any went."""
         ...
 
 

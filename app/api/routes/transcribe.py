@@ -27,6 +27,7 @@ from app.api.uploads import (
     check_callback,
     check_can_translate,
     check_multilingual,
+    choose_model,
     language_code,
     new_upload_path,
     receive_upload,
@@ -70,6 +71,7 @@ async def upload(
     form: Annotated[UploadForm, Form(media_type="multipart/form-data")],
 ) -> UploadResponse:
     code, file = language_code(form.language), form.file
+    chosen_model = choose_model(form.model, settings)
     if (file is None) == (form.audio_url is None):
         raise HTTPException(
             422,
@@ -91,9 +93,9 @@ async def upload(
     if form.prompt and form.initial_prompt and form.prompt != form.initial_prompt:
         raise HTTPException(422, "prompt: give the prompt once, as initial_prompt (prompt is its earlier name)")
     if form.task is TranscriptionTask.TRANSLATE:
-        check_can_translate(manager)
+        check_can_translate(manager, chosen_model)
     if form.multilingual:
-        check_multilingual(manager, code)
+        check_multilingual(manager, code, chosen_model)
     try:
         # UploadAdmissionMiddleware checked before the body arrived; the queue may have filled since.
         manager.check_capacity(caller)
@@ -107,6 +109,7 @@ async def upload(
         "callback_url": form.callback_url or None,
         "task": form.task.value,
         "hotwords": form.hotwords or None,
+        "model": chosen_model,
     }
     prepare = None
     if file is not None:
