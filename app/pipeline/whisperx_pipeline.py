@@ -466,7 +466,7 @@ def _score(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def _segment(segment: dict[str, Any], with_chars: bool, with_language: bool) -> dict[str, Any]:
+def _segment(segment: dict[str, Any], with_chars: bool, with_language: bool = False) -> dict[str, Any]:
     """One segment in the API's result shape; words that could not be timed keep null times and `timed: false`."""
     shaped: dict[str, Any] = {
         "start": _seconds(segment["start"]),
