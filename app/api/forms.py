@@ -20,6 +20,15 @@ MAX_PROMPT_CHARS = 2000
 MAX_URL_CHARS = 4096
 MAX_BEAM_SIZE = 20
 
+Multilingual = Annotated[
+    bool,
+    Field(
+        description="Detect the language of each stretch of speech and transcribe each in its own language, "
+        "for recordings that change language; each segment then has a `language`, and the result's `language` "
+        "is the most-spoken one. Costs one extra encoder pass per utterance. Not with `language`"
+    ),
+]
+
 Temperature = Annotated[
     float | None,
     Field(ge=0, le=1, description="Sampling temperature; omit for Whisper's fallback schedule (0, 0.2, … 1)"),
@@ -101,6 +110,7 @@ class UploadForm(BaseModel):
     model: str | None = Field(
         None, description="Whisper model, one of those GET /v1/models lists (WHISPER_MODELS); omit for the default"
     )
+    multilingual: Multilingual = False
 
 
 class TranslationFormat(StrEnum):
@@ -120,6 +130,7 @@ class OpenAIForm(BaseModel):
     model: str = Field(description="`whisper-1` (the server's default model) or one of those GET /v1/models lists")
     prompt: str | None = Field(None, description="Text that guides spelling and style (in English, to translate)")
     temperature: Temperature = None
+    multilingual: Multilingual = False
 
 
 class TranscriptionForm(OpenAIForm):

@@ -45,6 +45,7 @@ class Segment(BaseModel):
     chars: list[Char] | None = Field(
         None, description="Each character's times, with `return_char_alignments` and wav2vec2 alignment only"
     )
+    language: str | None = Field(None, description="The language spoken in this segment; with `multilingual` only")
 
 
 class SpeakerTime(BaseModel):
@@ -58,7 +59,14 @@ class TranscriptionResult(BaseModel):
     task: TranscriptionTask = Field(TranscriptionTask.TRANSCRIBE, description="`transcribe` or `translate`")
     model: str | None = Field(None, description="Whisper model that transcribed the audio")
     word_timing: str | None = Field(
-        None, description="How words were timed: `wav2vec2-alignment` or `whisper-word-timestamps`"
+        None,
+        description="How words were timed: `wav2vec2-alignment` or `whisper-word-timestamps`; `mixed` when, "
+        "with `multilingual`, some languages had an alignment model and others not",
+    )
+    warnings: list[str] | None = Field(
+        None,
+        description="What may be wrong with the transcript, such as audio that seems to hold more than one "
+        "language (send `multilingual=true`); absent when nothing was noticed",
     )
     diarizer: str | None = Field(None, description="Model that labelled the speakers; null when none ran")
     speakers: list[SpeakerTime] | None = Field(None, description="Each speaker label's total speaking time")

@@ -118,3 +118,22 @@ def check_can_translate(manager: TaskBackend, model: str | None = None) -> None:
             422, f"task: the model {model or (info.model if info else '')} is English-only and cannot translate; "
             "use task=transcribe with it, or choose a multilingual model (such as base or large-v2)"
         )  # fmt: skip
+
+
+def check_multilingual(manager: TaskBackend, language: str | None, model: str | None = None) -> None:
+    """422 when `multilingual` cannot work: a language was also given, or the model is English-only."""
+    if language is not None:
+        raise HTTPException(
+            422, "multilingual: detects the language of each part itself; leave language empty, or leave "
+            "multilingual off to transcribe everything in the given language"
+        )  # fmt: skip
+    info = manager.worker_state().info
+    if model is not None and (info is None or model != info.model):
+        english_only = model.endswith(".en")  # Whisper's own naming; other models are checked by the worker
+    else:
+        english_only = info is not None and not info.multilingual
+    if english_only:
+        raise HTTPException(
+            422, f"multilingual: the model {model or (info.model if info else '')} is English-only; "
+            "leave multilingual off, or choose a multilingual model (such as base or large-v2)"
+        )  # fmt: skip

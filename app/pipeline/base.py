@@ -67,6 +67,8 @@ class Job:
     """The uploaded file's name (or the URL's last part), cleaned: shown to people, never used as a path."""
     model: str | None = None
     """The Whisper model the request chose (one of WHISPER_MODELS); None: the worker's default."""
+    multilingual: bool = False
+    """Detect the language of each stretch of speech and transcribe each in its own language."""
 
     @property
     def stages(self) -> list[Stage]:
@@ -94,6 +96,7 @@ TRANSCRIPTION_OPTIONS = frozenset(
     {
         "initial_prompt", "hotwords", "beam_size", "temperature", "vad_onset", "vad_offset", "chunk_size",
         "suppress_numerals", "return_char_alignments", "min_speakers", "max_speakers", "enable_diarization",
+        "multilingual",
     }
 )  # fmt: skip
 """Job fields that change the transcript; a result lists those a request set (for reproducing it)."""

@@ -18,6 +18,7 @@ from app.media import SAMPLE_RATE, MediaError, decode
 from app.models.hub import ModelUnavailable, fetch_aligner, fetch_punkt, hub_offline, untrained_punkt_dir
 from app.ops.telemetry import disable_onnxruntime_telemetry, disable_telemetry
 from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
+from app.pipeline.languages import detect, detect_runs, mixed_language_warning, most_spoken, probe_spans, run_spans
 from app.pipeline.model_manager import ModelManager
 from app.pipeline.models import cuda_available, default_whisper_model, resolve_whisper_model
 from app.pipeline.segments import split_segments
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 WORD_TIMING_ALIGNMENT = "wav2vec2-alignment"
 WORD_TIMING_WHISPER = "whisper-word-timestamps"
+WORD_TIMING_MIXED = "mixed"
+"""With `multilingual`: some languages' words were aligned by wav2vec2, others timed by Whisper."""
 
 
 @dataclass
@@ -231,18 +234,31 @@ class WhisperXPipeline:
             raise PipelineError(str(error)) from None
         progress(Stage.DECODE, 1.0)
 
-        language = self._language(job, whisper, audio)
-        # Translation writes English, so English is what gets timed and split into sentences.
-        text_language = "en" if job.task == "translate" else language
+        warnings: list[str] = []
+        if job.multilingual:
+            parts, language = self._language_parts(audio, whisper, job)
+        else:
+            language, warning = self._language(job, whisper, audio)
+            parts = [(language, 0, len(audio))]
+            warnings += [warning] if warning else []
         progress(Stage.TRANSCRIBE, 0.0)
-        aligner = self._aligner(text_language)
-        # Without an alignment model Whisper times the words itself, in the same pass.
-        segments = self._transcribe(whisper, audio, language, job, progress, word_timestamps=aligner is None)
-        word_timing = WORD_TIMING_WHISPER
-        if aligner is not None:
-            segments = self._align(audio, segments, aligner, job, progress)
-            word_timing = WORD_TIMING_ALIGNMENT
+        # Translation writes English, so English is what gets timed and split into sentences.
+        text_language = {part: "en" if job.task == "translate" else part for part, _, _ in parts}
+        aligners = {part: self._aligner(text) for part, text in text_language.items()}
+        transcribed = [
+            # Without an alignment model Whisper times the words itself, in the same pass.
+            (part, self._transcribe(whisper, audio, (start, end), part, job, progress, aligners[part] is None))
+            for part, start, end in parts
+        ]
+        progress(Stage.TRANSCRIBE, 1.0)
+        segments: list[dict[str, Any]] = []
+        for part, part_segments in transcribed:
+            aligner = aligners[part]
+            aligned = part_segments if aligner is None else self._align(audio, part_segments, aligner, job, progress)
+            segments += [{**segment, "language": part} for segment in aligned]
         progress(Stage.ALIGN, 1.0)
+        timings = {WORD_TIMING_WHISPER if aligner is None else WORD_TIMING_ALIGNMENT for aligner in aligners.values()}
+        word_timing = next(iter(timings)) if len(timings) == 1 else WORD_TIMING_MIXED
 
         result: dict[str, Any] = {
             "language": language,
@@ -251,8 +267,10 @@ class WhisperXPipeline:
             "word_timing": word_timing,
             "options": job.chosen_options(),
         }
-        notes = [self._aligner_notes[text_language]] if text_language in self._aligner_notes else []
-        if job.return_char_alignments and aligner is None:
+        if warnings:
+            result["warnings"] = warnings
+        notes = [self._aligner_notes[text] for text in text_language.values() if text in self._aligner_notes]
+        if job.return_char_alignments and word_timing != WORD_TIMING_ALIGNMENT:
             notes.append(
                 "characters are not timed: no wav2vec2 alignment model is available, so Whisper timed the words"
             )
@@ -260,48 +278,61 @@ class WhisperXPipeline:
             segments, speakers, note = self._diarize(audio, segments, job, progress)
             result.update(diarizer=self.diarizer_name if speakers is not None else None, speakers=speakers)
             notes += [note] if note else []
-        pieces = split_segments(_keep_unaligned_words(segments), text_language)
-        result["segments"] = [_segment(piece, with_chars=job.return_char_alignments) for piece in pieces]
+        pieces = [
+            {**piece, "language": segment["language"]}
+            for segment in _keep_unaligned_words(segments)
+            for piece in split_segments([segment], text_language[segment["language"]])
+        ]
+        result["segments"] = [
+            _segment(piece, with_chars=job.return_char_alignments, with_language=job.multilingual) for piece in pieces
+        ]
         result["notes"] = notes
         return PipelineOutput(result=result, note="; ".join(notes) or None)
 
-    def _language(self, job: Job, whisper: LoadedWhisper, audio: Any) -> str:
+    def _language(self, job: Job, whisper: LoadedWhisper, audio: Any) -> tuple[str, str | None]:
+        """The file's language, and a warning when it may hold more than one."""
+        _require_multilingual_model(job, whisper)
         if not whisper.multilingual:
-            if job.language not in (None, "en"):
-                raise PipelineError(
-                    f"The model {whisper.name} transcribes English only; "
-                    f"leave language empty or choose a multilingual model."
-                )
-            if job.task == "translate":
-                raise PipelineError(
-                    f"The model {whisper.name} is English-only and cannot translate; use task=transcribe, "
-                    "or choose a multilingual model."
-                )
-            return "en"
-        return job.language or whisper.model.detect_language(audio)[0]
+            return "en", None
+        if job.language:
+            return job.language, None
+        language, probability, alternatives = whisper.model.detect_language(audio)
+        probes = detect(whisper.model, audio, probe_spans(audio, _vad_options(job)), self.batch_size)
+        return language, mixed_language_warning(language, probability, alternatives, probes)
+
+    def _language_parts(self, audio: Any, whisper: LoadedWhisper, job: Job) -> tuple[list[tuple[str, int, int]], str]:
+        """(language, start, end) spans covering the audio, and the most-spoken language."""
+        _require_multilingual_model(job, whisper)
+        runs = detect_runs(whisper.model, audio, _vad_options(job), self.batch_size)
+        if not runs:  # no speech: transcribe as usual, in the language of the whole file
+            language = whisper.model.detect_language(audio)[0]
+            return [(language, 0, len(audio))], language
+        logger.info("Languages: %s", ", ".join(f"{run.language} {run.seconds:.1f} s" for run in runs))
+        return run_spans(runs, len(audio)), most_spoken(runs)
 
     def _transcribe(
         self,
         whisper: LoadedWhisper,
         audio: Any,
+        span: tuple[int, int],
         language: str,
         job: Job,
         progress: ProgressCallback,
         word_timestamps: bool,
     ) -> list[dict[str, Any]]:
+        """The segments of audio[span[0]:span[1]], timed from the start of `audio`."""
         options: dict[str, Any] = {}
         if job.temperature is not None:
             options["temperature"] = job.temperature
         if job.suppress_numerals:
             options["suppress_tokens"] = [-1, *_numeral_symbol_tokens(whisper)]
-        vad = {"threshold": job.vad_onset} if job.vad_onset is not None else {}
-        if job.vad_offset is not None:
-            vad["neg_threshold"] = job.vad_offset
+        vad = _vad_options(job)
         segments = []
-        for start, end in slice_bounds(audio):
-            offset = start / SAMPLE_RATE
+        first, last = span
+        for start, end in slice_bounds(audio[first:last]):
+            offset = (first + start) / SAMPLE_RATE
             pieces, _ = whisper.batched.transcribe(
-                audio[start:end], language=language, task=job.task, batch_size=self.batch_size,
+                audio[first + start : first + end], language=language, task=job.task, batch_size=self.batch_size,
                 word_timestamps=word_timestamps, vad_filter=True, vad_parameters=vad or None,
                 chunk_length=job.chunk_size, initial_prompt=job.initial_prompt, hotwords=job.hotwords,
                 beam_size=job.beam_size or self.beam_size, **options,
@@ -309,7 +340,6 @@ class WhisperXPipeline:
             for piece in pieces:  # a generator: each segment arrives as its batch is decoded
                 segments.append(_whisper_segment(piece, offset, word_timestamps))
                 progress(Stage.TRANSCRIBE, min(1.0, (offset + piece.end) * SAMPLE_RATE / len(audio)))
-        progress(Stage.TRANSCRIBE, 1.0)
         return segments
 
     def _align(
@@ -360,6 +390,32 @@ class WhisperXPipeline:
 
             torch.cuda.empty_cache()
         _trim_heap()
+
+
+def _require_multilingual_model(job: Job, whisper: LoadedWhisper) -> None:
+    if whisper.multilingual:
+        return
+    if job.language not in (None, "en"):
+        raise PipelineError(
+            f"The model {whisper.name} transcribes English only; leave language empty or choose a multilingual model."
+        )
+    if job.task == "translate":
+        raise PipelineError(
+            f"The model {whisper.name} is English-only and cannot translate; use task=transcribe, "
+            "or choose a multilingual model."
+        )
+    if job.multilingual:
+        raise PipelineError(
+            f"The model {whisper.name} is English-only and cannot tell languages apart; leave multilingual off, "
+            "or choose a multilingual model."
+        )
+
+
+def _vad_options(job: Job) -> dict[str, float]:
+    vad = {"threshold": job.vad_onset} if job.vad_onset is not None else {}
+    if job.vad_offset is not None:
+        vad["neg_threshold"] = job.vad_offset
+    return vad
 
 
 def _trim_heap() -> None:
@@ -413,9 +469,9 @@ def _score(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def _segment(segment: dict[str, Any], with_chars: bool) -> dict[str, Any]:
+def _segment(segment: dict[str, Any], with_chars: bool, with_language: bool = False) -> dict[str, Any]:
     """One segment in the API's result shape; words that could not be timed keep null times and `timed: false`."""
-    shaped = {
+    shaped: dict[str, Any] = {
         "start": _seconds(segment["start"]),
         "end": _seconds(segment["end"]),
         "text": segment["text"].strip(),
@@ -432,6 +488,8 @@ def _segment(segment: dict[str, Any], with_chars: bool) -> dict[str, Any]:
             for word in segment.get("words", [])
         ],
     }
+    if with_language:
+        shaped["language"] = segment["language"]
     if with_chars and segment.get("chars") is not None:
         shaped["chars"] = [
             {

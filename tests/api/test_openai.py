@@ -189,3 +189,13 @@ def test_translations_are_refused_on_an_english_only_model(live_server: Callable
     with short_speech.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as raised:
         _sdk(port).audio.translations.create(model="whisper-1", file=audio)
     assert "is English-only and cannot translate" in str(raised.value)
+
+
+def test_multilingual_is_read_from_both_forms(port: int, short_speech: Path) -> None:
+    sdk = _sdk(port)
+    for create in (sdk.audio.transcriptions.create, sdk.audio.translations.create):
+        with short_speech.open("rb") as audio:
+            assert create(model="whisper-1", file=audio, extra_body={"multilingual": True}).text == FULL_TEXT
+    with short_speech.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as raised:
+        sdk.audio.transcriptions.create(model="whisper-1", file=audio, language="en", extra_body={"multilingual": True})
+    assert "multilingual: detects the language" in str(raised.value)

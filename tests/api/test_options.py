@@ -42,6 +42,8 @@ def _refused(client: TestClient, audio: Path, **form: str) -> str:
         ({"chunk_size": "31"}, "chunk_size: Input should be less than or equal to 30"),
         ({"suppress_numerals": "perhaps"}, "suppress_numerals: Input should be a valid boolean"),
         ({"return_char_alignments": "perhaps"}, "return_char_alignments: Input should be a valid boolean"),
+        ({"multilingual": "perhaps"}, "multilingual: Input should be a valid boolean"),
+        ({"multilingual": "true", "language": "en"}, "multilingual: detects the language of each part itself"),
         ({"initial_prompt": "x" * 2001}, "initial_prompt: String should have at most 2000 characters"),
         ({"prompt": "x" * 2001}, "prompt: String should have at most 2000 characters"),
         ({"hotwords": "x" * 2001}, "hotwords: String should have at most 2000 characters"),
@@ -87,6 +89,24 @@ def test_defaults_are_the_seed_behaviour_and_record_no_options(client: TestClien
     assert (job.enable_diarization, job.initial_prompt, job.temperature, job.beam_size) == (True, None, None, None)
 
 
+def test_multilingual_reaches_the_job_and_is_recorded(client: TestClient, short_speech: Path) -> None:
+    task_id = upload(client, short_speech, multilingual="true")["task_id"]
+    assert wait_for_status(client, task_id, {"completed"})["result"]["options"] == {"multilingual": True}
+    assert client.app.state.store.get(task_id).job.multilingual is True  # type: ignore[attr-defined]
+    default = upload(client, short_speech)["task_id"]
+    wait_for_status(client, default, {"completed"})
+    assert client.app.state.store.get(default).job.multilingual is False  # type: ignore[attr-defined]
+
+
+def test_multilingual_is_refused_on_an_english_only_model(
+    make_client: Callable[..., TestClient], short_speech: Path
+) -> None:
+    client = make_client({"FAKE_ENGLISH_ONLY": "1"})
+    wait_until(lambda: client.get("/health", headers=AUTH).json()["model_loaded"])
+    detail = _refused(client, short_speech, multilingual="true")
+    assert detail.startswith("multilingual: the model fake is English-only"), detail
+
+
 def test_prompt_is_the_earlier_name_of_initial_prompt(client: TestClient, short_speech: Path) -> None:
     task_id = upload(client, short_speech, prompt="Qorvath")["task_id"]
     assert wait_for_status(client, task_id, {"completed"})["result"]["options"] == {"initial_prompt": "Qorvath"}
@@ -120,7 +140,7 @@ def test_every_option_is_documented_with_its_limits(client: TestClient) -> None:
     properties = schema["components"]["schemas"][name]["properties"]
     options = (
         "task", "initial_prompt", "hotwords", "beam_size", "temperature", "vad_onset", "vad_offset", "chunk_size",
-        "suppress_numerals", "return_char_alignments", "audio_url",
+        "suppress_numerals", "return_char_alignments", "audio_url", "multilingual",
     )  # fmt: skip
     for option in options:
         assert properties[option].get("description"), option

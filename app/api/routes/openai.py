@@ -18,7 +18,14 @@ from app.api.errors import UNAUTHORIZED, problem_response
 from app.api.filenames import display_name
 from app.api.forms import TranscriptionForm, TranslationForm
 from app.api.upload_body import UploadDirRoute
-from app.api.uploads import check_can_translate, choose_model, language_code, receive_upload, refuse_over_capacity
+from app.api.uploads import (
+    check_can_translate,
+    check_multilingual,
+    choose_model,
+    language_code,
+    receive_upload,
+    refuse_over_capacity,
+)
 from app.config import Settings
 from app.formats.openai import Granularity, OpenAIFormat, openai_response
 from app.pipeline.base import Job
@@ -82,13 +89,17 @@ async def create_transcription(
     if form.timestamp_granularities and form.response_format is not OpenAIFormat.VERBOSE_JSON:
         raise HTTPException(422, "timestamp_granularities[]: needs response_format=verbose_json")
     granularities = set(form.timestamp_granularities or [Granularity.SEGMENT])
+    chosen_model = choose_model(form.model, settings)
+    if form.multilingual:
+        check_multilingual(manager, language_code(form.language), chosen_model)
     # Speakers cost time and only diarized_json reports them.
     options = {
         "language": language_code(form.language),
         "enable_diarization": form.response_format is OpenAIFormat.DIARIZED_JSON,
         "initial_prompt": form.prompt or None,
         "temperature": form.temperature,
-        "model": choose_model(form.model, settings),
+        "model": chosen_model,
+        "multilingual": form.multilingual,
     }
     return await _answer(
         request, caller, settings, manager, store, form.file, options, form.response_format, granularities
@@ -113,9 +124,11 @@ async def create_translation(
 ) -> Response:
     chosen_model = choose_model(form.model, settings)
     check_can_translate(manager, chosen_model)
+    if form.multilingual:
+        check_multilingual(manager, None, chosen_model)
     options = {
         "task": "translate", "enable_diarization": False, "initial_prompt": form.prompt or None,
-        "temperature": form.temperature, "model": chosen_model,
+        "temperature": form.temperature, "model": chosen_model, "multilingual": form.multilingual,
     }  # fmt: skip
     fmt = OpenAIFormat(form.response_format.value)
     return await _answer(request, caller, settings, manager, store, form.file, options, fmt, {Granularity.SEGMENT})

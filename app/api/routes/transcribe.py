@@ -28,6 +28,7 @@ from app.api.uploads import (
     check_audio_url,
     check_callback,
     check_can_translate,
+    check_multilingual,
     choose_model,
     language_code,
     new_upload_path,
@@ -97,6 +98,8 @@ async def upload(
         raise HTTPException(422, "prompt: give the prompt once, as initial_prompt (prompt is its earlier name)")
     if form.task is TranscriptionTask.TRANSLATE:
         check_can_translate(manager, chosen_model)
+    if form.multilingual:
+        check_multilingual(manager, code, chosen_model)
     try:
         # UploadAdmissionMiddleware checked before the body arrived; the queue may have filled since.
         manager.check_capacity(caller)
