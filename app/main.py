@@ -16,7 +16,7 @@ from app.api.middleware.admission import UploadAdmissionMiddleware
 from app.api.middleware.api_key import ApiKeyMiddleware
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.openapi import install_openapi
-from app.api.routes import events, health, openai, operations, page, transcribe
+from app.api.routes import events, health, openai, operations, page, speakers, transcribe
 from app.api.schemas import TaskStatusResponse
 from app.config import Settings
 from app.ops.metrics import Metrics
@@ -26,6 +26,8 @@ from app.pipeline.base import PipelineFactory
 from app.tasks.backend import TaskBackend
 from app.tasks.manager import TaskManager
 from app.tasks.store import MemoryTaskStore, TaskStore
+from app.voices.enrollment import SampleEmbedder
+from app.voices.store import MemoryVoiceStore, VoiceStore
 
 logger = logging.getLogger("app")
 
@@ -57,6 +59,19 @@ def _store(settings: Settings) -> TaskStore:
     return MemoryTaskStore()
 
 
+def _voice_store(settings: Settings) -> VoiceStore:
+    """Voices live in the tasks' backend, with the same durability."""
+    if settings.task_backend == "celery":
+        from app.voices.store import RedisVoiceStore
+
+        return RedisVoiceStore.from_url(settings.redis_url)
+    if settings.task_store == "sqlite":
+        from app.voices.store import SqliteVoiceStore
+
+        return SqliteVoiceStore(settings.task_db_file)
+    return MemoryVoiceStore()
+
+
 def _backend(settings: Settings, store: TaskStore, factory: PipelineFactory) -> TaskBackend:
     if settings.task_backend == "celery":
         from app.tasks.dispatcher import CeleryDispatcher
@@ -72,6 +87,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     factory: PipelineFactory = pipeline_factory or _default_pipeline  # type: ignore[assignment]
     store = _store(settings)
     metrics = Metrics(store)
+    sample_embedder = SampleEmbedder(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,15 +105,19 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
         finally:
             await manager.stop()
             await webhooks.aclose()
+            sample_embedder.close()
 
     app = FastAPI(title="WhisperX Transcription API", description=description or "", version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = metrics
+    app.state.voices = _voice_store(settings)
+    app.state.sample_embedder = sample_embedder
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health.router)
     app.include_router(transcribe.router)
+    app.include_router(speakers.router)
     app.include_router(events.router)
     app.include_router(openai.router)
     app.include_router(operations.router)

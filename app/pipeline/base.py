@@ -61,6 +61,10 @@ class Job:
     """Time every character too (wav2vec2 alignment only)."""
     audio_url: str | None = None
     """Where the audio was downloaded from, when it was not uploaded."""
+    identify_speakers: bool = False
+    """Name the speakers that match `known_voices` (after diarization)."""
+    known_voices: tuple[dict[str, Any], ...] = ()
+    """The enrolled voices to look for (`name`, `encoder`, `embedding`), as the upload found them."""
 
     @property
     def stages(self) -> list[Stage]:
@@ -88,6 +92,7 @@ TRANSCRIPTION_OPTIONS = frozenset(
     {
         "initial_prompt", "hotwords", "beam_size", "temperature", "vad_onset", "vad_offset", "chunk_size",
         "suppress_numerals", "return_char_alignments", "min_speakers", "max_speakers", "enable_diarization",
+        "identify_speakers",
     }
 )  # fmt: skip
 """Job fields that change the transcript; a result lists those a request set (for reproducing it)."""

@@ -6,12 +6,23 @@ A task belongs to the key that created it: for any other key it does not exist (
 from __future__ import annotations
 
 import functools
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 
-from app.api.deps import CallerDep, ManagerDep, OwnedTaskDep, SettingsDep, StoreDep, SubtitleOptionsDep, not_found
+from app.api.deps import (
+    CallerDep,
+    ManagerDep,
+    OwnedTaskDep,
+    SettingsDep,
+    StoreDep,
+    SubtitleOptionsDep,
+    VoiceStoreDep,
+    not_found,
+)
 from app.api.errors import UNAUTHORIZED, problem_response
+from app.api.routes.speakers import owned_voices
 from app.api.schemas import (
     DeleteResponse,
     TaskList,
@@ -51,6 +62,26 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _voice_names(value: str | None) -> tuple[bool, list[str] | None]:
+    """identify_speakers as (on, the names to consider; None: all of the key's voices)."""
+    text = (value or "").strip()
+    if text.lower() in ("", "false", "0", "no", "off"):
+        return False, None
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True, None
+    if text.startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError:
+            names = None
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise HTTPException(422, 'identify_speakers: give true, or names as "Alice, Bob" or ["Alice", "Bob"]')
+    else:
+        names = text.split(",")
+    wanted = [name.strip() for name in names if name.strip()]
+    return bool(wanted), wanted or None
+
+
 def _summary(task: Task) -> dict[str, Any]:
     return {
         "task_id": task.id,
@@ -83,6 +114,7 @@ async def upload(
     caller: CallerDep,
     settings: SettingsDep,
     manager: ManagerDep,
+    voices: VoiceStoreDep,
     file: Annotated[
         UploadFile | None,
         File(description=f"Audio or video: {', '.join(SUPPORTED_EXTENSIONS)}. Give this or `audio_url`"),
@@ -178,8 +210,21 @@ async def upload(
     return_char_alignments: Annotated[
         bool, Form(description="Also time each character (`chars` in segments); only with wav2vec2 alignment")
     ] = False,
+    identify_speakers: Annotated[
+        str | None,
+        Form(
+            max_length=MAX_PROMPT_CHARS,
+            description="Name the speakers who match this key's enrolled voices (/api/v1/speakers): `true` for "
+            'all of them, or the names to consider, as "Alice, Bob" or ["Alice", "Bob"]',
+            examples=["true"],
+        ),
+    ] = None,
 ) -> UploadResponse:
     code = language_code(language)
+    identify, wanted_names = _voice_names(identify_speakers)
+    if identify and not enable_diarization:
+        raise HTTPException(422, "identify_speakers: speakers are named after diarization; keep enable_diarization on")
+    known_voices = owned_voices(voices, caller, wanted_names) if identify else ()
     if (file is None) == (audio_url is None):
         raise HTTPException(
             422,
@@ -213,6 +258,7 @@ async def upload(
         "beam_size": beam_size, "temperature": temperature, "vad_onset": vad_onset, "vad_offset": vad_offset,
         "chunk_size": chunk_size, "suppress_numerals": suppress_numerals,
         "return_char_alignments": return_char_alignments,
+        "identify_speakers": identify, "known_voices": known_voices,
     }  # fmt: skip
     prepare = None
     if file is not None:
