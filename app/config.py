@@ -89,6 +89,21 @@ class Settings(BaseSettings):
     max_tasks_per_key: int = Field(20, ge=1)
     """Most pending or processing tasks one API key may have; beyond it uploads get 429."""
 
+    max_uploads_per_key: int = Field(4, ge=1)
+    """Most uploads one API key may be sending at once (per API process); beyond it, 429 before the body."""
+
+    body_min_rate_kb: float = Field(16.0, gt=0)
+    """Slowest a request body may arrive on average, in KiB/s, after BODY_GRACE_SECONDS; slower gets 408."""
+
+    body_grace_seconds: float = Field(10.0, gt=0)
+    """How far a request body may fall behind BODY_MIN_RATE_KB before it is cut off (a stall at the start, say)."""
+
+    keep_alive_seconds: int = Field(5, ge=1)
+    """How long `python -m app.main` keeps an idle connection open for the client's next request."""
+
+    max_connections: int = Field(1000, ge=1)
+    """Connections and requests `python -m app.main` serves at once; beyond it, 503 at once."""
+
     stage_timeout_seconds: float = Field(3600.0, gt=0)
     """Longest one pipeline stage (decoding, transcribing, …) may run before its task fails."""
 
@@ -121,8 +136,8 @@ class Settings(BaseSettings):
     """Log verbosity."""
 
     audio_url_allow_private: bool = False
-    """Allow `audio_url` downloads from loopback, private and link-local addresses (off: they would let
-    callers reach the server's own network)."""
+    """Allow `audio_url` downloads from loopback, private and other non-public addresses (off: they would
+    let callers reach the server's own network). For test labs and services only trusted users can call."""
 
     audio_url_timeout_seconds: float = Field(300.0, gt=0)
     """Longest an `audio_url` download may take, start to end."""
@@ -131,8 +146,8 @@ class Settings(BaseSettings):
     """Standard Webhooks signing secret (`whsec_` + base64) for callbacks. Unset: `callback_url` is refused."""
 
     webhook_allow_private: bool = False
-    """Allow callbacks to loopback, private and link-local addresses (off: they would let callers probe
-    the server's own network)."""
+    """Allow callbacks to loopback, private and other non-public addresses (off: they would let callers
+    probe the server's own network). For test labs and services only trusted users can call."""
 
     webhook_max_attempts: int = Field(5, ge=1, le=20)
     """Tries per callback before giving up."""

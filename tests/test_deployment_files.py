@@ -106,7 +106,8 @@ def test_scale_file_runs_stateless_apis_and_one_worker_per_gpu() -> None:
         gpus += device["device_ids"]
     assert len(gpus) == len(set(gpus)) == len(workers), "each worker reserves a GPU of its own"
     assert "--workers" in api["command"]
-    assert "8000:8000" in api["ports"]
+    assert "127.0.0.1:8000:8000" in api["ports"]
+    assert "--limit-concurrency" in api["command"]
     assert "/health" in api["healthcheck"]["test"][3]
 
 
@@ -114,10 +115,27 @@ def test_scale_file_runs_stateless_apis_and_one_worker_per_gpu() -> None:
 def test_service_has_settings_cache_and_health_check(compose_file: str) -> None:
     service = _service(compose_file)
     assert service["env_file"] in (".env", [".env"])
-    assert "8000:8000" in service["ports"]
+    assert "127.0.0.1:8000:8000" in service["ports"], "clients come through the proxy"
     assert any(volume.split(":")[1] == _cache_dir() for volume in service["volumes"])
     test = service["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]
     assert "X-API-Key" in test[3]
     assert "/health" in test[3]
     compile(test[3], "healthcheck", "exec")
+
+
+@pytest.mark.parametrize("compose_file", [GPU_FILE, CPU_FILE, SCALE_FILE])
+def test_a_tls_proxy_fronts_the_api(compose_file: str) -> None:
+    proxy = yaml.safe_load((ROOT / compose_file).read_text())["services"]["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    assert "443:443" in proxy["ports"]
+    environment = proxy["environment"]
+    assert environment["API_UPSTREAM"] == f"{SERVICE}:8000"
+    assert environment["MAX_UPLOAD_MB"] == "${MAX_UPLOAD_MB:-500}", "the proxy's body limit is the API's"
+    assert "./deploy/nginx.conf.template:/etc/nginx/templates/default.conf.template:ro" in proxy["volumes"]
+    certificates = [volume for volume in proxy["volumes"] if volume.endswith(":/etc/nginx/certs:ro")]
+    assert certificates, "the operator's certificate is mounted read-only"
+    assert environment["TLS_CERTIFICATE"].startswith("/etc/nginx/certs/")
+    template = (ROOT / "deploy" / "nginx.conf.template").read_text()
+    for name in environment:
+        assert f"${{{name}}}" in template, name

@@ -17,7 +17,7 @@ from app.outbound.downloads import AUDIO_URL
 from app.outbound.guard import TargetRefused, check_target
 from app.outbound.webhooks import CALLBACK
 from app.tasks.backend import TaskBackend
-from app.tasks.manager import RETRY_AFTER_SECONDS, OverCapacity
+from app.tasks.limits import RETRY_AFTER_SECONDS, OverCapacity
 
 
 def language_code(language: str | None) -> str | None:

@@ -105,6 +105,15 @@ def test_too_many_bytes_fail_clearly(url_client: TestClient, audio_server: Audio
     assert list(url_client.app.state.settings.upload_dir.iterdir()) == []  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("path", ["/bomb", "/gzipped"])
+def test_a_compressed_answer_is_refused_undecoded(url_client: TestClient, audio_server: AudioServer, path: str) -> None:
+    error = _failed_with(url_client, audio_server.url(path))
+    assert error.startswith("audio_url: the server sent the file compressed (Content-Encoding: gzip"), error
+    assert "Serve the file as it is, or upload it" in error
+    assert audio_server.accepted_encodings == ["identity"]
+    assert list(url_client.app.state.settings.upload_dir.iterdir()) == []  # type: ignore[attr-defined]
+
+
 def test_an_http_error_fails_clearly(url_client: TestClient, audio_server: AudioServer) -> None:
     assert "the server answered HTTP 404" in _failed_with(url_client, audio_server.url("/missing"))
 
