@@ -165,7 +165,7 @@ def rates(trials: list[Trial], threshold: float) -> tuple[float, float, int, int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threshold", type=float, default=EMBEDDED_THRESHOLD, help="the threshold to report")
+    parser.add_argument("--threshold", type=float, default=EMBEDDED_THRESHOLD, help="the threshold to mark")
     args = parser.parse_args()
 
     import torch

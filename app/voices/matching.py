@@ -14,9 +14,10 @@ EMBEDDED_ENCODER = "resemblyzer-ge2e"
 """The embedded diarizer's speaker encoder; voices enrolled from audio samples use it too."""
 
 # Cosine similarity at or above which a speaker is taken to be an enrolled voice.
-# Embedded encoder: chosen with bench/voices.py, the lowest value at which no voice that was never
-# enrolled was named, on espeak-ng voices and pyannote's sample (see docs/speakers.md).
-EMBEDDED_THRESHOLD = 0.84
+# Embedded encoder: chosen with bench/voices.py, the lowest value at which no speaker who was never
+# enrolled was named, on espeak-ng dialogues and pyannote's sample (docs/speakers.md has the figures).
+# A wrong name misleads more than a missing one, which another sample to the voice can mend.
+EMBEDDED_THRESHOLD = 0.87
 # pyannote's own embedding models (HF_TOKEN): unmeasured here (the weights cannot be downloaded
 # offline); a cautious value for their cosine similarities, where one speaker scores far above others.
 PYANNOTE_THRESHOLD = 0.6

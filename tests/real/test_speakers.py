@@ -91,7 +91,7 @@ def test_enrolled_voices_are_named_and_a_stranger_is_not(
     assert michael["samples"] == fiona["samples"] == 1
 
     task_id = submit(audio, two_keys.url, identify_speakers="true")
-    result = wait_done(task_id, base_url=two_keys.url)["result"]
+    result = wait_done(task_id, timeout=900, base_url=two_keys.url)["result"]
     names = _name_of_each_voice(case, result)
     assert names["michael"] == "Michael", result["speakers"]
     assert names["f4"] == "Fiona", result["speakers"]
@@ -135,7 +135,9 @@ def test_enrolled_voices_are_named_and_a_stranger_is_not(
     listed = httpx.get(f"{two_keys.url}/api/v1/speakers", headers=AUTH).json()["speakers"]
     assert sorted(voice["name"] for voice in listed) == ["Michael", "Nick"]
 
-    again = wait_done(submit(audio, two_keys.url, identify_speakers="true"), base_url=two_keys.url)["result"]
+    again = wait_done(submit(audio, two_keys.url, identify_speakers="true"), timeout=900, base_url=two_keys.url)[
+        "result"
+    ]
     names = _name_of_each_voice(case, again)
     assert names["michael"] == "Michael", again["speakers"]
     assert names["nyc_m5"] == "Nick", again["speakers"]
