@@ -134,11 +134,7 @@ def sample_trials(diarizer: Any, encoder: Any) -> list[Trial]:
         ]
         voices[speaker] = embed(encoder, np.concatenate(pieces))
     second_audio = case.audio[round(middle * SAMPLE_RATE) :]
-    second = (
-        case.reference.crop(Segment(middle, case.audio.size / SAMPLE_RATE)).shift(-middle)
-        if hasattr(case.reference, "shift")
-        else _shifted(case.reference.crop(Segment(middle, case.audio.size / SAMPLE_RATE)), -middle)
-    )
+    second = _shifted(case.reference.crop(Segment(middle, case.audio.size / SAMPLE_RATE)), -middle)
     trials = identify(diarizer, encoder, second_audio, second, {k: v for k, v in voices.items() if v})
     for alone in voices:  # only one speaker enrolled: the other is a stranger
         trials += identify(diarizer, encoder, second_audio, second, {alone: voices[alone]})  # type: ignore[dict-item]
