@@ -37,6 +37,7 @@ router = APIRouter(prefix="/api/v1", tags=["speakers"], responses=UNAUTHORIZED)
 
 _VOICE_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: problem_response("No voice with this id for this key")}
 _SAMPLE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: problem_response("Malformed multipart body"),
     404: problem_response("No task (task_id) or voice with this id for this key"),
     409: problem_response("The task has not completed, or kept no speaker embeddings"),
     413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
@@ -211,6 +212,7 @@ async def delete_all_voices(caller: CallerDep, voices: VoiceStoreDep) -> VoicesD
     "/transcribe/tasks/{task_id}/speakers",
     response_model=TranscriptionResult,
     responses={
+        400: problem_response("The body is not JSON"),
         404: problem_response("No task with this id for this key"),
         409: problem_response("The task has not completed"),
         422: problem_response("A speaker the task does not have, or a name given twice"),
