@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     2 on a CPU, where each chunk in a batch holds about 100 MB: 4 is ~15 % faster and peaks ~280 MB higher."""
 
     max_concurrent_tasks: int = Field(2, ge=1, le=32)
-    """Tasks transcribed at once; each has its own worker process holding the models."""
+    """Tasks transcribed at once; each has its own worker process holding the models. On a CPU, two
+    workers with a core each beat one with both: on a shared 2-core machine with `base` they moved
+    5.5 times the audio per second for 1.6 times the memory (1.9 GB PSS against 1.2 GB;
+    bench/concurrency.py). One worker with CPU_THREADS=1 matched them at 1.0 GB."""
 
     # Extras, beyond the seed.
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -63,8 +66,22 @@ class Settings(BaseSettings):
     """pyannote pipeline used for speaker labels when HF_TOKEN is set."""
 
     model_cache_dir: Path = Field(default_factory=_default_cache_dir)
-    """Where embedded models are assembled and downloaded models are cached.
+    """Where embedded models are assembled and downloaded models are cached (`python -m app.models list`).
     Unset: `whisperx-api` in `$XDG_CACHE_HOME`, or in `~/.cache`."""
+
+    offline: bool = False
+    """Never download a model: only embedded and cached ones load (so does the hub's own HF_HUB_OFFLINE=1).
+    Off: a model missing from MODEL_CACHE_DIR is downloaded on first use."""
+
+    whisper_models: str | None = None
+    """Comma-separated Whisper models a request may choose with its `model` field (sizes such as
+    `tiny.en`, `base`, `large-v3`, or CTranslate2 repo ids). Unset: the default model alone."""
+
+    max_loaded_models: int = Field(1, ge=1, le=16)
+    """Whisper models each worker keeps loaded at once; loading another unloads the least recently used."""
+
+    model_idle_seconds: float = Field(300.0, gt=0)
+    """A Whisper model other than the default is unloaded after this long unused."""
 
     upload_dir: Path = Field(default_factory=lambda: Path(gettempdir()) / "whisperx-api-uploads")
     """Where uploads wait, under server-chosen names, until their task ends.
@@ -165,6 +182,7 @@ class Settings(BaseSettings):
         "batch_size",
         "beam_size",
         "align_model",
+        "whisper_models",
         "webhook_secret",
         mode="before",
     )
@@ -190,6 +208,18 @@ class Settings(BaseSettings):
                     "make one with: openssl rand -base64 32"
                 ) from None
         return value
+
+    @property
+    def downloads_allowed(self) -> bool:
+        """Whether a model missing from the cache may be downloaded (OFFLINE and HF_HUB_OFFLINE both say no)."""
+        from huggingface_hub.constants import HF_HUB_OFFLINE
+
+        return not (self.offline or HF_HUB_OFFLINE)
+
+    @property
+    def whisper_model_list(self) -> list[str]:
+        """WHISPER_MODELS as a list (empty when unset)."""
+        return [name.strip() for name in (self.whisper_models or "").split(",") if name.strip()]
 
     @property
     def max_upload_bytes(self) -> int:

@@ -17,7 +17,7 @@ from app.api.middleware.api_key import ApiKeyMiddleware
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.body_pace import BodyPaceMiddleware
 from app.api.openapi import install_openapi
-from app.api.routes import events, health, openai, operations, page, speakers, transcribe
+from app.api.routes import docs, events, health, models, openai, operations, page, speakers, transcribe
 from app.api.schemas import TaskStatusResponse
 from app.config import Settings
 from app.ops.metrics import Metrics
@@ -113,6 +113,9 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
         description=description or "",
         version="1.0.0",
         lifespan=lifespan,
+        # /docs and /redoc come from app.api.routes.docs, with their scripts served locally.
+        docs_url=None,
+        redoc_url=None,
         form_limits={"max_files": 1, "max_fields": MAX_FORM_FIELDS, "max_part_size": MAX_FORM_FIELD_BYTES},
     )
     app.state.settings = settings
@@ -127,8 +130,12 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.include_router(speakers.router)
     app.include_router(events.router)
     app.include_router(openai.router)
+    app.include_router(models.router)
     app.include_router(operations.router)
+    app.include_router(docs.router)
     app.include_router(page.router)
+    # Before /static itself, which would otherwise take these paths.
+    app.mount(docs.ASSETS_PREFIX, docs.asset_files, name="docs-assets")
     app.mount(page.STATIC_PREFIX, page.static_files, name="static")
     # Added last runs first: the key is checked, then the body's size, its pace and the caller's
     # admission, all before any route reads the body.

@@ -180,7 +180,11 @@ def service_pipeline(clip: Clip, pipeline: Any) -> dict[str, Any]:
     model_clock = dict.fromkeys(MODEL_CALLS, 0.0)
     started = time.perf_counter()
     # faster-whisper's batched transcription runs its silero VAD through this module-level function.
-    with timed(faster_whisper.transcribe, "get_speech_timestamps", clock), model_timed(pipeline._model, model_clock):
+    with (
+        pipeline._whisper.use(pipeline.model_name) as whisper,
+        timed(faster_whisper.transcribe, "get_speech_timestamps", clock),
+        model_timed(whisper.model, model_clock),
+    ):
         output = pipeline.run(Job("bench", clip.path), progress)
     ended = time.perf_counter()
     # Decoding ends at its last event (language detection then counts as transcription); every
@@ -223,11 +227,11 @@ def _row(
 class Service:
     """The service as a real process on a loopback port."""
 
-    def __init__(self, folder: Path, port: int, env: dict[str, str]) -> None:
+    def __init__(self, folder: Path, port: int, env: dict[str, str], workers: int = WORKERS) -> None:
         self.url = f"http://127.0.0.1:{port}"
         environment = {
             **os.environ, **env, "API_KEYS": KEY, "PORT": str(port), "HOST": "127.0.0.1",
-            "MAX_CONCURRENT_TASKS": str(WORKERS), "UPLOAD_DIR": str(folder / "uploads"), "LOG_LEVEL": "warning",
+            "MAX_CONCURRENT_TASKS": str(workers), "UPLOAD_DIR": str(folder / "uploads"), "LOG_LEVEL": "warning",
         }  # fmt: skip
         self.client = httpx.Client(base_url=self.url, headers={"X-API-Key": KEY}, timeout=600)
         self._started = started = time.perf_counter()
@@ -402,9 +406,7 @@ def run(
             pipeline = WhisperXPipeline(settings)
             pipeline.finish_loading()
             batch_size = pipeline.batch_size
-            plain = PlainWhisperX(
-                resolve_whisper_model(model, settings.model_cache_dir), device, compute_type, threads, batch_size
-            )
+            plain = PlainWhisperX(resolve_whisper_model(model, settings), device, compute_type, threads, batch_size)
             result["settings"].update(batch_size=batch_size, beam_size=pipeline.beam_size)
             result["plain_whisperx_load_s"] = round(plain.load_s, 2)
             # One short task each first: one-off costs (first calls, lazy set-up) are not what is compared.

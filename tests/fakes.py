@@ -37,10 +37,13 @@ class FakePipeline:
         self._mode = os.environ.get("FAKE_MODE", "ok")
         if self._mode == "unloadable":
             raise RuntimeError("The fake pipeline was told not to load.")
+        self._loaded = ["fake"]  # the models requests named, as a real worker would have loaded them
 
     def info(self) -> PipelineInfo:
         english_only = os.environ.get("FAKE_ENGLISH_ONLY") == "1"
-        return PipelineInfo(model="fake", device="cpu", multilingual=not english_only)
+        return PipelineInfo(
+            model="fake", device="cpu", multilingual=not english_only, loaded_models=tuple(self._loaded)
+        )
 
     def finish_loading(self) -> None:
         pass  # the fake has nothing heavy to load
@@ -60,12 +63,14 @@ class FakePipeline:
                 progress(stage, step / STEPS_PER_STAGE)
         if self._mode == "fail":
             raise PipelineError("The fake pipeline was told to fail.")
+        if job.model is not None and job.model not in self._loaded:
+            self._loaded.append(job.model)
         labels = ("SPEAKER_00", "SPEAKER_01") if job.enable_diarization else (None, None)
         segments = [_segment(FAKE_TEXT, 0.0, labels[0]), _segment(FAKE_LONG_TEXT, 3.0, labels[1])]
         result = {
             "language": job.language or "en",
             "segments": segments,
-            "model": "fake",
+            "model": job.model or "fake",
             "task": job.task,
             "options": job.chosen_options(),
         }
@@ -79,6 +84,9 @@ class FakePipeline:
 
     def release(self) -> None:
         pass
+
+    def unload_idle(self) -> bool:
+        return False
 
 
 def _segment(text: str, start: float, speaker: str | None) -> dict[str, Any]:

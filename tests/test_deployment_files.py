@@ -124,6 +124,116 @@ def test_service_has_settings_cache_and_health_check(compose_file: str) -> None:
     compile(test[3], "healthcheck", "exec")
 
 
+def _env_file(path: Path) -> dict[str, str]:
+    """The variables a file in .env syntax sets (comments and blank lines skipped)."""
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
+    return {name: value for name, value in pairs}
+
+
+def _resolved(compose_file: str, tmp_path: Path) -> dict[str, Any]:
+    """The service as docker-compose resolves it for a new user: `cp .env.example .env`."""
+    docker_compose = _tool("docker-compose", "docker-compose (apt-get install docker-compose)")
+    shutil.copy(ROOT / compose_file, tmp_path / compose_file)
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    result = subprocess.run(
+        [docker_compose, "-f", compose_file, "config"], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    service: dict[str, Any] = yaml.safe_load(result.stdout)["services"][SERVICE]
+    return service
+
+
+OFFLINE_SWITCHES = ("OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def _offline(environment: dict[str, str]) -> list[str]:
+    return [name for name in OFFLINE_SWITCHES if environment.get(name, "").lower() not in ("", "0", "false", "no")]
+
+
+def test_example_env_lets_the_service_download_models() -> None:
+    assert _offline(_env_file(ROOT / ".env.example")) == []
+    # The switch is there for whoever needs it, commented out.
+    assert re.search(r"^# OFFLINE=", (ROOT / ".env.example").read_text(), re.MULTILINE)
+
+
+def test_new_gpu_host_gets_large_v2_downloads_and_keeps_tasks(tmp_path: Path) -> None:
+    service = _resolved(GPU_FILE, tmp_path)
+    environment = service["environment"]
+    assert environment["WHISPER_MODEL"] == "large-v2"
+    assert _offline(environment) == []
+    assert environment["TASK_STORE"] == "sqlite"
+    assert environment["MAX_CONCURRENT_TASKS"] == "2"
+    volumes = {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]}
+    assert volumes[_cache_dir()] == "model-cache"
+    # Uploads and the task database sit on a named volume too, where the image puts them.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    data = volumes["/data"]
+    assert data
+    assert not data.startswith("/")
+    assert re.search(r"UPLOAD_DIR=/data/", dockerfile)
+    assert re.search(r"TASK_DB_PATH=/data/", dockerfile)
+
+
+def test_cpu_host_runs_the_embedded_model(tmp_path: Path) -> None:
+    service = _resolved(CPU_FILE, tmp_path)
+    environment = service["environment"]
+    assert environment["WHISPER_MODEL"] == "base"
+    assert environment["MAX_CONCURRENT_TASKS"] == "2"
+    assert environment["TASK_STORE"] == "sqlite"
+    assert _offline(environment) == []
+    assert any(volume.startswith("data:/data") for volume in service["volumes"])
+
+
+def test_image_python_is_the_tests_python() -> None:
+    match = re.search(r"^FROM python:(\d+)\.(\d+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert match, "the image is not built on a python base image"
+    assert (int(match.group(1)), int(match.group(2))) == sys.version_info[:2]
+
+
+def test_ctranslate2_finds_cublas_where_the_image_points_it() -> None:
+    """LD_LIBRARY_PATH names folders of torch's nvidia wheels that hold the cuBLAS CTranslate2 opens."""
+    import ctranslate2
+
+    match = re.search(r"^ENV LD_LIBRARY_PATH=(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert match
+    site_packages = Path(ctranslate2.__file__).parents[1]
+    folders = [site_packages / folder.split("site-packages/", 1)[1] for folder in match.group(1).split(":")]
+    (library,) = (site_packages / "ctranslate2.libs").glob("libctranslate2-*.so*")
+    wanted = set(re.findall(rb"libcublas\.so\.\d+", library.read_bytes()))
+    assert wanted, "CTranslate2 names no cuBLAS library"
+    for name in wanted:
+        assert any((folder / name.decode()).exists() for folder in folders), f"{name!r} is in none of {folders}"
+
+
+def _pins(path: Path) -> dict[str, str]:
+    found = re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", path.read_text(), re.MULTILINE)
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in found}
+
+
+@pytest.mark.parametrize(
+    ("inputs", "lock"),
+    [
+        ("requirements.txt", "requirements.lock"),
+        ("requirements-dev.txt", "requirements-dev.lock"),
+        ("requirements-weights.txt", "requirements-weights.lock"),
+    ],
+)
+def test_lock_file_pins_what_the_requirements_say(inputs: str, lock: str) -> None:
+    """Run scripts/lock after editing a requirements file: the lock must pin the same versions."""
+    wanted = _pins(ROOT / inputs)
+    if inputs == "requirements-dev.txt":
+        wanted |= _pins(ROOT / "requirements.txt")
+    locked = _pins(ROOT / lock)
+    assert {name: locked.get(name) for name in wanted} == wanted
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", (ROOT / lock).read_text())
+    assert [block.split()[0] for block in blocks if "==" in block and "--hash=sha256:" not in block] == []
+
+
+def test_dev_lock_runs_the_tests_on_the_service_versions() -> None:
+    runtime, dev = _pins(ROOT / "requirements.lock"), _pins(ROOT / "requirements-dev.lock")
+    assert {name: dev.get(name) for name in runtime} == runtime
+
+
 @pytest.mark.parametrize("compose_file", [GPU_FILE, CPU_FILE, SCALE_FILE])
 def test_a_tls_proxy_fronts_the_api(compose_file: str) -> None:
     proxy = yaml.safe_load((ROOT / compose_file).read_text())["services"]["proxy"]

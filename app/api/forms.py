@@ -105,6 +105,9 @@ class UploadForm(BaseModel):
         'of them, or the names to consider, as "Alice, Bob" or ["Alice", "Bob"]',
         examples=["true"],
     )
+    model: str | None = Field(
+        None, description="Whisper model, one of those GET /v1/models lists (WHISPER_MODELS); omit for the default"
+    )
 
 
 class TranslationFormat(StrEnum):
@@ -121,7 +124,7 @@ class OpenAIForm(BaseModel):
     """What OpenAI's /v1/audio/transcriptions and /translations both take."""
 
     file: UploadFile = Field(description=f"Audio or video: {AUDIO_FORMATS}")
-    model: str = Field(description="Accepted for compatibility (e.g. `whisper-1`); the server's WHISPER_MODEL is used")
+    model: str = Field(description="`whisper-1` (the server's default model) or one of those GET /v1/models lists")
     prompt: str | None = Field(None, description="Text that guides spelling and style (in English, to translate)")
     temperature: Temperature = None
 

@@ -67,6 +67,11 @@ class TranscriptionResult(BaseModel):
     )
     diarizer: str | None = Field(None, description="Model that labelled the speakers; null when none ran")
     speakers: list[SpeakerTime] | None = Field(None, description="Each speaker label's total speaking time")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What did not run as configured, and what took its place (a diarizer or aligner that "
+        "could not be loaded)",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="The options the request gave (initial_prompt, beam_size, …; those left out are at their "
@@ -149,6 +154,17 @@ class GpuMemory(BaseModel):
     memory_used_mb: int
 
 
+class ModelsHealth(BaseModel):
+    default: str = Field(description="The Whisper model a request without `model` gets")
+    allowed: list[str] = Field(description="The models a request may choose (the default, then WHISPER_MODELS)")
+    loaded: dict[str, list[str]] = Field(
+        description="Each worker's loaded Whisper models, least recently used first (MAX_LOADED_MODELS at most)"
+    )
+    errors: dict[str, str] = Field(
+        default_factory=dict, description="Models requests chose that could not be loaded, with why and what to do"
+    )
+
+
 class HealthResponse(BaseModel):
     status: str = Field(description="`ok`, `loading` while models load, `degraded` when they failed to load")
     device: str | None = Field(description="`cpu` or `cuda`; null until the models are loaded")
@@ -157,7 +173,21 @@ class HealthResponse(BaseModel):
     model_loaded: bool
     model_error: str | None = None
     queue: QueueCounts
+    models: ModelsHealth
     gpu: list[GpuMemory] | None = None
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(0, description="Unknown here; always 0")
+    owned_by: str
+    loaded: bool = Field(description="Whether a worker has it loaded now (an extension to OpenAI's shape)")
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
 
 
 class ReadyResponse(BaseModel):

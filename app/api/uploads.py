@@ -16,6 +16,7 @@ from app.media import MediaError, MediaInfo, UnsupportedMediaError, probe, too_l
 from app.outbound.downloads import AUDIO_URL
 from app.outbound.guard import TargetRefused, check_target
 from app.outbound.webhooks import CALLBACK
+from app.pipeline.models import allowed_whisper_models
 from app.tasks.backend import TaskBackend
 from app.tasks.limits import RETRY_AFTER_SECONDS, OverCapacity
 
@@ -94,11 +95,32 @@ async def check_audio_url(url: str, settings: Settings) -> None:
         raise HTTPException(422, str(error)) from None
 
 
-def check_can_translate(manager: TaskBackend) -> None:
-    """422 when the loaded model is English-only: it cannot translate."""
-    info = manager.worker_state().info
-    if info is not None and not info.multilingual:
+OPENAI_MODELS = frozenset({"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-transcribe-diarize"})
+"""OpenAI's own model names, as its clients send them: here they mean the server's default model."""
+
+
+def choose_model(requested: str | None, settings: Settings) -> str | None:
+    """The Whisper model a request chose, checked against WHISPER_MODELS; None for the default."""
+    if requested is None or not requested.strip() or requested.strip() in OPENAI_MODELS:
+        return None
+    allowed = allowed_whisper_models(settings)
+    if requested.strip() not in allowed:
         raise HTTPException(
-            422, f"task: the model {info.model} is English-only and cannot translate; use task=transcribe, "
-            "or ask the server's operator for a multilingual WHISPER_MODEL (such as base or large-v2)"
+            422, f"model: {requested.strip()!r} is not offered by this server; choose one of: "
+            f"{', '.join(allowed)} (or leave it out for {allowed[0]}; the operator sets the list with WHISPER_MODELS)"
+        )  # fmt: skip
+    return requested.strip()
+
+
+def check_can_translate(manager: TaskBackend, model: str | None = None) -> None:
+    """422 when the model is English-only: it cannot translate."""
+    info = manager.worker_state().info
+    if model is not None and (info is None or model != info.model):
+        english_only = model.endswith(".en")  # Whisper's own naming; other models are checked by the worker
+    else:
+        english_only = info is not None and not info.multilingual
+    if english_only:
+        raise HTTPException(
+            422, f"task: the model {model or (info.model if info else '')} is English-only and cannot translate; "
+            "use task=transcribe with it, or choose a multilingual model (such as base or large-v2)"
         )  # fmt: skip

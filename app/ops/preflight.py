@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from app.config import Settings
+from app.models.hub import ModelUnavailable, cached_whisper, pull_command
 from app.pipeline.models import EMBEDDED_MODELS
 
 # The packages each embedded model's weights ship in (app/pipeline/models.py).
@@ -24,10 +24,6 @@ _EMBEDDED_PACKAGES = {
 
 def _installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no")
 
 
 def _whisper_model(settings: Settings) -> list[str]:
@@ -47,21 +43,26 @@ def _whisper_model(settings: Settings) -> list[str]:
                 "pip install -r requirements.txt (or scripts/setup)"
             ]
         return []
-    if _offline():
+    try:
+        cached = cached_whisper(name, settings) is not None
+    except ModelUnavailable as error:  # not a name faster-whisper knows
+        return [str(error)]
+    if not cached and not settings.downloads_allowed:
         return [
-            f"WHISPER_MODEL={name} does not ship in a package, and HF_HUB_OFFLINE is set: it loads only if "
-            f"{settings.model_cache_dir / 'whisper'} already holds it. Unset HF_HUB_OFFLINE to download it, "
-            "or use an embedded model (base, tiny.en) or a CTranslate2 directory"
+            f"WHISPER_MODEL={name} does not ship in a package and is not in the model cache, and downloads are off "
+            f"(OFFLINE or HF_HUB_OFFLINE): fetch it with `{pull_command(name)}`, or use an embedded model "
+            "(base, tiny.en) or a CTranslate2 directory"
         ]
     return []
 
 
 def _diarizer(settings: Settings) -> list[str]:
     findings = []
-    if settings.hf_token is not None and _offline():
+    if settings.hf_token is not None and not settings.downloads_allowed:
         findings.append(
-            f"HF_TOKEN is set but HF_HUB_OFFLINE is too: {settings.diarization_model} loads only from the "
-            "HuggingFace cache; otherwise the embedded diarizer labels speakers"
+            f"HF_TOKEN is set but downloads are off (OFFLINE or HF_HUB_OFFLINE): {settings.diarization_model} loads "
+            f"only from the model cache (`{pull_command('diarization')}` fills it); otherwise the embedded diarizer "
+            "labels speakers"
         )
     if not _installed("resemblyzer"):
         findings.append(

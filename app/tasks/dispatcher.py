@@ -136,7 +136,12 @@ class CeleryDispatcher:
                 model=first["model"], device=first["device"], diarizer=first["diarizer"],
                 multilingual=first.get("multilingual", True),
             )  # fmt: skip
-        return WorkerState(info=info, loaded=bool(loaded), load_error=errors[0] if errors and not loaded else None)
+        models = {worker["name"]: list(worker.get("loaded_models", [])) for worker in loaded}
+        failures = {name: error for worker in loaded for name, error in worker.get("model_errors", [])}
+        return WorkerState(
+            info=info, loaded=bool(loaded), load_error=errors[0] if errors and not loaded else None,
+            loaded_models=models, model_errors=failures,
+        )  # fmt: skip
 
     async def _follow_changes(self) -> None:
         while True:

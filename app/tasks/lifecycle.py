@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -44,6 +44,10 @@ class WorkerState:
     info: PipelineInfo | None
     loaded: bool
     load_error: str | None
+    loaded_models: dict[str, list[str]] = field(default_factory=dict)
+    """Each worker's loaded Whisper models, by worker name."""
+    model_errors: dict[str, str] = field(default_factory=dict)
+    """Whisper models requests asked for that a worker could not load, with why."""
 
 
 class StageWatch:

@@ -108,7 +108,12 @@ class TaskManager:
         info = next((worker.info for worker in self._workers if worker.info is not None), None)
         errors = [worker.load_error for worker in self._workers if worker.load_error]
         loaded = all(worker.info is not None for worker in self._workers)
-        return WorkerState(info=info, loaded=loaded, load_error=errors[0] if errors else None)
+        models = {worker.name: list(worker.info.loaded_models) for worker in self._workers if worker.info}
+        failures = {name: error for worker in self._workers if worker.info for name, error in worker.info.model_errors}
+        return WorkerState(
+            info=info, loaded=loaded, load_error=errors[0] if errors else None, loaded_models=models,
+            model_errors=failures,
+        )  # fmt: skip
 
     def _kill_if_still_running(self, task_id: str, worker: WorkerProcess) -> None:
         if self._running.get(task_id) is worker:

@@ -66,6 +66,10 @@ class RemoteRunner:
     def _announce_forever(self) -> None:
         while True:
             with contextlib.suppress(Exception):  # Redis away for a moment: try again next round
+                if self._pipeline is not None:
+                    self._pipeline.unload_idle()
+                    info = self._pipeline.info()
+                    self._state.update(loaded_models=list(info.loaded_models), model_errors=list(info.model_errors))
                 self.coordination.announce(self.name, self._state)
             time.sleep(RENEW_SECONDS)
 

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 # Spawn, never fork: the parent may have threads, and CUDA cannot survive a fork.
 _mp = multiprocessing.get_context("spawn")
 WORKER_NICENESS = 10
+IDLE_CHECK_SECONDS = 1.0
+"""How often a waiting worker looks for models to unload."""
 
 
 class JobCancelled(Exception):
@@ -87,6 +89,10 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
 
     while True:
         try:
+            # While waiting, unload the models left idle (MODEL_IDLE_SECONDS); /health hears of it.
+            while not conn.poll(IDLE_CHECK_SECONDS):
+                if pipeline.unload_idle():
+                    conn.send(("info", pipeline.info()))
             job = conn.recv()
         except EOFError:  # the parent went away
             return
@@ -111,6 +117,7 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
             # Collect first: the heap pages release() hands back are only free once the objects are gone.
             gc.collect()
             pipeline.release()
+            conn.send(("info", pipeline.info()))  # the models it has loaded now
 
 
 class WorkerProcess:

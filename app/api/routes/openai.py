@@ -16,7 +16,7 @@ from fastapi import APIRouter, Form, HTTPException, Request, Response, UploadFil
 from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
 from app.api.errors import UNAUTHORIZED, problem_response
 from app.api.forms import TranscriptionForm, TranslationForm
-from app.api.uploads import check_can_translate, language_code, receive_upload, refuse_over_capacity
+from app.api.uploads import check_can_translate, choose_model, language_code, receive_upload, refuse_over_capacity
 from app.config import Settings
 from app.formats.openai import Granularity, OpenAIFormat, openai_response
 from app.pipeline.base import Job
@@ -86,6 +86,7 @@ async def create_transcription(
         "enable_diarization": form.response_format is OpenAIFormat.DIARIZED_JSON,
         "initial_prompt": form.prompt or None,
         "temperature": form.temperature,
+        "model": choose_model(form.model, settings),
     }
     return await _answer(
         request, caller, settings, manager, store, form.file, options, form.response_format, granularities
@@ -108,10 +109,11 @@ async def create_translation(
     store: StoreDep,
     form: Annotated[TranslationForm, Form(media_type="multipart/form-data")],
 ) -> Response:
-    check_can_translate(manager)
+    chosen_model = choose_model(form.model, settings)
+    check_can_translate(manager, chosen_model)
     options = {
         "task": "translate", "enable_diarization": False, "initial_prompt": form.prompt or None,
-        "temperature": form.temperature,
+        "temperature": form.temperature, "model": chosen_model,
     }  # fmt: skip
     fmt = OpenAIFormat(form.response_format.value)
     return await _answer(request, caller, settings, manager, store, form.file, options, fmt, {Granularity.SEGMENT})

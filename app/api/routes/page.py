@@ -39,7 +39,7 @@ ASSET_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache
 PAGE_HEADERS = {**ASSET_HEADERS, "Content-Security-Policy": CONTENT_SECURITY_POLICY, "Referrer-Policy": "no-referrer"}
 
 
-class _AssetFiles(StaticFiles):
+class AssetFiles(StaticFiles):
     def file_response(
         self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
     ) -> Response:
@@ -51,7 +51,7 @@ class _AssetFiles(StaticFiles):
 
 
 router = APIRouter(include_in_schema=False)
-static_files = _AssetFiles(directory=WEB_DIR)
+static_files = AssetFiles(directory=WEB_DIR)
 
 
 @router.get("/")

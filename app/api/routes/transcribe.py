@@ -37,6 +37,7 @@ from app.api.uploads import (
     check_audio_url,
     check_callback,
     check_can_translate,
+    choose_model,
     language_code,
     new_upload_path,
     receive_upload,
@@ -105,6 +106,7 @@ async def upload(
     if identify and not form.enable_diarization:
         raise HTTPException(422, "identify_speakers: speakers are named after diarization; keep enable_diarization on")
     known_voices = owned_voices(voices, caller, wanted_names) if identify else ()
+    chosen_model = choose_model(form.model, settings)
     if (file is None) == (form.audio_url is None):
         raise HTTPException(
             422,
@@ -126,7 +128,7 @@ async def upload(
     if form.prompt and form.initial_prompt and form.prompt != form.initial_prompt:
         raise HTTPException(422, "prompt: give the prompt once, as initial_prompt (prompt is its earlier name)")
     if form.task is TranscriptionTask.TRANSLATE:
-        check_can_translate(manager)
+        check_can_translate(manager, chosen_model)
     try:
         # UploadAdmissionMiddleware checked before the body arrived; the queue may have filled since.
         manager.check_capacity(caller)
@@ -142,6 +144,7 @@ async def upload(
         "hotwords": form.hotwords or None,
         "identify_speakers": identify,
         "known_voices": known_voices,
+        "model": chosen_model,
     }
     prepare = None
     if file is not None:
