@@ -20,7 +20,7 @@ from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.body_pace import BodyPaceMiddleware
 from app.api.middleware.openai_errors import OpenAIErrorMiddleware
 from app.api.openapi import install_openapi
-from app.api.routes import docs, events, health, models, openai, operations, page, transcribe, webhook_secret
+from app.api.routes import docs, events, health, models, openai, operations, page, speakers, transcribe, webhook_secret
 from app.api.schemas import TaskStatusResponse
 from app.config import Settings
 from app.keys import ApiKey, parse_api_keys
@@ -34,6 +34,8 @@ from app.tasks.files import prepare_upload_dir, sweep_orphans
 from app.tasks.manager import TaskManager
 from app.tasks.progress import StageCosts
 from app.tasks.store import MemoryTaskStore, TaskStore
+from app.voices.enrollment import SampleEmbedder
+from app.voices.store import MemoryVoiceStore, VoiceStore
 
 logger = logging.getLogger("app")
 
@@ -65,6 +67,19 @@ def _store(settings: Settings) -> TaskStore:
     return MemoryTaskStore()
 
 
+def _voice_store(settings: Settings) -> VoiceStore:
+    """Voices live in the tasks' backend, with the same durability."""
+    if settings.task_backend == "celery":
+        from app.voices.store import RedisVoiceStore
+
+        return RedisVoiceStore.from_url(settings.redis_url)
+    if settings.task_store == "sqlite":
+        from app.voices.store import SqliteVoiceStore
+
+        return SqliteVoiceStore(settings.task_db_file)
+    return MemoryVoiceStore()
+
+
 def _backend(settings: Settings, store: TaskStore, factory: PipelineFactory) -> TaskBackend:
     if settings.task_backend == "celery":
         from app.tasks.dispatcher import CeleryDispatcher
@@ -81,6 +96,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     factory = pipeline_factory or whisperx_pipeline
     store = _store(settings)
     metrics = Metrics(store)
+    sample_embedder = SampleEmbedder(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,6 +122,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
         finally:
             await manager.stop()
             await webhooks.aclose()
+            sample_embedder.close()
 
     app = FastAPI(
         title="WhisperX Transcription API",
@@ -121,10 +138,13 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.state.store = store
     app.state.metrics = metrics
     app.state.stage_costs = StageCosts()  # measured stage costs, for the events' time estimates
+    app.state.voices = _voice_store(settings)
+    app.state.sample_embedder = sample_embedder
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health.router)
     app.include_router(transcribe.router)
+    app.include_router(speakers.router)
     app.include_router(events.router)
     app.include_router(openai.router)
     app.include_router(models.router)

@@ -10,6 +10,8 @@ worker processes inherit:
                      "stubborn" (ignores cancellation: sleeps without reporting progress),
                      "unloadable" (fails while loading, as a missing model would)
   FAKE_ENGLISH_ONLY  "1": report an English-only model, as tiny.en would
+With diarization, each speaker gets a fake voiceprint (a one-hot vector of FAKE_ENCODER), so
+enrolling from a task and naming speakers go through the service's real matching code.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import Any
 
 from app.media import MediaError, decode
 from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback
+from app.voices.matching import identify_speakers
 
 STEPS_PER_STAGE = 5
 FAKE_TEXT = "fake transcript"
 # A second, longer segment by another speaker, so subtitle exports have lines to split.
 FAKE_LONG_TEXT = "this fake sentence is long enough that a subtitle has to split it over more than one line"
+FAKE_ENCODER = "fake-encoder"
 
 
 class FakePipeline:
@@ -72,6 +76,12 @@ class FakePipeline:
             "task": job.task,
             "options": job.chosen_options(),
         }
+        if job.enable_diarization:
+            result["speakers"] = [{"speaker": label, "seconds": 3.0} for label in labels]
+            one_hot = {label: [float(i == n) for i in range(4)] for n, label in enumerate(labels) if label}
+            result["voiceprints"] = {"encoder": FAKE_ENCODER, "speakers": one_hot}
+        if job.identify_speakers:
+            result = identify_speakers(result, job.known_voices)
         return PipelineOutput(result=result, note=None)
 
     def release(self) -> None:

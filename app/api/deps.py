@@ -14,6 +14,8 @@ from app.ops.metrics import Metrics
 from app.tasks.backend import TaskBackend
 from app.tasks.models import Task
 from app.tasks.store import TaskStore
+from app.voices.enrollment import SampleEmbedder
+from app.voices.store import VoiceStore
 
 # The key is checked by ApiKeyMiddleware before the body is read; declaring the header here
 # puts the Authorize button in Swagger UI and the scheme in the OpenAPI document.
@@ -45,6 +47,16 @@ def _store(request: Request) -> TaskStore:
     return store
 
 
+def _voices(request: Request) -> VoiceStore:
+    voices: VoiceStore = request.app.state.voices
+    return voices
+
+
+def _sample_embedder(request: Request) -> SampleEmbedder:
+    embedder: SampleEmbedder = request.app.state.sample_embedder
+    return embedder
+
+
 def _metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -64,6 +76,8 @@ ManagerDep = Annotated[TaskBackend, Depends(_manager)]
 StoreDep = Annotated[TaskStore, Depends(_store)]
 SubtitleOptionsDep = Annotated[SubtitleOptions, Depends(_subtitle_options)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+VoiceStoreDep = Annotated[VoiceStore, Depends(_voices)]
+SampleEmbedderDep = Annotated[SampleEmbedder, Depends(_sample_embedder)]
 
 
 def not_found(task_id: str) -> HTTPException:

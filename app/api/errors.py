@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import Send
 
 from app.api.schemas import Problem
@@ -64,9 +65,22 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{field}: {message}"
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of the routes on this path: Starlette's 405 names only the first route's,
+    where several routes share a path (GET, POST and DELETE on /api/v1/speakers)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(StarletteHTTPException, exc)
-    return problem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return problem(exc.status_code, str(exc.detail), headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

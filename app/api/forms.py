@@ -107,6 +107,13 @@ class UploadForm(BaseModel):
     return_char_alignments: bool = Field(
         False, description="Also time each character (`chars` in segments); only with wav2vec2 alignment"
     )
+    identify_speakers: str | None = Field(
+        None,
+        max_length=MAX_PROMPT_CHARS,
+        description="Name the speakers who match this key's enrolled voices (/api/v1/speakers): `true` for all "
+        'of them, or the names to consider, as "Alice, Bob" or ["Alice", "Bob"]',
+        examples=["true"],
+    )
     model: str | None = Field(
         None, description="Whisper model, one of those GET /v1/models lists (WHISPER_MODELS); omit for the default"
     )

@@ -49,8 +49,13 @@ class Segment(BaseModel):
 
 
 class SpeakerTime(BaseModel):
-    speaker: str
+    speaker: str = Field(description="The speaker's name, as segments and words carry it")
     seconds: float = Field(description="Total speaking time of this speaker")
+    label: str | None = Field(None, description="The diarizer's label (`SPEAKER_00`, …) when the speaker was named")
+    match: str | None = Field(
+        None, description="With `identify_speakers`: the closest enrolled voice, named or not (see `score`)"
+    )
+    score: float | None = Field(None, description="Cosine similarity to `match`; the name is given above a threshold")
 
 
 class TranscriptionResult(BaseModel):
@@ -223,3 +228,22 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+
+
+class VoiceResponse(BaseModel):
+    """An enrolled voice: its name and how many samples made it; the embedding itself is never shown."""
+
+    id: str
+    name: str
+    samples: int = Field(description="Samples averaged into the voice's embedding")
+    encoder: str = Field(description="Speaker encoder of the embedding; it matches speakers embedded by the same one")
+    created_at: datetime
+    updated_at: datetime
+
+
+class VoiceList(BaseModel):
+    speakers: list[VoiceResponse]
+
+
+class VoicesDeleted(BaseModel):
+    deleted: int = Field(description="How many voices were deleted")

@@ -65,6 +65,10 @@ class Job:
     """Where the audio was downloaded from, when it was not uploaded."""
     file_name: str | None = None
     """The uploaded file's name (or the URL's last part), cleaned: shown to people, never used as a path."""
+    identify_speakers: bool = False
+    """Name the speakers that match `known_voices` (after diarization)."""
+    known_voices: tuple[dict[str, Any], ...] = ()
+    """The enrolled voices to look for (`name`, `encoder`, `embedding`), as the upload found them."""
     model: str | None = None
     """The Whisper model the request chose (one of WHISPER_MODELS); None: the worker's default."""
     multilingual: bool = False
@@ -97,6 +101,7 @@ TRANSCRIPTION_OPTIONS = frozenset(
         "initial_prompt", "hotwords", "beam_size", "temperature", "vad_onset", "vad_offset", "chunk_size",
         "suppress_numerals", "return_char_alignments", "min_speakers", "max_speakers", "enable_diarization",
         "multilingual",
+        "identify_speakers",
     }
 )  # fmt: skip
 """Job fields that change the transcript; a result lists those a request set (for reproducing it)."""

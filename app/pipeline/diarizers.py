@@ -235,6 +235,11 @@ class EmbeddedDiarizer:
         self._pipeline.instantiate(HYPER_PARAMETERS)
         self._pipeline.to(torch.device(device))
 
+    @property
+    def encoder(self) -> ResemblyzerEmbedding:
+        """The speaker encoder, for embeddings of whole speakers (app/pipeline/voiceprints.py)."""
+        return self._embedding
+
     def __call__(
         self,
         audio: np.ndarray,

@@ -23,6 +23,7 @@ from app.pipeline.model_manager import ModelManager
 from app.pipeline.models import cuda_available, default_whisper_model, resolve_whisper_model
 from app.pipeline.segments import split_segments
 from app.pipeline.slicing import slice_bounds
+from app.voices.matching import EMBEDDED_ENCODER, identify_speakers
 
 logger = logging.getLogger(__name__)
 
@@ -275,8 +276,11 @@ class WhisperXPipeline:
                 "characters are not timed: no wav2vec2 alignment model is available, so Whisper timed the words"
             )
         if job.enable_diarization:
-            segments, speakers, note = self._diarize(audio, segments, job, progress)
+            segments, speakers, voiceprints, note = self._diarize(audio, segments, job, progress)
             result.update(diarizer=self.diarizer_name if speakers is not None else None, speakers=speakers)
+            if voiceprints:
+                # Kept with the task (never shown in results), so a speaker can be enrolled from it later.
+                result["voiceprints"] = voiceprints
             notes += [note] if note else []
         pieces = [
             {**piece, "language": segment["language"]}
@@ -287,6 +291,8 @@ class WhisperXPipeline:
             _segment(piece, with_chars=job.return_char_alignments, with_language=job.multilingual) for piece in pieces
         ]
         result["notes"] = notes
+        if job.identify_speakers:
+            result = identify_speakers(result, job.known_voices)
         return PipelineOutput(result=result, note="; ".join(notes) or None)
 
     def _language(self, job: Job, whisper: LoadedWhisper, audio: Any) -> tuple[str, str | None]:
@@ -359,19 +365,29 @@ class WhisperXPipeline:
 
     def _diarize(
         self, audio: Any, segments: list[dict[str, Any]], job: Job, progress: ProgressCallback
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str | None]:
-        """Segments with speakers, each speaker's total speaking time, and a note for the message."""
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, dict[str, Any] | None, str | None]:
+        """Segments with speakers, each speaker's total speaking time, their voiceprints, and a note."""
         if self._diarizer is None:
-            return segments, None, self._diarizer_note
+            return segments, None, None, self._diarizer_note
         import whisperx
 
+        from app.pipeline.diarizers import EmbeddedDiarizer
+        from app.pipeline.voiceprints import speaker_embeddings
+
         progress(Stage.DIARIZE, 0.0)
-        turns = self._diarizer(
-            audio,
-            min_speakers=job.min_speakers,
-            max_speakers=job.max_speakers,
-            progress_callback=lambda percent: progress(Stage.DIARIZE, percent / 100),
-        )
+        options: dict[str, Any] = {
+            "min_speakers": job.min_speakers,
+            "max_speakers": job.max_speakers,
+            "progress_callback": lambda percent: progress(Stage.DIARIZE, percent / 100),
+        }
+        if isinstance(self._diarizer, EmbeddedDiarizer):
+            turns = self._diarizer(audio, **options)
+            # From each speaker's own turns, however the clustering found them.
+            embeddings = speaker_embeddings(self._diarizer.encoder, audio, turns)
+            voiceprints = {"encoder": EMBEDDED_ENCODER, "speakers": embeddings}
+        else:  # pyannote's pipeline: the embeddings of its own model
+            turns, embeddings = self._diarizer(audio, return_embeddings=True, **options)
+            voiceprints = {"encoder": f"pyannote:{self.diarizer_name}", "speakers": embeddings or {}}
         progress(Stage.ASSIGN, 0.0)
         labelled = list(whisperx.assign_word_speakers(turns, {"segments": segments}, fill_nearest=True)["segments"])
         for segment in labelled:
@@ -381,7 +397,7 @@ class WhisperXPipeline:
         progress(Stage.ASSIGN, 1.0)
         seconds = (turns["end"] - turns["start"]).groupby(turns["speaker"]).sum()
         speakers = [{"speaker": str(label), "seconds": round(float(total), 2)} for label, total in seconds.items()]
-        return labelled, speakers, self._diarizer_note
+        return labelled, speakers, voiceprints, self._diarizer_note
 
     def release(self) -> None:
         """Give back what the last job used: CUDA's cached blocks, and free heap pages to the system."""

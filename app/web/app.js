@@ -227,6 +227,7 @@ async function upload(event) {
     const value = $(input).value.trim();
     if (diarize && value) form.append(field, value);
   }
+  if (diarize && $("#identify-speakers").checked) form.append("identify_speakers", "true");
   const button = $("#upload-button");
   button.disabled = true;
   button.textContent = "Uploading…";
@@ -267,6 +268,7 @@ async function showResult(id) {
     `length ${length(duration)}`,
     speakers ? `${speakers} speaker${speakers === 1 ? "" : "s"}` : "no speaker labels",
   ].join(" · ");
+  renderSpeakers(id, result);
   const local = localFiles.get(id);
   if (local) player.src = local.url;
   else player.removeAttribute("src");
@@ -274,6 +276,62 @@ async function showResult(id) {
   $("#player-note").hidden = Boolean(local);
   $("#result").hidden = false;
   $("#result").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+// --- speaker names ---------------------------------------------------------------------------
+
+// One row per speaker: a name field that renames it on the server, and "Remember voice", which
+// enrols the voice so that later transcripts (with "Name the voices…" ticked) carry the name.
+function renderSpeakers(id, result) {
+  const rows = (result.speakers ?? []).map((entry) => {
+    const row = document.createElement("li");
+    const name = document.createElement("input");
+    name.value = entry.speaker;
+    name.maxLength = 100;
+    name.setAttribute("aria-label", `Name of ${entry.speaker}`);
+    const rename = document.createElement("button");
+    rename.type = "button";
+    rename.className = "secondary";
+    rename.textContent = "Rename";
+    rename.addEventListener("click", () => guarded(() => renameSpeaker(id, entry.speaker, name.value.trim())));
+    const remember = document.createElement("button");
+    remember.type = "button";
+    remember.className = "secondary";
+    remember.textContent = "Remember voice";
+    remember.addEventListener("click", () => guarded(() => rememberVoice(id, entry.speaker, remember)));
+    row.append(name, rename, remember);
+    if (entry.match) {
+      const score = document.createElement("span");
+      score.className = "score";
+      score.textContent = `closest voice: ${entry.match} (${entry.score.toFixed(2)})`;
+      row.append(score);
+    }
+    return row;
+  });
+  $("#speaker-list").replaceChildren(...rows);
+  $("#speaker-names").hidden = !rows.length;
+}
+
+async function renameSpeaker(id, speaker, name) {
+  clearError();
+  if (!name || name === speaker) return;
+  await apiJson(`${API}/tasks/${encodeURIComponent(id)}/speakers`, {
+    method: "PATCH",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ [speaker]: name }),
+  });
+  await showResult(id);
+}
+
+async function rememberVoice(id, speaker, button) {
+  clearError();
+  const form = new FormData();
+  form.append("name", speaker);
+  form.append("task_id", id);
+  form.append("speaker", speaker);
+  await apiJson("/api/v1/speakers", { method: "POST", body: form });
+  button.textContent = "Voice remembered";
+  button.disabled = true;
 }
 
 // Marks the word being played, so the listener can follow along.
@@ -326,7 +384,9 @@ $("#refresh").addEventListener("click", () => {
 });
 fileInput.addEventListener("change", () => chooseFile(fileInput.files[0]));
 $("#diarization").addEventListener("change", (event) => {
-  for (const input of ["#min-speakers", "#max-speakers"]) $(input).disabled = !event.target.checked;
+  for (const input of ["#min-speakers", "#max-speakers", "#identify-speakers"]) {
+    $(input).disabled = !event.target.checked;
+  }
 });
 
 // A file dropped beside the zone must not make the browser leave the page.

@@ -6,14 +6,25 @@ A task belongs to the key that created it: for any other key it does not exist (
 from __future__ import annotations
 
 import functools
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Response, status
 
-from app.api.deps import CallerDep, ManagerDep, OwnedTaskDep, SettingsDep, StoreDep, SubtitleOptionsDep, not_found
+from app.api.deps import (
+    CallerDep,
+    ManagerDep,
+    OwnedTaskDep,
+    SettingsDep,
+    StoreDep,
+    SubtitleOptionsDep,
+    VoiceStoreDep,
+    not_found,
+)
 from app.api.errors import UNAUTHORIZED, problem_response
 from app.api.filenames import attachment, display_name, name_from_url
 from app.api.forms import UploadForm
+from app.api.routes.speakers import owned_voices
 from app.api.schemas import (
     DeleteResponse,
     TaskList,
@@ -53,6 +64,26 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _voice_names(value: str | None) -> tuple[bool, list[str] | None]:
+    """identify_speakers as (on, the names to consider; None: all of the key's voices)."""
+    text = (value or "").strip()
+    if text.lower() in ("", "false", "0", "no", "off"):
+        return False, None
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True, None
+    if text.startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError:
+            names = None
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise HTTPException(422, 'identify_speakers: give true, or names as "Alice, Bob" or ["Alice", "Bob"]')
+    else:
+        names = text.split(",")
+    wanted = [name.strip() for name in names if name.strip()]
+    return bool(wanted), wanted or None
+
+
 @router.post(
     "/upload",
     status_code=status.HTTP_202_ACCEPTED,
@@ -72,9 +103,14 @@ async def upload(
     caller: CallerDep,
     settings: SettingsDep,
     manager: ManagerDep,
+    voices: VoiceStoreDep,
     form: Annotated[UploadForm, Form(media_type="multipart/form-data")],
 ) -> UploadResponse:
     code, file = language_code(form.language), form.file
+    identify, wanted_names = _voice_names(form.identify_speakers)
+    if identify and not form.enable_diarization:
+        raise HTTPException(422, "identify_speakers: speakers are named after diarization; keep enable_diarization on")
+    known_voices = owned_voices(voices, caller, wanted_names) if identify else ()
     chosen_model = choose_model(form.model, settings)
     if (file is None) == (form.audio_url is None):
         raise HTTPException(
@@ -107,12 +143,14 @@ async def upload(
         raise refuse_over_capacity(error) from None
 
     options: dict[str, Any] = {
-        **form.model_dump(exclude={"file", "prompt", "audio_url"}),
+        **form.model_dump(exclude={"file", "prompt", "audio_url", "identify_speakers"}),
         "language": code,
         "initial_prompt": form.initial_prompt or form.prompt or None,
         "callback_url": form.callback_url or None,
         "task": form.task.value,
         "hotwords": form.hotwords or None,
+        "identify_speakers": identify,
+        "known_voices": known_voices,
         "model": chosen_model,
     }
     prepare = None

@@ -1,0 +1,1 @@
+"""Enrolled voices: speaker embeddings per API key, and naming a transcript's speakers with them."""
