@@ -76,7 +76,7 @@ def test_long_two_voice_meeting_gets_two_speakers(server: Server, clips: Path, t
 
 def _check_words(meeting: Case, result: dict[str, Any]) -> None:
     """Each voice's words carry its own label: one label per voice, and 95 % of the words right."""
-    reference: Annotation = meeting.reference  # type: ignore[assignment]
+    reference: Annotation = meeting.reference
     words = [word for segment in result["segments"] for word in segment["words"] if "start" in word]
     voices = []
     for word in words:
@@ -98,7 +98,7 @@ def test_a_guest_with_one_short_turn_stays_a_speaker(clips: Path, tmp_path: Path
 
     turns = EmbeddedDiarizer("cpu", tmp_path / "cache")(meeting.audio)
     assert turns["speaker"].nunique() == 3, turns.groupby("speaker").apply(len)
-    by_voice = _labels_by_voice(meeting.reference, turns)  # type: ignore[arg-type]
+    by_voice = _labels_by_voice(meeting.reference, turns)
     guest_label, guest_seconds = by_voice[GUEST[0]].most_common(1)[0]
     assert guest_seconds >= 0.8 * guest_turn.duration(), by_voice
     # The guest's label is the guest's alone: little of the hosts' speech carries it.
