@@ -20,7 +20,10 @@ def _default_cache_dir() -> Path:
 class Settings(BaseSettings):
     """Every setting is an environment variable of the same name in upper case."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # Attribute docstrings become field descriptions: docs/configuration.md is generated from them.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", use_attribute_docstrings=True
+    )
 
     # The seed's settings.
     api_keys: SecretStr | None = None
@@ -60,10 +63,12 @@ class Settings(BaseSettings):
     """pyannote pipeline used for speaker labels when HF_TOKEN is set."""
 
     model_cache_dir: Path = Field(default_factory=_default_cache_dir)
-    """Where embedded models are assembled and downloaded models are cached."""
+    """Where embedded models are assembled and downloaded models are cached.
+    Unset: `whisperx-api` in `$XDG_CACHE_HOME`, or in `~/.cache`."""
 
     upload_dir: Path = Field(default_factory=lambda: Path(gettempdir()) / "whisperx-api-uploads")
-    """Where uploads wait, under server-chosen names, until their task ends."""
+    """Where uploads wait, under server-chosen names, until their task ends.
+    Unset: `whisperx-api-uploads` in the system's temporary directory (`$TMPDIR`, usually `/tmp`)."""
 
     cancel_grace_seconds: float = Field(5.0, gt=0)
     """How long a deleted running task may take to stop before its worker process is killed."""
@@ -83,6 +88,21 @@ class Settings(BaseSettings):
 
     max_tasks_per_key: int = Field(20, ge=1)
     """Most pending or processing tasks one API key may have; beyond it uploads get 429."""
+
+    max_uploads_per_key: int = Field(4, ge=1)
+    """Most uploads one API key may be sending at once (per API process); beyond it, 429 before the body."""
+
+    body_min_rate_kb: float = Field(16.0, gt=0)
+    """Slowest a request body may arrive on average, in KiB/s, after BODY_GRACE_SECONDS; slower gets 408."""
+
+    body_grace_seconds: float = Field(10.0, gt=0)
+    """How far a request body may fall behind BODY_MIN_RATE_KB before it is cut off (a stall at the start, say)."""
+
+    keep_alive_seconds: int = Field(5, ge=1)
+    """How long `python -m app.main` keeps an idle connection open for the client's next request."""
+
+    max_connections: int = Field(1000, ge=1)
+    """Connections and requests `python -m app.main` serves at once; beyond it, 503 at once."""
 
     stage_timeout_seconds: float = Field(3600.0, gt=0)
     """Longest one pipeline stage (decoding, transcribing, …) may run before its task fails."""
@@ -116,8 +136,8 @@ class Settings(BaseSettings):
     """Log verbosity."""
 
     audio_url_allow_private: bool = False
-    """Allow `audio_url` downloads from loopback, private and link-local addresses (off: they would let
-    callers reach the server's own network)."""
+    """Allow `audio_url` downloads from loopback, private and other non-public addresses (off: they would
+    let callers reach the server's own network). For test labs and services only trusted users can call."""
 
     audio_url_timeout_seconds: float = Field(300.0, gt=0)
     """Longest an `audio_url` download may take, start to end."""
@@ -126,8 +146,8 @@ class Settings(BaseSettings):
     """Standard Webhooks signing secret (`whsec_` + base64) for callbacks. Unset: `callback_url` is refused."""
 
     webhook_allow_private: bool = False
-    """Allow callbacks to loopback, private and link-local addresses (off: they would let callers probe
-    the server's own network)."""
+    """Allow callbacks to loopback, private and other non-public addresses (off: they would let callers
+    probe the server's own network). For test labs and services only trusted users can call."""
 
     webhook_max_attempts: int = Field(5, ge=1, le=20)
     """Tries per callback before giving up."""

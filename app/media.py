@@ -105,6 +105,14 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.0f} s"
 
 
+def too_large_message(limit_bytes: int) -> str:
+    """Why a file is refused for its size (MAX_UPLOAD_MB): uploads and audio_url downloads alike."""
+    return (
+        f"The upload is larger than this server's limit of {limit_bytes / 1024 / 1024:g} MB (MAX_UPLOAD_MB); "
+        "send a smaller or more compressed file, or split it."
+    )
+
+
 def too_long_message(info: MediaInfo, max_seconds: float) -> str | None:
     """Why the audio is refused for its length (MAX_AUDIO_SECONDS), or None when it is short enough."""
     if info.duration is None or info.duration <= max_seconds:

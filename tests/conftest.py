@@ -55,6 +55,19 @@ def free_port(variable: str = "TEST_PORTS") -> int:
     raise RuntimeError(f"no free port in {variable}={os.environ[variable]}")
 
 
+class Deadline:
+    """A time limit for a polling loop: `check` fails the test, naming what it waited for, once it has passed."""
+
+    def __init__(self, seconds: float, awaiting: str) -> None:
+        self.seconds = seconds
+        self.awaiting = awaiting
+        self._end = time.monotonic() + seconds
+
+    def check(self, last_seen: object = None) -> None:
+        if time.monotonic() > self._end:
+            pytest.fail(f"waited {self.seconds:g} s for {self.awaiting}; last seen: {last_seen!r}")
+
+
 def ffmpeg(*args: str) -> None:
     subprocess.run([_require("ffmpeg"), "-nostdin", "-loglevel", "error", "-y", *args], check=True)
 

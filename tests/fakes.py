@@ -87,3 +87,17 @@ def fake_app() -> Any:
     from app.main import create_app
 
     return create_app(Settings(_env_file=None), FakePipeline)  # type: ignore[call-arg]
+
+
+def main() -> None:
+    """`python -m tests.fakes`: the service on FakePipeline through the real run path (`app.main.serve`),
+    with its connection limits, configured from the environment."""
+    from app.config import Settings
+    from app.main import create_app, serve
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    serve(create_app(settings, FakePipeline), settings)
+
+
+if __name__ == "__main__":
+    main()

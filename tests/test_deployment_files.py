@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -59,11 +60,28 @@ def test_gpu_file_reserves_an_nvidia_gpu() -> None:
     assert any(device["driver"] == "nvidia" and "gpu" in device["capabilities"] for device in devices)
 
 
-def test_cpu_file_runs_on_the_cpu_without_a_gpu() -> None:
-    service = _service(CPU_FILE)
-    assert "deploy" not in service
-    assert service["environment"]["DEVICE"] == "cpu"
-    assert "int8" in service["environment"]["COMPUTE_TYPE"]
+def _resolved_environment(compose_file: str, folder: Path, env_file: str, **shell: str) -> dict[str, str]:
+    """The service's environment as docker-compose resolves it, from a copy with its own .env and shell."""
+    docker_compose = _tool("docker-compose", "docker-compose (apt-get install docker-compose)")
+    shutil.copy(ROOT / compose_file, folder / compose_file)
+    (folder / ".env").write_text(env_file)
+    env = {name: value for name, value in os.environ.items() if name != "COMPUTE_TYPE"} | shell
+    result = subprocess.run(
+        [docker_compose, "-f", compose_file, "config"], cwd=folder, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    environment: dict[str, str] = yaml.safe_load(result.stdout)["services"][SERVICE]["environment"]
+    return environment
+
+
+def test_cpu_file_runs_on_the_cpu_in_int8_unless_told_otherwise(tmp_path: Path) -> None:
+    assert "deploy" not in _service(CPU_FILE), "no GPU reservation"
+    default = _resolved_environment(CPU_FILE, tmp_path, "API_KEYS=test-key\n")
+    assert (default["DEVICE"], default["COMPUTE_TYPE"]) == ("cpu", "int8")
+    from_shell = _resolved_environment(CPU_FILE, tmp_path, "API_KEYS=test-key\n", COMPUTE_TYPE="float32")
+    assert from_shell["COMPUTE_TYPE"] == "float32"
+    from_env_file = _resolved_environment(CPU_FILE, tmp_path, "API_KEYS=test-key\nCOMPUTE_TYPE=int8_float32\n")
+    assert from_env_file["COMPUTE_TYPE"] == "int8_float32"
 
 
 def test_scale_file_runs_stateless_apis_and_one_worker_per_gpu() -> None:
@@ -88,7 +106,8 @@ def test_scale_file_runs_stateless_apis_and_one_worker_per_gpu() -> None:
         gpus += device["device_ids"]
     assert len(gpus) == len(set(gpus)) == len(workers), "each worker reserves a GPU of its own"
     assert "--workers" in api["command"]
-    assert "8000:8000" in api["ports"]
+    assert "127.0.0.1:8000:8000" in api["ports"]
+    assert "--limit-concurrency" in api["command"]
     assert "/health" in api["healthcheck"]["test"][3]
 
 
@@ -96,7 +115,7 @@ def test_scale_file_runs_stateless_apis_and_one_worker_per_gpu() -> None:
 def test_service_has_settings_cache_and_health_check(compose_file: str) -> None:
     service = _service(compose_file)
     assert service["env_file"] in (".env", [".env"])
-    assert "8000:8000" in service["ports"]
+    assert "127.0.0.1:8000:8000" in service["ports"], "clients come through the proxy"
     assert any(volume.split(":")[1] == _cache_dir() for volume in service["volumes"])
     test = service["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]
@@ -105,15 +124,18 @@ def test_service_has_settings_cache_and_health_check(compose_file: str) -> None:
     compile(test[3], "healthcheck", "exec")
 
 
-@pytest.mark.parametrize(
-    ("document", "pattern"),
-    [(".env.example", r"^#? ?{name}="), ("README.md", r"^\|[^|]*`{name}`")],
-    ids=[".env.example", "README settings table"],
-)
-def test_every_setting_is_documented(document: str, pattern: str) -> None:
-    from app.config import Settings
-
-    text = (ROOT / document).read_text()
-    names = [name.upper() for name in Settings.model_fields]
-    missing = [name for name in names if not re.search(pattern.format(name=name), text, re.MULTILINE)]
-    assert missing == [], f"{document} does not list {missing}"
+@pytest.mark.parametrize("compose_file", [GPU_FILE, CPU_FILE, SCALE_FILE])
+def test_a_tls_proxy_fronts_the_api(compose_file: str) -> None:
+    proxy = yaml.safe_load((ROOT / compose_file).read_text())["services"]["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    assert "443:443" in proxy["ports"]
+    environment = proxy["environment"]
+    assert environment["API_UPSTREAM"] == f"{SERVICE}:8000"
+    assert environment["MAX_UPLOAD_MB"] == "${MAX_UPLOAD_MB:-500}", "the proxy's body limit is the API's"
+    assert "./deploy/nginx.conf.template:/etc/nginx/templates/default.conf.template:ro" in proxy["volumes"]
+    certificates = [volume for volume in proxy["volumes"] if volume.endswith(":/etc/nginx/certs:ro")]
+    assert certificates, "the operator's certificate is mounted read-only"
+    assert environment["TLS_CERTIFICATE"].startswith("/etc/nginx/certs/")
+    template = (ROOT / "deploy" / "nginx.conf.template").read_text()
+    for name in environment:
+        assert f"${{{name}}}" in template, name

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from app.api.middleware.api_key import API_KEY_HEADER
 from app.config import Settings
 from app.formats.exports import SubtitleOptions
 from app.ops.metrics import Metrics
-from app.api.middleware.api_key import API_KEY_HEADER
 from app.tasks.backend import TaskBackend
 from app.tasks.models import Task
 from app.tasks.store import TaskStore

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, cast
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from app.api.schemas import Problem
 
@@ -26,9 +28,32 @@ def problem_response(description: str) -> dict[str, Any]:
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: problem_response("Missing or wrong X-API-Key")}
 
 
+def problem_document(status: int, detail: str) -> dict[str, Any]:
+    """The body of every error the API sends, from a route or from middleware."""
+    return {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+
+
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return JSONResponse(problem_document(status, detail), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+async def send_problem(send: Send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """A problem response straight from ASGI middleware, before any route runs."""
+    encoded = json.dumps(problem_document(status, detail)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(encoded)).encode()),
+                *headers,
+                # The body was never read: tell the client not to reuse this connection for it.
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": encoded})
 
 
 def _describe(error: Mapping[str, Any]) -> str:

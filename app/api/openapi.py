@@ -24,6 +24,17 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     return {**rest[0], **extra}
 
 
+def _form_schemas(document: dict[str, Any]) -> set[str]:
+    """The schemas of form bodies: FastAPI's own `Body_*`, and form models such as UploadForm."""
+    names = {name for name in document["components"]["schemas"] if name.startswith("Body_")}
+    for path in document["paths"].values():
+        for operation in path.values():
+            for media, body in operation.get("requestBody", {}).get("content", {}).items():
+                if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
+                    names.add(body["schema"]["$ref"].rsplit("/", 1)[-1])
+    return names
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -40,9 +51,9 @@ def install_openapi(app: FastAPI) -> None:
                             response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
                     for parameter in operation.get("parameters", []):
                         parameter["schema"] = _without_null(parameter["schema"])
-            for name, schema in document["components"]["schemas"].items():
-                if name.startswith("Body_"):
-                    schema["properties"] = {key: _without_null(value) for key, value in schema["properties"].items()}
+            for name in _form_schemas(document):
+                schema = document["components"]["schemas"][name]
+                schema["properties"] = {key: _without_null(value) for key, value in schema["properties"].items()}
             document["components"]["schemas"].pop("HTTPValidationError", None)
             document["components"]["schemas"].pop("ValidationError", None)
             app.openapi_schema = document

@@ -86,13 +86,9 @@ class TaskSummary(BaseModel):
     completed_at: datetime | None
     error: str | None = Field(description="Why the task failed and what to do about it; null unless failed")
 
-
-class TaskStatusResponse(TaskSummary):
-    result: TranscriptionResult | None
-
     @classmethod
-    def from_task(cls, task: Task) -> TaskStatusResponse:
-        return cls(
+    def from_task(cls, task: Task) -> TaskSummary:
+        return TaskSummary(
             task_id=task.id,
             status=task.status,
             progress=task.progress,
@@ -101,8 +97,16 @@ class TaskStatusResponse(TaskSummary):
             started_at=task.started_at,
             completed_at=task.completed_at,
             error=task.error,
-            result=TranscriptionResult.model_validate(task.result) if task.result else None,
         )
+
+
+class TaskStatusResponse(TaskSummary):
+    result: TranscriptionResult | None
+
+    @classmethod
+    def from_task(cls, task: Task) -> TaskStatusResponse:
+        result = TranscriptionResult.model_validate(task.result) if task.result else None
+        return TaskStatusResponse(**dict(TaskSummary.from_task(task)), result=result)
 
 
 class TaskEvent(BaseModel):

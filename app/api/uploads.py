@@ -12,12 +12,12 @@ from fastapi import HTTPException, UploadFile
 from whisperx.utils import LANGUAGES, TO_LANGUAGE_CODE
 
 from app.config import Settings
-from app.outbound.downloads import AUDIO_URL
 from app.media import MediaError, MediaInfo, UnsupportedMediaError, probe, too_long_message
+from app.outbound.downloads import AUDIO_URL
 from app.outbound.guard import TargetRefused, check_target
-from app.tasks.backend import TaskBackend
-from app.tasks.manager import RETRY_AFTER_SECONDS, OverCapacity
 from app.outbound.webhooks import CALLBACK
+from app.tasks.backend import TaskBackend
+from app.tasks.limits import RETRY_AFTER_SECONDS, OverCapacity
 
 
 def language_code(language: str | None) -> str | None:

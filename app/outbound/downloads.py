@@ -18,17 +18,22 @@ from pathlib import Path
 
 import httpx
 
-from app.api.middleware.body_limit import too_large_message
 from app.config import Settings
-from app.media import MediaError, probe, too_long_message
+from app.media import MediaError, probe, too_large_message, too_long_message
 from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from app.pipeline.base import Job
-from app.tasks.manager import PrepareFailed
+from app.tasks.lifecycle import PrepareFailed
 
 AUDIO_URL = Target(field="audio_url", allow_setting="AUDIO_URL_ALLOW_PRIVATE")
 MAX_REDIRECTS = 5
 # Connecting and each read; the whole download is bounded by AUDIO_URL_TIMEOUT_SECONDS.
 _STEP_TIMEOUT_SECONDS = 30.0
+# A compressed body of a few kilobytes can decode to gigabytes, and httpx decodes each arriving
+# chunk whole, before any limit could be checked. Audio and video are compressed already, so a
+# transfer encoding gains nothing: ask for none, read the raw bytes, and refuse an answer that
+# is compressed anyway rather than decode it.
+_NO_COMPRESSION = "identity"
+_REQUEST_HEADERS = {"accept": "audio/*, video/*;q=0.9, */*;q=0.5", "accept-encoding": _NO_COMPRESSION}
 
 
 async def download_audio(job: Job, settings: Settings, on_progress: Callable[[float], None]) -> Job:
@@ -69,7 +74,7 @@ async def _fetch(url: str, path: Path, settings: Settings, on_progress: Callable
     transport = GuardedTransport(settings.audio_url_allow_private, AUDIO_URL)
     async with httpx.AsyncClient(transport=transport, follow_redirects=False, timeout=_STEP_TIMEOUT_SECONDS) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            async with client.stream("GET", url, headers={"accept": "audio/*, video/*;q=0.9, */*;q=0.5"}) as response:
+            async with client.stream("GET", url, headers=_REQUEST_HEADERS) as response:
                 if response.is_redirect:
                     location = response.headers.get("location")
                     if not location:
@@ -87,6 +92,13 @@ async def _fetch(url: str, path: Path, settings: Settings, on_progress: Callable
                         "audio_url: the URL returned a web page (text/html), not audio; give a direct link to the "
                         "audio or video file."
                     )
+                encoding = response.headers.get("content-encoding", _NO_COMPRESSION).strip().lower()
+                if encoding != _NO_COMPRESSION:
+                    raise PrepareFailed(
+                        f"audio_url: the server sent the file compressed (Content-Encoding: {encoding[:40]}); this "
+                        "server downloads only uncompressed files (it asks for Accept-Encoding: identity). Serve the "
+                        "file as it is, or upload it."
+                    )
                 declared = response.headers.get("content-length", "")
                 total = int(declared) if declared.isdigit() else None
                 if total is not None and total > limit:
@@ -102,8 +114,9 @@ async def _save(
     received = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as out:
-        # Bytes as decoded (gzip and the like undone): the limit is on what lands on disk.
-        async for chunk in response.aiter_bytes():  # as it arrives: progress moves with the network
+        # Raw bytes, never decoded (the answer is uncompressed, see _NO_COMPRESSION): the limit is
+        # on what arrives, which is what lands on disk.
+        async for chunk in response.aiter_raw():  # as it arrives: progress moves with the network
             received += len(chunk)
             if received > limit:
                 raise PrepareFailed(f"audio_url: {too_large_message(limit)}")

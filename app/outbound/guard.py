@@ -7,6 +7,10 @@ public, and then connects to the address it checked, with the name kept in the H
 in TLS (SNI and the certificate check). A name that resolves to another address a moment later
 (DNS rebinding) cannot slip past, because nothing resolves it a second time. Each redirect hop is
 a new request through the same transport, so it is checked the same way.
+
+This is the one address policy for every connection a user's input chooses (audio_url,
+callback_url and their redirects). Endpoints the operator configures (HF_ENDPOINT, REDIS_URL)
+are not user input and do not pass through it.
 """
 
 from __future__ import annotations
@@ -33,11 +37,45 @@ class Target:
     allow_setting: str
 
 
+# Ranges refused beyond what `is_global` already excludes (its answer also changes between Python
+# releases): each either lies outside the public internet or carries an IPv4 address that a
+# gateway, a tunnel or the host's own stack may turn into a connection to it, such as NAT64
+# `64:ff9b::a9fe:a9fe` to the metadata service at 169.254.169.254. None is a place a public file
+# or webhook receiver lives, so each is refused whole, whatever IPv4 address it carries.
+_REFUSED_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "0.0.0.0/8",  # "this network"
+        "100.64.0.0/10",  # carrier-grade NAT
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.88.99.0/24",  # 6to4 relay anycast
+        "198.18.0.0/15",  # benchmarking
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and the broadcast address
+        "::/96",  # IPv4-compatible ::a.b.c.d (deprecated), with :: and ::1
+        "::ffff:0:0:0/96",  # IPv4-translated ::ffff:0:a.b.c.d (SIIT)
+        "64:ff9b::/96",  # NAT64, well-known prefix
+        "64:ff9b:1::/48",  # NAT64, local-use prefix
+        "100::/64",  # discard-only
+        "2001::/23",  # IETF protocol assignments: Teredo 2001::/32, benchmarking, ORCHID
+        "2001:db8::/32",  # documentation
+        "2002::/16",  # 6to4
+        "3fff::/20",  # documentation
+        "5f00::/16",  # segment routing (SRv6) identifiers
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated)
+        "ff00::/8",  # multicast
+    )
+)
+
+
 def is_public(address: str) -> bool:
+    """Whether a user's URL may lead here: a global unicast address outside every refused range."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback, whatever its spelling
-    return ip.is_global and not ip.is_multicast
+        ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is a.b.c.d itself on a dual-stack socket: judge that
+    return ip.is_global and not any(ip in network for network in _REFUSED_NETWORKS)
 
 
 def check_url(url: str, target: Target) -> tuple[str, str, int]:

@@ -10,6 +10,9 @@ The service refuses targets on loopback, private, link-local and other non-publi
 unless WEBHOOK_ALLOW_PRIVATE is set: otherwise anyone with a key could make the server send
 requests into its own network (server-side request forgery), e.g. to a cloud metadata endpoint.
 The check is made on upload and again, by the transport, on every attempt (app/outbound/guard.py).
+
+Only the status code of a receiver's answer matters: its body is never read (nor decoded), so an
+answer of any size or compression costs nothing.
 """
 
 from __future__ import annotations
@@ -67,15 +70,17 @@ class WebhookSender:
                 now = datetime.now(UTC)
                 headers = {
                     "content-type": "application/json",
+                    "accept-encoding": "identity",
                     "webhook-id": message_id,
                     "webhook-timestamp": str(int(now.timestamp())),
                     "webhook-signature": signer.sign(message_id, now, body.decode()),
                 }
-                response = await self._client.post(url, content=body, headers=headers)
-                if response.is_success:
+                # Streamed, and closed unread: only the status line and headers are received.
+                async with self._client.stream("POST", url, content=body, headers=headers) as response:
+                    delivered, reason = response.is_success, f"HTTP {response.status_code}"
+                if delivered:
                     logger.info("Webhook %s delivered to %s (attempt %d)", message_id, host, attempt)
                     return
-                reason = f"HTTP {response.status_code}"
             except (httpx.HTTPError, TargetRefused) as error:
                 reason = type(error).__name__ if isinstance(error, httpx.HTTPError) else str(error)
             if attempt < attempts:

@@ -8,6 +8,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.config import Settings
+
 
 class Stage(StrEnum):
     """Steps of a transcription, in the order they run."""
@@ -21,8 +23,8 @@ class Stage(StrEnum):
     ASSIGN = "assigning speakers"
 
 
-ProgressCallback = Callable[[Stage, float], None]
-"""Called with a stage and the fraction (0–1) of that stage's own work done."""
+ProgressCallback = Callable[[Stage, float], object]
+"""Called with a stage and the fraction (0–1) of that stage's own work done; what it returns is ignored."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class Job:
     hotwords: str | None = None
     """Words Whisper should expect (names, jargon), given to the decoder as a hint."""
     beam_size: int | None = None
-    """Beams searched while decoding; None: the default, 5."""
+    """Beams searched while decoding; None: BEAM_SIZE, or else 5 on CUDA and 2 on a CPU."""
     vad_onset: float | None = None
     """Speech probability at which voice activity starts; None: the engine's default."""
     vad_offset: float | None = None
@@ -132,5 +134,14 @@ class Pipeline(Protocol):
         ...
 
 
-PipelineFactory = Callable[[Any], Pipeline]
+PipelineFactory = Callable[[Settings], Pipeline]
 """Builds a pipeline from `Settings`; must be importable by name, since worker processes are spawned."""
+
+
+def whisperx_pipeline(settings: Settings) -> Pipeline:
+    """The real pipeline, the default of both backends' workers.
+
+    Imported here, in the worker, so that a process which never runs a job never loads torch."""
+    from app.pipeline.whisperx_pipeline import WhisperXPipeline
+
+    return WhisperXPipeline(settings)

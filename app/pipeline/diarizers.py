@@ -259,7 +259,9 @@ def _save_atomically(path: Path, **arrays: Any) -> None:
     os.replace(out.name, path)
 
 
-ProgressCallback = Callable[[float], None]
+PercentCallback = Callable[[float], None]
+"""whisperx's own `progress_callback` shape (percent 0–100), which our diarizers keep so that they
+stand in for whisperx's; the pipeline turns it into its stage progress (base.PercentCallback)."""
 
 # pyannote reports two long steps, each counting from 0 again: give each its share of 0–100.
 _STEP_RANGES = {"segmentation": (0.0, 50.0), "embeddings": (50.0, 99.0)}
@@ -295,7 +297,7 @@ class EmbeddedDiarizer:
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
-        progress_callback: ProgressCallback | None = None,
+        progress_callback: PercentCallback | None = None,
     ) -> pd.DataFrame:
         """Who spoke when in 16 kHz mono float32 audio: columns segment, label, speaker, start, end."""
         waveform = torch.from_numpy(np.asarray(audio, dtype=np.float32))
@@ -397,7 +399,7 @@ def _frame_blocks(waveform: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         yield first, waveform[first * 160 : last * 160].reshape(-1, 160)
 
 
-def _progress_hook(progress_callback: ProgressCallback) -> Callable[..., None]:
+def _progress_hook(progress_callback: PercentCallback) -> Callable[..., None]:
     """A pyannote `hook` that reports monotonic 0–100 progress."""
     last = [0.0]
 

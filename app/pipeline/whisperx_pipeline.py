@@ -1,6 +1,7 @@
 """The real pipeline: WhisperX transcription, word timing, speaker diarization and assignment.
 
-Runs inside a worker process; torch and whisperx are imported here only, never by the API.
+Runs inside a worker process, the only place torch and whisperx's models are loaded. The API process
+imports only `whisperx.utils` (language tables, subtitle writers), which needs no torch.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from app.pipeline.base import Job
 from app.tasks.events import TaskEvents
-from app.tasks.manager import Prepare, WorkerState
+from app.tasks.lifecycle import Prepare, WorkerState
 from app.tasks.models import Task
 
 

@@ -6,9 +6,9 @@ so a message never holds a transcript and a new Job field needs nothing here.
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Celery
+
+from app.config import Settings
 
 TASK_NAME = "whisperx.transcribe"
 QUEUE = "transcription"
@@ -19,7 +19,7 @@ their lapsed leases (app/tasks/coordination.py); this is the broker's own last r
 that a long file still running is not handed out again (and its lease would stop it running twice)."""
 
 
-def make_celery(settings: Any) -> Celery:
+def make_celery(settings: Settings) -> Celery:
     app = Celery("whisperx", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         task_default_queue=QUEUE,

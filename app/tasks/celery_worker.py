@@ -17,6 +17,7 @@ from celery.signals import worker_process_init
 
 from app.config import Settings
 from app.ops.preflight import log_preflight
+from app.pipeline.base import whisperx_pipeline
 from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.remote import RemoteRunner
 
@@ -25,17 +26,11 @@ celery = make_celery(settings)
 _runner: RemoteRunner | None = None
 
 
-def _pipeline(settings: Settings) -> Any:
-    from app.pipeline.whisperx_pipeline import WhisperXPipeline
-
-    return WhisperXPipeline(settings)
-
-
 @worker_process_init.connect
 def _load_models(**_: Any) -> None:
     # In each pool process after it starts: the parent never loads torch, so CUDA starts clean here.
     global _runner
-    _runner = RemoteRunner(settings, _pipeline)
+    _runner = RemoteRunner(settings, whisperx_pipeline)
 
 
 @celery.task(name=TASK_NAME)

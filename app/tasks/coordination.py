@@ -22,6 +22,11 @@ RENEW_SECONDS = 3.0
 MAX_ATTEMPTS = 2
 """Starts of one task: it is retried once after its worker dies, then failed."""
 
+STOPPED_TWICE = (
+    "The worker running this task stopped unexpectedly twice (out of memory, or the machine went away); "
+    "try a shorter file, or tell the server's operator."
+)
+
 
 class Coordination:
     def __init__(self, client: redis.Redis, prefix: str = "whisperx:") -> None:

@@ -19,53 +19,39 @@ import contextlib
 import json
 import logging
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import redis.asyncio
 
+from app.config import Settings
 from app.pipeline.base import Job, PipelineInfo, Stage
 from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.codec import from_record
-from app.tasks.coordination import LEASE_SECONDS, MAX_ATTEMPTS, Coordination
+from app.tasks.coordination import LEASE_SECONDS, MAX_ATTEMPTS, STOPPED_TWICE, Coordination
 from app.tasks.events import TaskEvents
-from app.tasks.manager import (
-    OverCapacity,
-    Prepare,
-    QueueFull,
-    TooManyTasks,
-    WorkerState,
-    check_limits,
-    fetch_input,
-)  # fmt: skip
+from app.tasks.lifecycle import Lifecycle, Prepare, WorkerState
+from app.tasks.limits import QueueFull, QueueUnreachable, TooManyTasks, check_limits
 from app.tasks.models import TERMINAL, Task, TaskStatus, utcnow
 from app.tasks.progress import STAGE_MESSAGES
 from app.tasks.redis_store import Admission, RedisTaskStore
-from app.tasks.remote import STOPPED_TWICE
 
 logger = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 5.0
 
 
-class QueueUnreachable(OverCapacity):
-    status = 503
-
-    def __init__(self) -> None:
-        super().__init__("The task queue (Redis) cannot be reached; retry later.")
-
-
 class CeleryDispatcher:
-    def __init__(self, store: RedisTaskStore, settings: Any, events: TaskEvents | None = None) -> None:
+    def __init__(self, store: RedisTaskStore, settings: Settings, events: TaskEvents | None = None) -> None:
         self._store = store
         self._settings = settings
         self.events = events or TaskEvents()
+        # The store publishes its own writes; `_follow_changes` passes them on to `events`.
+        self._lifecycle = Lifecycle(store, settings)
         self._celery = make_celery(settings)
         self._coordination = Coordination(store.client)
         self._me = uuid.uuid4().hex
         self._mine: dict[str, bool] = {}
         self._loops: list[asyncio.Task[None]] = []
-        self._preparing: dict[str, asyncio.Task[None]] = {}
         # Connects on first use, on the event loop that uses it.
         self._async_redis = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
 
@@ -73,16 +59,15 @@ class CeleryDispatcher:
         self._loops = [
             asyncio.create_task(self._follow_changes(), name="changes"),
             asyncio.create_task(self._sweep_forever(), name="sweep"),
-            asyncio.create_task(self._expire_forever(), name="retention"),
+            asyncio.create_task(self._lifecycle.expire_forever(in_thread=True), name="retention"),
         ]
 
     async def stop(self) -> None:
-        preparing = list(self._preparing.items())
-        for loop in [*self._loops, *(download for _, download in preparing)]:
+        for loop in self._loops:
             loop.cancel()
-        await asyncio.gather(*self._loops, *(download for _, download in preparing), return_exceptions=True)
-        for task_id, _ in preparing:  # no other process can take over a download this one was making
-            self._fail(task_id, "The server restarted while downloading audio_url; submit it again.")
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        for task_id in await self._lifecycle.stop_downloads():  # no other process can take over a download
+            self._lifecycle.fail(task_id, "The server restarted while downloading audio_url; submit it again.")
         await self._async_redis.aclose()
         self._celery.close()
 
@@ -101,7 +86,7 @@ class CeleryDispatcher:
             case Admission.QUEUE_FULL:
                 raise QueueFull(self._settings.max_queue_size)
         if prepare is not None:
-            self._preparing[task.id] = asyncio.create_task(self._prepare(task, prepare), name=f"prepare-{task.id}")
+            self._lifecycle.download(task, prepare, lambda job: self._send_downloaded(task.id, job))
             return task
         try:
             self._send(task.id)
@@ -112,45 +97,28 @@ class CeleryDispatcher:
             raise QueueUnreachable from error
         return task
 
-    async def _prepare(self, task: Task, prepare: Prepare) -> None:
-        """Fetch the task's input in this process, then send the task to the workers."""
+    def _send_downloaded(self, task_id: str, job: Job) -> None:
         try:
-            job = await fetch_input(task, prepare, self._store, self._store.update, self._fail)
-        finally:
-            self._preparing.pop(task.id, None)
-        if job is None:
-            return
-        try:
-            self._send(task.id)
+            self._send(task_id)
         except Exception:
-            logger.exception("Could not queue task %s", task.id)
-            self._fail(task.id, "The task queue (Redis) could not be reached after the download; try again.")
+            logger.exception("Could not queue task %s", task_id)
+            self._lifecycle.fail(task_id, "The task queue (Redis) could not be reached after the download; try again.")
             job.audio_path.unlink(missing_ok=True)
-
-    def _fail(self, task_id: str, error: str) -> None:
-        self._store.update(
-            task_id, status=TaskStatus.FAILED, message="Transcription failed", error=error, completed_at=utcnow()
-        )
 
     def _send(self, task_id: str) -> None:
         # The Celery id is the task id, so a revoke names it.
         self._celery.send_task(TASK_NAME, args=[task_id], task_id=task_id)
 
     def delete(self, task_id: str, owner: str) -> bool:
-        task = self._store.get(task_id)
-        if task is None or task.owner != owner:
-            return False
-        self._store.delete(task_id)
-        if (preparing := self._preparing.pop(task_id, None)) is not None:
-            preparing.cancel()  # the download stops and removes what it wrote
+        return self._lifecycle.delete(task_id, owner, self._stop)
+
+    def _stop(self, task: Task) -> None:
         # A waiting message is dropped by the workers; a running task stops at its next progress step.
-        self._celery.control.revoke(task_id)
+        self._celery.control.revoke(task.id)
         if task.status is TaskStatus.PROCESSING:
             asyncio.get_running_loop().call_later(
-                self._settings.cancel_grace_seconds, self._kill_if_still_running, task_id
+                self._settings.cancel_grace_seconds, self._kill_if_still_running, task.id
             )
-        task.job.audio_path.unlink(missing_ok=True)
-        return True
 
     def _kill_if_still_running(self, task_id: str) -> None:
         if self._coordination.leased(task_id):
@@ -226,13 +194,3 @@ class CeleryDispatcher:
             if requeued is not None:
                 logger.warning("Task %s lost its worker (no lease for %s s); retrying it", task.id, LEASE_SECONDS)
                 self._send(task.id)
-
-    async def _expire_forever(self) -> None:
-        ttl = timedelta(hours=self._settings.task_ttl_hours)
-        interval = min(max(ttl.total_seconds() / 10, 0.2), 60.0)
-        while True:
-            with contextlib.suppress(Exception):  # Redis away: try again next round
-                for task in await asyncio.to_thread(self._store.ended_before, utcnow() - ttl):
-                    if await asyncio.to_thread(self._store.delete, task.id) is not None:
-                        task.job.audio_path.unlink(missing_ok=True)
-            await asyncio.sleep(interval)

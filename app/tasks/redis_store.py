@@ -16,12 +16,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from enum import Enum
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 
 from app.tasks.codec import from_record, to_record
 from app.tasks.models import ACTIVE, TERMINAL, Task, TaskStatus
+
+_T = TypeVar("_T")
 
 
 class Admission(Enum):
@@ -61,28 +63,34 @@ class RedisTaskStore:
 
     # Writes
 
-    def _write(
-        self, task_id: str, change: Callable[[Task | None], Task | None], watch: tuple[str, ...] = ()
-    ) -> tuple[Task | None, Task | None]:
-        """Run `change` on the current task and store what it returns, atomically; (before, after)."""
+    def _transaction(self, task_id: str, body: Callable[[Any, dict[str, str]], _T], watch: tuple[str, ...] = ()) -> _T:
+        """Run `body(pipe, the task's fields)` under WATCH, again whenever someone wrote meanwhile."""
         key = self._task_key(task_id)
         with self._redis.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(key, *watch)  # type: ignore[no-untyped-call]
-                    fields = pipe.hgetall(key)
-                    before = from_record(fields) if fields else None
-                    after = change(before)
-                    if after is None or after == before:
-                        pipe.unwatch()
-                        return before, after
-                    version = int(fields.get("version", 0)) + 1
-                    pipe.multi()
-                    self._stage(pipe, before, after, version)
-                    pipe.execute()
-                    return before, after
+                    return body(pipe, cast(dict[str, str], pipe.hgetall(key)))  # decode_responses
                 except redis.WatchError:
-                    continue  # someone wrote meanwhile: read again and redo
+                    continue  # read again and redo
+
+    def _write(
+        self, task_id: str, change: Callable[[Task | None], Task | None], watch: tuple[str, ...] = ()
+    ) -> tuple[Task | None, Task | None]:
+        """Run `change` on the current task and store what it returns, atomically; (before, after)."""
+
+        def write(pipe: Any, fields: dict[str, str]) -> tuple[Task | None, Task | None]:
+            before = from_record(fields) if fields else None
+            after = change(before)
+            if after is None or after == before:
+                pipe.unwatch()
+                return before, after
+            pipe.multi()
+            self._stage(pipe, before, after, int(fields.get("version", 0)) + 1)
+            pipe.execute()
+            return before, after
+
+        return self._transaction(task_id, write, watch)
 
     def _stage(self, pipe: Any, before: Task | None, after: Task, version: int) -> None:
         key = self._task_key(after.id)
@@ -144,27 +152,21 @@ class RedisTaskStore:
         return self._write(task_id, change)[1]
 
     def delete(self, task_id: str) -> Task | None:
-        key = self._task_key(task_id)
-        with self._redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    fields = pipe.hgetall(key)
-                    if not fields:
-                        pipe.unwatch()
-                        return None
-                    task = from_record(fields)
-                    version = int(fields.get("version", 0)) + 1
-                    pipe.multi()
-                    pipe.delete(key)
-                    for index in [*self._indexes(task), self.key("ended")]:
-                        pipe.zrem(index, task_id)
-                    message = {"task": to_record(task), "deleted": True, "version": version}
-                    pipe.publish(self.channel, json.dumps(message))
-                    pipe.execute()
-                    return task
-                except redis.WatchError:
-                    continue
+        def remove(pipe: Any, fields: dict[str, str]) -> Task | None:
+            if not fields:
+                pipe.unwatch()
+                return None
+            task = from_record(fields)
+            version = int(fields.get("version", 0)) + 1
+            pipe.multi()
+            pipe.delete(self._task_key(task_id))
+            for index in [*self._indexes(task), self.key("ended")]:
+                pipe.zrem(index, task_id)
+            pipe.publish(self.channel, json.dumps({"task": to_record(task), "deleted": True, "version": version}))
+            pipe.execute()
+            return task
+
+        return self._transaction(task_id, remove)
 
     # Reads
 

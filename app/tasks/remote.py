@@ -22,29 +22,26 @@ import uuid
 from typing import Any
 
 from redis.exceptions import LockError
+from redis.lock import Lock
 
+from app.config import Settings
 from app.pipeline.base import Pipeline, PipelineError, PipelineFactory, Stage
-from app.tasks.coordination import MAX_ATTEMPTS, RENEW_SECONDS, Coordination
-from app.tasks.manager import StageWatch
-from app.tasks.models import TERMINAL, Task, TaskStatus, utcnow
-from app.tasks.progress import STAGE_MESSAGES, ProgressTracker
+from app.tasks.coordination import MAX_ATTEMPTS, RENEW_SECONDS, STOPPED_TWICE, Coordination
+from app.tasks.lifecycle import Lifecycle, StageWatch
+from app.tasks.models import TERMINAL, Task, TaskStatus
 from app.tasks.redis_store import RedisTaskStore
 from app.tasks.worker_process import WORKER_NICENESS, JobCancelled, public_message
 
 logger = logging.getLogger(__name__)
 
-STOPPED_TWICE = (
-    "The worker running this task stopped unexpectedly twice (out of memory, or the machine went away); "
-    "try a shorter file, or tell the server's operator."
-)
-
 
 class RemoteRunner:
-    def __init__(self, settings: Any, factory: PipelineFactory) -> None:
+    def __init__(self, settings: Settings, factory: PipelineFactory) -> None:
         # As in the local backend: an API on the same machine stays responsive while models compute.
         os.nice(WORKER_NICENESS)
         self._settings = settings
         self.store = RedisTaskStore.from_url(settings.redis_url)
+        self._lifecycle = Lifecycle(self.store, settings)
         self.coordination = Coordination(self.store.client)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._state: dict[str, Any] = {
@@ -88,7 +85,8 @@ class RemoteRunner:
         try:
             keep = self._settings.task_ttl_hours * 3600
             if self.coordination.count_start(task_id, keep) > MAX_ATTEMPTS:
-                self._fail(task, STOPPED_TWICE)
+                self._lifecycle.fail(task.id, STOPPED_TWICE)
+                task.job.audio_path.unlink(missing_ok=True)
                 return
             self._execute(task, lease)
         finally:
@@ -112,64 +110,57 @@ class RemoteRunner:
             return False  # alive, another user's
         return False
 
-    def _execute(self, task: Task, lease: Any) -> None:
+    def _execute(self, task: Task, lease: Lock) -> None:
         if self._pipeline is None:
-            self._fail(
-                task,
-                f"The worker could not load its speech model ({self._state['error']}), so it cannot transcribe; "
-                "tell the server's operator (GET /health shows the cause).",
-            )
+            self._lifecycle.fail_to_load(task.id, self._state["error"])
+            task.job.audio_path.unlink(missing_ok=True)
             return
         if not task.job.audio_path.exists():
-            self._fail(
-                task,
+            self._lifecycle.fail(
+                task.id,
                 "The worker cannot read this task's upload: UPLOAD_DIR must be a directory the API and every "
                 "worker share; tell the server's operator.",
             )
             return
         retried = self.coordination.starts(task.id) > 1
-        message = "Starting again after its worker stopped" if retried else "Starting"
         # Progress carries on from an audio_url download; a retry starts it again.
-        restart = {"progress": 0.0} if retried else {}
-        self.store.update(task.id, status=TaskStatus.PROCESSING, started_at=utcnow(), message=message, **restart)
-        tracker = ProgressTracker(task.job.progress_stages)
-        watch = StageWatch(task.job.stages)
+        progress = (
+            self._lifecycle.start(task.id, "Starting again after its worker stopped", progress=0.0)
+            if retried
+            else self._lifecycle.start(task.id)
+        )
+        if progress is None:  # deleted just now
+            task.job.audio_path.unlink(missing_ok=True)
+            return
         lost = threading.Event()
         done = threading.Event()
 
         def on_progress(stage: Stage, fraction: float) -> None:
             if lost.is_set():
                 raise JobCancelled
-            watch.report(stage, fraction)
-            percent = tracker.update(stage, fraction)
-            changes = {"stage": stage, "progress": round(percent, 1), "message": STAGE_MESSAGES[stage]}
             # PROCESSING again: the API's sweep may have requeued a task whose lease renewal came late.
-            if self.store.update(task.id, status=TaskStatus.PROCESSING, **changes) is None:
+            if progress.report(stage, fraction, status=TaskStatus.PROCESSING) is None:
                 raise JobCancelled  # deleted: stop here
 
-        heartbeat = threading.Thread(target=self._heartbeat, args=(task, lease, watch, lost, done), daemon=True)
+        heartbeat = threading.Thread(
+            target=self._heartbeat, args=(task, lease, progress.watch, lost, done), daemon=True
+        )
         heartbeat.start()
         try:
             output = self._pipeline.run(task.job, on_progress)
         except JobCancelled:
             logger.info("Task %s stopped after deletion", task.id)
         except PipelineError as error:
-            self._fail(task, public_message(str(error)))
+            self._lifecycle.fail(task.id, public_message(str(error)))
         except Exception as error:  # noqa: BLE001 - the worker must outlive a bad job
             logger.error("Job %s failed:\n%s", task.id, traceback.format_exc())
-            self._fail(
-                task,
+            self._lifecycle.fail(
+                task.id,
                 f"Transcription failed unexpectedly ({type(error).__name__}). Upload the file again; if it fails "
                 f"again, give the server's operator the task id {task.id} (the cause is in the worker's log).",
             )
         else:
-            message = "Transcription completed successfully"
-            if output.note:
-                message = f"Transcription completed; {output.note}"
-            self.store.update(
-                task.id, status=TaskStatus.COMPLETED, progress=100.0, stage=None, message=message,
-                completed_at=utcnow(), result=output.result,
-            )  # fmt: skip
+            self._lifecycle.complete(task.id, output)
         finally:
             done.set()
             self._pipeline.release()
@@ -177,7 +168,7 @@ class RemoteRunner:
             task.job.audio_path.unlink(missing_ok=True)
 
     def _heartbeat(
-        self, task: Task, lease: Any, watch: StageWatch, lost: threading.Event, done: threading.Event
+        self, task: Task, lease: Lock, watch: StageWatch, lost: threading.Event, done: threading.Event
     ) -> None:
         limit = self._settings.stage_timeout_seconds
         while not done.wait(min(RENEW_SECONDS, limit / 4)):
@@ -189,19 +180,8 @@ class RemoteRunner:
                 return
             except Exception:  # Redis away for a moment: the lease lasts a few renewals
                 logger.warning("Task %s: could not renew its lease", task.id, exc_info=True)
-            if time.monotonic() - watch.since > limit:
-                self._fail(
-                    task,
-                    f"The {watch.current.value} stage took longer than the server's limit of {limit:g} s "
-                    "(STAGE_TIMEOUT_SECONDS); try a shorter file.",
-                )
+            if watch.overdue(limit):
+                self._lifecycle.time_out(task.id, watch.current)
                 task.job.audio_path.unlink(missing_ok=True)
                 # Only killing the process stops the stage; Celery replaces it, and a redelivery finds the task failed.
                 os.kill(os.getpid(), signal.SIGKILL)
-
-    def _fail(self, task: Task, error: str) -> None:
-        logger.info("Task %s failed: %s", task.id, error)
-        self.store.update(
-            task.id, status=TaskStatus.FAILED, message="Transcription failed", error=error, completed_at=utcnow()
-        )
-        task.job.audio_path.unlink(missing_ok=True)

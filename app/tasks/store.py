@@ -1,4 +1,4 @@
-"""Where tasks live. Routes read the store; only the task manager writes it."""
+"""Where tasks live. Routes read the store; the task lifecycle (app/tasks/lifecycle.py) writes it."""
 
 from __future__ import annotations
 

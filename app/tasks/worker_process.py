@@ -20,7 +20,16 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any, cast
 
-from app.pipeline.base import Job, PipelineError, PipelineFactory, PipelineInfo, PipelineOutput, Stage
+from app.config import Settings
+from app.pipeline.base import (
+    Job,
+    PipelineError,
+    PipelineFactory,
+    PipelineInfo,
+    PipelineOutput,
+    ProgressCallback,
+    Stage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +59,7 @@ def public_message(message: str) -> str:
     return _PATH.sub("<server path>", message)
 
 
-def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Any) -> None:
+def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Settings) -> None:
     # Inference yields the CPU to the API process, so status requests stay fast under load.
     os.nice(WORKER_NICENESS)
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
@@ -107,7 +116,7 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
 class WorkerProcess:
     """Parent-side handle of one worker process."""
 
-    def __init__(self, name: str, factory: PipelineFactory, settings: Any) -> None:
+    def __init__(self, name: str, factory: PipelineFactory, settings: Settings) -> None:
         self.name = name
         self._factory = factory
         self._settings = settings
@@ -158,7 +167,7 @@ class WorkerProcess:
             if message[0] == "exited":
                 return
 
-    async def run(self, job: Job, on_progress: Any) -> PipelineOutput:
+    async def run(self, job: Job, on_progress: ProgressCallback) -> PipelineOutput:
         if self._conn is None:
             raise RuntimeError(f"{self.name} is not started")
         self._cancel.clear()

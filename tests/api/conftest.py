@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from tests.bombs import gzip_bomb
 from tests.conftest import ROOT, free_port
 from tests.fakes import FakePipeline
 
@@ -181,6 +183,7 @@ class AudioServer:
     audio: bytes
     release: threading.Event = field(default_factory=threading.Event)
     hosts: list[str] = field(default_factory=list)
+    accepted_encodings: list[str] = field(default_factory=list)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -193,6 +196,7 @@ def audio_server(short_speech: Path) -> Iterator[AudioServer]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.hosts.append(self.headers["host"])
+            state.accepted_encodings.append(self.headers.get("accept-encoding", ""))
             parts = urlsplit(self.path)
             query = {name: values[0] for name, values in parse_qs(parts.query).items()}
             match parts.path:
@@ -206,6 +210,10 @@ def audio_server(short_speech: Path) -> Iterator[AudioServer]:
                     self._send(200, b"\0" * (2 * MB), "audio/wav")
                 case "/huge-chunked":  # does not: counted as it arrives
                     self._chunked(b"\0" * (64 * 1024), 40)
+                case "/bomb":  # about 2 kB that decode to 1 GiB
+                    self._send(200, gzip_bomb(layers=2), "audio/wav", encoding="gzip, gzip")
+                case "/gzipped":  # real audio, compressed in transfer
+                    self._send(200, gzip.compress(state.audio), "audio/wav", encoding="gzip")
                 case "/missing":
                     self._send(404, b"not here", "text/plain")
                 case "/redirect":
@@ -229,9 +237,11 @@ def audio_server(short_speech: Path) -> Iterator[AudioServer]:
                     state.release.wait(30)
                     self.wfile.write(state.audio[half:])
 
-        def _send(self, code: int, body: bytes, media_type: str) -> None:
+        def _send(self, code: int, body: bytes, media_type: str, encoding: str | None = None) -> None:
             self.send_response(code)
             self.send_header("content-type", media_type)
+            if encoding:
+                self.send_header("content-encoding", encoding)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

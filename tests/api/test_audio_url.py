@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 import app.outbound.guard
 from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from tests.api.conftest import AUTH, AudioServer, status, wait_for_status, wait_until
-from tests.conftest import free_port
+from tests.conftest import Deadline, free_port
 
 
 @pytest.fixture
@@ -81,8 +81,10 @@ def test_progress_carries_on_from_the_download(url_client: TestClient, audio_ser
     task_id = _submit(url_client, audio_server.url("/stall")).json()["task_id"]
     seen = [wait_until(lambda: _started(url_client, task_id))["progress"]]
     audio_server.release.set()
+    deadline = Deadline(60, f"task {task_id} to finish")
     while (doc := status(url_client, task_id))["status"] not in ("completed", "failed"):
         seen.append(doc["progress"])
+        deadline.check(doc)
     assert doc["status"] == "completed", doc["error"]
     assert seen == sorted(seen), "progress never goes backwards"
 
@@ -100,6 +102,15 @@ def test_content_is_checked_whatever_its_declared_type(url_client: TestClient, a
 def test_too_many_bytes_fail_clearly(url_client: TestClient, audio_server: AudioServer, path: str) -> None:
     error = _failed_with(url_client, audio_server.url(path))
     assert "larger than this server's limit of 1 MB (MAX_UPLOAD_MB)" in error, error
+    assert list(url_client.app.state.settings.upload_dir.iterdir()) == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("path", ["/bomb", "/gzipped"])
+def test_a_compressed_answer_is_refused_undecoded(url_client: TestClient, audio_server: AudioServer, path: str) -> None:
+    error = _failed_with(url_client, audio_server.url(path))
+    assert error.startswith("audio_url: the server sent the file compressed (Content-Encoding: gzip"), error
+    assert "Serve the file as it is, or upload it" in error
+    assert audio_server.accepted_encodings == ["identity"]
     assert list(url_client.app.state.settings.upload_dir.iterdir()) == []  # type: ignore[attr-defined]
 
 

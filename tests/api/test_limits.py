@@ -14,24 +14,34 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from tests.api.conftest import AUTH, make_settings, upload, wait_for_status, wait_until
+from tests.conftest import Deadline
 
 OTHER = {"X-API-Key": "second-key"}
 
+AUDIO_ROUTES = ["/api/v1/transcribe/upload", "/v1/audio/transcriptions", "/v1/audio/translations"]
 
-def _announce_large_upload(port: int) -> str:
-    """Send only the headers of a 200 MB upload and return the server's whole reply."""
-    request = (
-        "POST /api/v1/transcribe/upload HTTP/1.1\r\n"
+
+def _large_upload_headers(path: str, key: str = AUTH["X-API-Key"]) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\n"
         "Host: localhost\r\n"
-        f"X-API-Key: {AUTH['X-API-Key']}\r\n"
+        f"X-API-Key: {key}\r\n"
         "Content-Type: multipart/form-data; boundary=xyz\r\n"
         f"Content-Length: {200 * 1024 * 1024}\r\n\r\n"
-    )
+    ).encode()
+
+
+def _announce_large_upload(port: int, path: str = AUDIO_ROUTES[0]) -> str:
+    """Send only the headers of a 200 MB upload and return the server's whole reply."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-        connection.sendall(request.encode())
+        connection.sendall(_large_upload_headers(path))
         reply = connection.recv(4096).decode()
+        deadline = Deadline(10, "the end of the JSON reply")
         while "}" not in reply:  # the body may come in a second packet
-            reply += connection.recv(4096).decode()
+            deadline.check(reply)
+            more = connection.recv(4096).decode()
+            assert more, f"the server closed the connection mid-reply: {reply!r}"
+            reply += more
     return reply
 
 
@@ -169,3 +179,107 @@ def test_a_full_queue_is_answered_before_the_upload_body_is_sent(
     assert "retry-after: 30" in head
     assert "application/problem+json" in head
     assert "MAX_QUEUE_SIZE" in reply
+
+
+def test_every_audio_route_refuses_a_key_at_its_task_limit_before_the_body(
+    live_server: Callable[..., int], short_speech: Path
+) -> None:
+    port = live_server({"FAKE_STEP_SECONDS": "0.5"}, max_tasks_per_key=1)
+    with short_speech.open("rb") as audio:
+        running = httpx.post(f"http://127.0.0.1:{port}{AUDIO_ROUTES[0]}", headers=AUTH, files={"file": audio})
+    assert running.status_code == 202, running.text
+    for path in AUDIO_ROUTES:
+        reply = _announce_large_upload(port, path)
+        assert reply.startswith("HTTP/1.1 429"), (path, reply)
+        assert "retry-after: 30" in reply.lower()
+        assert "MAX_TASKS_PER_KEY" in reply
+
+
+def test_uploads_in_progress_per_key_are_capped_before_the_body(
+    live_server: Callable[..., int], short_speech: Path
+) -> None:
+    port = live_server(max_uploads_per_key=1)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sending:
+        sending.sendall(_large_upload_headers(AUDIO_ROUTES[1]) + b"--xyz\r\n")  # and then nothing more, yet
+        time.sleep(0.3)
+        for path in AUDIO_ROUTES:
+            reply = _announce_large_upload(port, path)
+            assert reply.startswith("HTTP/1.1 429"), (path, reply)
+            assert "retry-after: 30" in reply.lower()
+            assert "as many uploads at once as this server allows (1, MAX_UPLOADS_PER_KEY)" in reply
+        # Another key is not held back by this one's uploads.
+        with short_speech.open("rb") as audio:
+            other = httpx.post(f"http://127.0.0.1:{port}{AUDIO_ROUTES[0]}", headers=OTHER, files={"file": audio})
+        assert other.status_code == 202, other.text
+    # The client left: its slot is free again.
+    audio = short_speech.read_bytes()
+    url = f"http://127.0.0.1:{port}{AUDIO_ROUTES[0]}"
+    wait_until(lambda: httpx.post(url, headers=AUTH, files={"file": ("short.wav", audio)}).status_code == 202)
+
+
+def _reply(connection: socket.socket) -> str:
+    """Everything the server sends until it closes the connection."""
+    reply = b""
+    while chunk := connection.recv(4096):
+        reply += chunk
+    return reply.decode()
+
+
+def test_a_stalled_body_is_cut_off_with_408(live_server: Callable[..., int], short_speech: Path) -> None:
+    port = live_server(body_min_rate_kb=1, body_grace_seconds=1)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(_large_upload_headers(AUDIO_ROUTES[0]).replace(b"209715200", b"1048576"))
+        connection.sendall(b"--xyz\r\n")  # and then nothing
+        reply = _reply(connection)
+    assert reply.startswith("HTTP/1.1 408"), reply
+    assert "minimum of 1 KB/s (BODY_MIN_RATE_KB) after its first 1 s (BODY_GRACE_SECONDS)" in reply
+    assert 1 <= time.monotonic() - started < 8
+    # A client at a normal pace is served.
+    with short_speech.open("rb") as audio:
+        response = httpx.post(f"http://127.0.0.1:{port}{AUDIO_ROUTES[0]}", headers=AUTH, files={"file": audio})
+    assert response.status_code == 202, response.text
+
+
+def test_a_trickling_body_is_cut_off_once_behind_the_minimum_pace(live_server: Callable[..., int]) -> None:
+    port = live_server(body_min_rate_kb=1, body_grace_seconds=1)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(_large_upload_headers(AUDIO_ROUTES[1]).replace(b"209715200", b"1048576"))
+        connection.sendall(b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n')
+        connection.settimeout(0.2)
+        reply = ""
+        for _ in range(100):  # a byte every 0.2 s: 5 B/s
+            try:
+                connection.sendall(b"\0")
+                reply = connection.recv(4096).decode()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            break
+    assert reply.startswith("HTTP/1.1 408"), reply
+
+
+@pytest.mark.parametrize(
+    ("fields", "files", "says"),
+    [
+        ([(f"junk{i}", "x" * 60_000) for i in range(450)], 1, "Too many fields. Maximum number of fields is 64"),
+        ([("language", "e" * 100_000)], 1, "Part exceeded maximum size of 64KB"),
+        ([], 2, "Too many files. Maximum number of files is 1"),
+    ],
+    ids=["450 fields", "one huge field", "two files"],
+)
+def test_form_fields_are_bounded_in_number_and_size(
+    make_client: Callable[..., TestClient], short_speech: Path, fields: list[tuple[str, str]], files: int, says: str
+) -> None:
+    client = make_client()  # MAX_UPLOAD_MB at its default: the form is well under it
+    audio = short_speech.read_bytes()
+    for path in AUDIO_ROUTES:
+        response = client.post(
+            path,
+            headers=AUTH,
+            data=dict(fields),
+            files=[("file", (f"{n}.wav", audio)) for n in range(files)],
+        )
+        assert response.status_code == 400, (path, response.text)
+        assert says in response.json()["detail"]

@@ -16,7 +16,7 @@ PORT = 8102  # this suite's servers use 8100-8109 on loopback
 def test_concurrent_uploads_are_accepted_or_refused_and_none_lost(
     serve: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
-    serve(PORT, MAX_QUEUE_SIZE="3", MAX_TASKS_PER_KEY="1000", FAKE_STEP_SECONDS="0.02")
+    serve(PORT, MAX_QUEUE_SIZE="3", MAX_TASKS_PER_KEY="1000", MAX_UPLOADS_PER_KEY="1000", FAKE_STEP_SECONDS="0.02")
     command = [sys.executable, "-m", "bench.load", "--url", f"http://127.0.0.1:{PORT}", "--key", API_KEY]
     run = subprocess.run([*command, "--n", "16", "--timeout", "60"], cwd=ROOT, capture_output=True, text=True)
     print(run.stdout)

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import AUTH, status, upload, wait_for_status, wait_until
+from tests.conftest import Deadline
 
 
 def _health_queue(client: TestClient) -> dict[str, int]:
@@ -22,6 +23,7 @@ def test_concurrency_cap_and_arrival_order(make_client: Callable[..., TestClient
     client = make_client({"FAKE_STEP_SECONDS": "0.02"}, max_concurrent_tasks=2)
     ids = [upload(client, short_speech)["task_id"] for _ in range(5)]
     most_processing = 0
+    deadline = Deadline(60, "all five tasks to complete")
     while True:
         # One snapshot of the store: reading five statuses one by one is not atomic.
         processing = _health_queue(client)["processing"]
@@ -30,6 +32,7 @@ def test_concurrency_cap_and_arrival_order(make_client: Callable[..., TestClient
         docs = [status(client, task_id) for task_id in ids]
         if all(doc["status"] == "completed" for doc in docs):
             break
+        deadline.check([doc["status"] for doc in docs])
     assert most_processing == 2
     started = [datetime.fromisoformat(doc["started_at"]) for doc in docs]
     assert started == sorted(started), "pending tasks start in arrival order"

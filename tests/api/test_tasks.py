@@ -10,6 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import AUTH, status, upload, wait_for_status
+from tests.conftest import Deadline
 from tests.fakes import FAKE_TEXT
 
 SEED_STATUS_FIELDS = {
@@ -62,7 +63,9 @@ def test_progress_rises_through_named_stages_and_never_falls(
     client = make_client({"FAKE_STEP_SECONDS": "0.05"})
     task_id = upload(client, short_speech)["task_id"]
     seen: list[dict[str, Any]] = []
+    deadline = Deadline(60, f"task {task_id} to finish")
     while not seen or seen[-1]["status"] not in ("completed", "failed"):
+        deadline.check(seen[-1:])
         seen.append(status(client, task_id))
     assert seen[-1]["status"] == "completed"
     progress = [doc["progress"] for doc in seen]
@@ -84,7 +87,9 @@ def test_without_diarization_the_speaker_stages_are_skipped(
     client = make_client({"FAKE_STEP_SECONDS": "0.05"})
     task_id = upload(client, short_speech, enable_diarization="false")["task_id"]
     seen = [status(client, task_id)]
+    deadline = Deadline(60, f"task {task_id} to complete")
     while seen[-1]["status"] != "completed":
+        deadline.check(seen[-1])
         seen.append(status(client, task_id))
     assert "Identifying speakers" not in {doc["message"] for doc in seen}
     # The skipped stages' share is spread over the others: the last stage ends near 100.

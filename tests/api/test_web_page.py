@@ -17,8 +17,7 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import Browser
 
 from app.api.routes.page import WEB_DIR
-from app.api.middleware.body_limit import too_large_message
-from app.media import SUPPORTED_EXTENSIONS
+from app.media import SUPPORTED_EXTENSIONS, too_large_message
 from tests.api.conftest import API_KEY, AUTH
 from tests.browser import open_page, shown_error, use_key
 from tests.fakes import FAKE_TEXT
@@ -64,8 +63,9 @@ def _parsed(client: TestClient) -> _PageParser:
     return parser
 
 
-def test_page_is_served_without_a_key_with_a_strict_csp(client: TestClient) -> None:
-    response = client.get("/")
+@pytest.mark.parametrize("path", ["/", "/static/index.html"])
+def test_page_is_served_without_a_key_with_a_strict_csp(client: TestClient, path: str) -> None:
+    response = client.get(path)
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     policy = dict(part.strip().split(" ", 1) for part in response.headers["content-security-policy"].split(";"))
@@ -74,6 +74,7 @@ def test_page_is_served_without_a_key_with_a_strict_csp(client: TestClient) -> N
     assert policy["connect-src"] == "'self'"
     assert policy["frame-ancestors"] == "'none'"
     assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
     assert "<title>WhisperX Transcription</title>" in response.text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
 from tests.api.conftest import AUTH, make_settings, upload, wait_until
+from tests.bombs import gzip_bomb
 from tests.conftest import free_port
 
 SECRET = "whsec_" + base64.b64encode(b"a test secret of thirty-two bytes").decode()
@@ -26,6 +28,8 @@ SECRET = "whsec_" + base64.b64encode(b"a test secret of thirty-two bytes").decod
 class Receiver:
     url: str
     failures_left: int = 0
+    answer: bytes = b""
+    """Sent gzip-encoded with every 2xx answer."""
     calls: list[tuple[float, dict[str, str], bytes]] = field(default_factory=list)
 
 
@@ -41,8 +45,16 @@ def receiver() -> Iterator[Receiver]:
             state.calls.append((time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body))
             failing = state.failures_left > 0
             state.failures_left -= 1
-            self.send_response(503 if failing else 204)
+            if failing or not state.answer:
+                self.send_response(503 if failing else 204)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(state.answer)))
             self.end_headers()
+            with contextlib.suppress(OSError):  # the sender may hang up without reading
+                self.wfile.write(state.answer)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -110,6 +122,15 @@ def test_failures_are_retried_with_growing_pauses(
     assert _verified(receiver.calls[2])["status"] == "completed"
     time.sleep(1.0)
     assert len(receiver.calls) == 3, "no more tries after a success"
+
+
+def test_the_receivers_answer_is_not_read(hook_client: TestClient, receiver: Receiver, short_speech: Path) -> None:
+    receiver.answer = gzip_bomb()  # 1 GiB once decoded
+    upload(hook_client, short_speech, callback_url=receiver.url)
+    wait_until(lambda: receiver.calls)
+    time.sleep(0.5)
+    assert len(receiver.calls) == 1, "delivered at the first attempt: a 2xx is all that counts"
+    assert receiver.calls[0][1]["accept-encoding"] == "identity"
 
 
 def test_failed_task_is_posted_too(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 
 from tests.conftest import ROOT, ffmpeg, speak
 
-# The README's examples use this key and port verbatim, so the real server does too
+# The documented examples use this key and port verbatim, so the real server does too
 # (REAL_TIER_PORT moves it, for running two checkouts' suites side by side).
 API_KEY = "your-api-key"
 # Callbacks from the real server go to a loopback receiver, so private targets are allowed.
@@ -55,16 +56,15 @@ class Server:
     upload_dir: Path
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`python -m app.main` on port 8000, models loaded."""
-    workdir = tmp_path_factory.mktemp("server")
+@contextmanager
+def serving(workdir: Path, port: int, **settings: str) -> Iterator[Server]:
+    """`python -m app.main` on a loopback port, models loaded; `settings` override the environment."""
     log_path = workdir / "server.log"
     env = {
         **os.environ,
         "API_KEYS": API_KEY,
         "HOST": "127.0.0.1",
-        "PORT": str(PORT),
+        "PORT": str(port),
         "UPLOAD_DIR": str(workdir / "uploads"),
         "MAX_CONCURRENT_TASKS": "2",
         # One chunk per batch, so transcription progress visibly advances chunk by chunk.
@@ -73,8 +73,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "WEBHOOK_ALLOW_PRIVATE": "true",
         # audio_url tests serve their audio from a loopback HTTP server.
         "AUDIO_URL_ALLOW_PRIVATE": "true",
+        **settings,
     }
     env.pop("WHISPER_MODEL", None)
+    url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "app.main"], cwd=ROOT, env=env, stdout=log, stderr=log)
     try:
@@ -83,16 +85,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the server did not become ready:\n{log_path.read_text()[-4000:]}")
             try:
-                if httpx.get(f"{BASE_URL}/health", headers=AUTH).json().get("model_loaded"):
+                if httpx.get(f"{url}/health", headers=AUTH).json().get("model_loaded"):
                     break
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
-        yield Server(url=BASE_URL, upload_dir=workdir / "uploads")
+        yield Server(url=url, upload_dir=workdir / "uploads")
     finally:
         process.terminate()
         process.wait(30)
         sys.stderr.write(f"\n--- server log tail ---\n{log_path.read_text()[-3000:]}\n")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The service on port 8000, two workers, models loaded."""
+    with serving(tmp_path_factory.mktemp("server"), PORT) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -118,27 +127,27 @@ def pyannote_sample() -> tuple[Path, str]:
     return folder / "sample.wav", words
 
 
-def submit(path: Path, **form: Any) -> str:
+def submit(path: Path, base_url: str = BASE_URL, **form: Any) -> str:
     with path.open("rb") as audio:
         response = httpx.post(
-            f"{BASE_URL}/api/v1/transcribe/upload", headers=AUTH, files={"file": (path.name, audio)}, data=form
+            f"{base_url}/api/v1/transcribe/upload", headers=AUTH, files={"file": (path.name, audio)}, data=form
         )
     assert response.status_code == 202, response.text
     task_id: str = response.json()["task_id"]
     return task_id
 
 
-def get_status(task_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{BASE_URL}/api/v1/transcribe/status/{task_id}", headers=AUTH)
+def get_status(task_id: str, base_url: str = BASE_URL) -> dict[str, Any]:
+    response = httpx.get(f"{base_url}/api/v1/transcribe/status/{task_id}", headers=AUTH)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
 
 
-def wait_done(task_id: str, timeout: float = 300) -> dict[str, Any]:
+def wait_done(task_id: str, timeout: float = 300, base_url: str = BASE_URL) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        doc = get_status(task_id)
+        doc = get_status(task_id, base_url)
         if doc["status"] in ("completed", "failed"):
             return doc
         time.sleep(0.2)

@@ -59,7 +59,9 @@ class Cluster:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         before = len(self.redis.keys("whisperx:worker:*"))
-        self.workers.append(self._spawn(f"worker-{len(self.workers)}", [sys.executable, "-m", "app.tasks.celery_worker"]))
+        self.workers.append(
+            self._spawn(f"worker-{len(self.workers)}", [sys.executable, "-m", "app.tasks.celery_worker"])
+        )
         _wait(lambda: len(self.redis.keys("whisperx:worker:*")) > before, "the worker to load its model")
         return self.workers[-1]
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
+from faster_whisper import BatchedInferencePipeline
 
 from app.config import Settings
 from app.pipeline.base import Job, PipelineError, Stage
@@ -133,7 +137,7 @@ def test_embedded_diarizer_takes_over_when_the_hub_model_cannot_load(
     assert len(inside) >= 2, f"diarization progress should advance inside its stage: {diarizing}"
 
 
-def test_alignment_path_takes_the_options_and_times_characters(
+def test_alignment_path_runs_with_the_options_and_times_characters(
     tiny_en_pipeline: WhisperXPipeline, media_dir: Path
 ) -> None:
     clip = speak("The meeting is at 9:30 and the price rose by 12% today.", media_dir / "aligned-numbers.wav")
@@ -143,10 +147,6 @@ def test_alignment_path_takes_the_options_and_times_characters(
     )  # fmt: skip
     result = tiny_en_pipeline.run(job, lambda *_: None).result
     assert result["word_timing"] == WORD_TIMING_ALIGNMENT
-    assert result["options"] == {
-        "enable_diarization": False, "initial_prompt": "Minutes.", "hotwords": "meeting", "beam_size": 2,
-        "vad_onset": 0.55, "vad_offset": 0.35, "chunk_size": 20, "return_char_alignments": True,
-    }  # fmt: skip
     for segment in result["segments"]:
         words = segment["words"]
         assert " ".join(word["word"] for word in words) == segment["text"], "no word is dropped"
@@ -167,3 +167,62 @@ def test_english_only_model_cannot_translate(tiny_en_pipeline: WhisperXPipeline,
     assert tiny_en_pipeline.info().multilingual is False
     with pytest.raises(PipelineError, match="is English-only and cannot translate"):
         tiny_en_pipeline.run(Job("t", known_speech, task="translate"), lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def base_pipeline(tmp_path_factory: pytest.TempPathFactory) -> WhisperXPipeline:
+    """The service's default pipeline on a CPU: the embedded `base` model, no alignment model offline."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, api_keys="unused", model_cache_dir=tmp_path_factory.mktemp("base-cache"), max_concurrent_tasks=1
+    )
+    return WhisperXPipeline(settings)
+
+
+def _faster_whisper_calls(pipeline: WhisperXPipeline, *jobs: Job) -> list[tuple[dict[str, Any], str]]:
+    """Run each job through the real pipeline, recording every argument `BatchedInferencePipeline.transcribe`
+    received (defaults filled in) beside the job's transcript. The recorded method still runs."""
+    real = BatchedInferencePipeline.transcribe
+    signature = inspect.signature(real)
+    runs = []
+    for job in jobs:
+        with mock.patch.object(BatchedInferencePipeline, "transcribe", autospec=True, side_effect=real) as spy:
+            result = pipeline.run(job, lambda *_: None).result
+        (call,) = spy.call_args_list  # a short clip is one slice: one call
+        bound = signature.bind(*call.args, **call.kwargs)
+        bound.apply_defaults()
+        runs.append((dict(bound.arguments), " ".join(segment["text"] for segment in result["segments"])))
+    return runs
+
+
+def test_each_option_reaches_faster_whisper(base_pipeline: WhisperXPipeline, media_dir: Path) -> None:
+    clip = speak("The meeting is at 9:30 and the price rose by 12% today.", media_dir / "spied.wav")
+    plain = Job("t", clip, language="en", enable_diarization=False)
+    chosen = Job(
+        "t", clip, language="en", enable_diarization=False, beam_size=3, temperature=0.2, vad_onset=0.6,
+        vad_offset=0.4, chunk_size=15, hotwords="Qorvath", initial_prompt="Minutes of the board meeting.",
+        suppress_numerals=True,
+    )  # fmt: skip
+    (defaults, plain_text), (given, chosen_text) = _faster_whisper_calls(base_pipeline, plain, chosen)
+    vad_keys = ("vad_filter", "vad_parameters")
+
+    # Left out, each option is faster-whisper's own default, but the beam (2 on a CPU, see base.py).
+    assert defaults["beam_size"] == base_pipeline.beam_size == 2
+    assert defaults["temperature"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # its fallback schedule
+    assert [defaults[key] for key in vad_keys] == [True, None]
+    assert (defaults["chunk_length"], defaults["hotwords"], defaults["initial_prompt"]) == (None, None, None)
+    assert defaults["suppress_tokens"] == [-1]
+    assert "12%" in plain_text, plain_text
+
+    assert given["beam_size"] == 3
+    assert given["temperature"] == 0.2
+    # vad_onset and vad_offset are the silero VAD's speech and silence thresholds.
+    assert [given[key] for key in vad_keys] == [True, {"threshold": 0.6, "neg_threshold": 0.4}]
+    assert given["chunk_length"] == 15
+    assert (given["hotwords"], given["initial_prompt"]) == ("Qorvath", "Minutes of the board meeting.")
+    # suppress_numerals: -1 (Whisper's own list) and every token that writes a digit or %, $, £.
+    tokenizer = base_pipeline._model.hf_tokenizer
+    minus_one, *numerals = given["suppress_tokens"]
+    assert minus_one == -1
+    assert all(any(c.isdigit() or c in "%$£" for c in tokenizer.decode([token])) for token in numerals)
+    assert set(tokenizer.encode(" 12%", add_special_tokens=False).ids) <= set(numerals)
+    assert not any(character.isdigit() or character == "%" for character in chosen_text), chosen_text

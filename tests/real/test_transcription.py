@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.pipeline.diarizers import EMBEDDED_DIARIZER
-from tests.conftest import ffmpeg
+from tests.conftest import Deadline, ffmpeg, free_port
 from tests.real.conftest import (
     AUTH,
     KNOWN_TEXT,
     Server,
     get_status,
+    serving,
     submit,
     transcript_text,
     wait_done,
@@ -106,7 +110,9 @@ def test_every_supported_format_transcribes(server: Server, known_speech: Path, 
 def test_progress_rises_through_every_stage(server: Server, long_speech: Path) -> None:
     task_id = submit(long_speech, language="en", enable_diarization="false")
     seen = [get_status(task_id)]
+    deadline = Deadline(300, f"task {task_id} to finish")
     while seen[-1]["status"] not in ("completed", "failed"):
+        deadline.check(seen[-1])
         seen.append(get_status(task_id))
     assert seen[-1]["status"] == "completed"
     progress = [doc["progress"] for doc in seen]
@@ -121,15 +127,39 @@ def test_progress_rises_through_every_stage(server: Server, long_speech: Path) -
     assert [order.index(message) for message in messages] == sorted(order.index(message) for message in messages)
 
 
-def test_deleting_a_running_task_stops_it(server: Server, long_speech: Path, known_speech: Path) -> None:
-    task_id = submit(long_speech, language="en")
-    while get_status(task_id)["message"] != "Transcribing speech":
-        pass
-    assert httpx.delete(f"{server.url}/api/v1/transcribe/task/{task_id}", headers=AUTH).status_code == 200
-    assert httpx.get(f"{server.url}/api/v1/transcribe/status/{task_id}", headers=AUTH).status_code == 404
-    assert not (server.upload_dir / task_id).exists()
-    # The freed worker takes new work, and the service answers as before.
-    after = wait_done(submit(known_speech, language="en", enable_diarization="false"))
-    assert after["status"] == "completed"
-    health = httpx.get(f"{server.url}/health", headers=AUTH).json()
-    assert health["model_loaded"] is True
+@pytest.fixture(scope="module")
+def one_worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The service with a single worker: a queued task can start only once the running one has stopped."""
+    with serving(tmp_path_factory.mktemp("one-worker"), free_port(), MAX_CONCURRENT_TASKS="1") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def twenty_minutes(known_speech: Path, media_dir: Path) -> Path:
+    """The known clip 80 times over."""
+    target = media_dir / "twenty-minutes.wav"
+    ffmpeg("-stream_loop", "79", "-i", str(known_speech), "-c", "copy", str(target))
+    return target
+
+
+def test_deleting_a_running_task_stops_it(one_worker_server: Server, twenty_minutes: Path, known_speech: Path) -> None:
+    url = one_worker_server.url
+    # Left alone, this would hold the only worker for a quarter of an hour or more: 5 minutes of speech
+    # took 30 s with a beam of 2, and each step of a beam of 20 decodes ten times the hypotheses.
+    doomed = submit(twenty_minutes, url, language="en", beam_size="20")
+    deadline = Deadline(300, f"task {doomed} to start transcribing")
+    while (doc := get_status(doomed, url))["message"] != "Transcribing speech":
+        deadline.check(doc)
+        time.sleep(0.1)
+    queued = submit(known_speech, url, language="en", enable_diarization="false")
+    assert get_status(queued, url)["status"] == "pending", "the only worker is busy"
+
+    assert httpx.delete(f"{url}/api/v1/transcribe/task/{doomed}", headers=AUTH).status_code == 200
+    assert httpx.get(f"{url}/api/v1/transcribe/status/{doomed}", headers=AUTH).status_code == 404
+    assert not (one_worker_server.upload_dir / doomed).exists()
+    # The queued task runs on the worker the deleted one held, long before that one could have finished.
+    after = wait_done(queued, timeout=300, base_url=url)
+    assert after["status"] == "completed", after["error"]
+    assert word_error_rate(KNOWN_TEXT, transcript_text(after["result"])) <= MAX_WER_GENERATED
+    health = httpx.get(f"{url}/health", headers=AUTH).json()
+    assert (health["model_loaded"], health["queue"]) == (True, {"pending": 0, "processing": 0})

@@ -24,7 +24,7 @@ from tests.conftest import ROOT
 from tests.real.conftest import API_KEY, AUTH, Server, word_error_rate
 from tests.real.test_diarization import TWO_VOICES
 
-SCREENSHOT = ROOT / "tests" / "output" / "web-page.png"
+SCREENSHOT = ROOT / "docs" / "images" / "web-page.png"
 DIALOGUE_TEXT = " ".join(text for _, text in TWO_VOICES)
 MAX_WER = 0.2
 # Waits for the browser: a transcription on a shared CPU can take minutes; nothing is timed.

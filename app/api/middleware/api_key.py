@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-from collections.abc import Iterable, Sequence
-from http import HTTPStatus
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.api.errors import send_problem
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -76,23 +76,3 @@ def _supplied_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
 
 async def _refuse(send: Send, detail: str) -> None:
     await send_problem(send, 401, detail, [(b"www-authenticate", f"Bearer, {API_KEY_HEADER}".encode())])
-
-
-async def send_problem(send: Send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    """A problem+json response straight from ASGI middleware, before any route runs."""
-    body = json.dumps({"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail})
-    encoded = body.encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(encoded)).encode()),
-                *headers,
-                # The body was never read: tell the client not to reuse this connection for it.
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": encoded})

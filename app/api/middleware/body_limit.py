@@ -9,14 +9,8 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.middleware.api_key import send_problem
-
-
-def too_large_message(limit_bytes: int) -> str:
-    return (
-        f"The upload is larger than this server's limit of {limit_bytes / 1024 / 1024:g} MB (MAX_UPLOAD_MB); "
-        "send a smaller or more compressed file, or split it."
-    )
+from app.api.errors import send_problem
+from app.media import too_large_message
 
 
 class BodyTooLarge(HTTPException):

@@ -9,20 +9,19 @@ stops its transcription.
 from __future__ import annotations
 
 import asyncio
-from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
+from fastapi import APIRouter, Form, HTTPException, Request, Response, UploadFile
 
 from app.api.deps import CallerDep, ManagerDep, SettingsDep, StoreDep
 from app.api.errors import UNAUTHORIZED, problem_response
+from app.api.forms import TranscriptionForm, TranslationForm
 from app.api.uploads import check_can_translate, language_code, receive_upload, refuse_over_capacity
 from app.config import Settings
-from app.media import SUPPORTED_EXTENSIONS
 from app.formats.openai import Granularity, OpenAIFormat, openai_response
 from app.pipeline.base import Job
 from app.tasks.backend import TaskBackend
-from app.tasks.manager import OverCapacity
+from app.tasks.limits import OverCapacity
 from app.tasks.models import TERMINAL, Task, TaskStatus
 from app.tasks.store import TaskStore
 
@@ -34,27 +33,11 @@ _DISCONNECT_POLL_SECONDS = 1.0
 _CLIENT_CLOSED = 499
 
 
-class TranslationFormat(StrEnum):
-    """OpenAI's translation endpoint has no diarized_json."""
-
-    JSON = "json"
-    TEXT = "text"
-    SRT = "srt"
-    VERBOSE_JSON = "verbose_json"
-    VTT = "vtt"
-
-
 async def _finished(task_id: str, manager: TaskBackend, store: TaskStore) -> Task | None:
     async for task in manager.events.follow(task_id, store.get):
         if task is None or task.status in TERMINAL:
             return task
     return None
-
-
-AudioFile = Annotated[UploadFile, File(description=f"Audio or video: {', '.join(SUPPORTED_EXTENSIONS)}")]
-Temperature = Annotated[
-    float | None, Form(ge=0, le=1, description="Sampling temperature; omit for Whisper's fallback schedule")
-]
 
 
 def _responses(success: str, invalid: str) -> dict[int | str, dict[str, Any]]:
@@ -64,6 +47,7 @@ def _responses(success: str, invalid: str) -> dict[int | str, dict[str, Any]]:
             "content": {"application/json": {}, "text/plain": {}, "application/x-subrip": {}, "text/vtt": {}},
             "description": success,
         },
+        400: problem_response("The multipart body is malformed, or a form field is over 1 MB"),
         413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
         415: problem_response("Not a supported audio or video format"),
         422: problem_response(invalid),
@@ -86,38 +70,26 @@ async def create_transcription(
     settings: SettingsDep,
     manager: ManagerDep,
     store: StoreDep,
-    file: AudioFile,
-    model: Annotated[
-        str, Form(description="Accepted for compatibility (e.g. `whisper-1`); the server's WHISPER_MODEL transcribes")
-    ],
-    language: Annotated[str | None, Form(description="ISO-639-1 code such as `en`; omit to detect it")] = None,
-    prompt: Annotated[str | None, Form(description="Text that guides spelling and style")] = None,
-    response_format: Annotated[OpenAIFormat, Form(description="diarized_json also labels speakers")] = (
-        OpenAIFormat.JSON
-    ),
-    temperature: Temperature = None,
-    timestamp_granularities: Annotated[
-        list[Granularity] | None,
-        Form(alias="timestamp_granularities[]", description="verbose_json: `word`, `segment` (default) or both"),
-    ] = None,
-    stream: Annotated[bool, Form(description="Not supported: follow /api/v1/transcribe/events instead")] = False,
+    form: Annotated[TranscriptionForm, Form(media_type="multipart/form-data")],
 ) -> Response:
-    if stream:
+    if form.stream:
         raise HTTPException(
             422, "stream: streamed transcription is not supported; upload to /api/v1/transcribe/upload and "
             "follow /api/v1/transcribe/events/{task_id} for live progress"
         )  # fmt: skip
-    if timestamp_granularities and response_format is not OpenAIFormat.VERBOSE_JSON:
+    if form.timestamp_granularities and form.response_format is not OpenAIFormat.VERBOSE_JSON:
         raise HTTPException(422, "timestamp_granularities[]: needs response_format=verbose_json")
-    granularities = set(timestamp_granularities or [Granularity.SEGMENT])
+    granularities = set(form.timestamp_granularities or [Granularity.SEGMENT])
     # Speakers cost time and only diarized_json reports them.
     options = {
-        "language": language_code(language),
-        "enable_diarization": response_format is OpenAIFormat.DIARIZED_JSON,
-        "initial_prompt": prompt or None,
-        "temperature": temperature,
+        "language": language_code(form.language),
+        "enable_diarization": form.response_format is OpenAIFormat.DIARIZED_JSON,
+        "initial_prompt": form.prompt or None,
+        "temperature": form.temperature,
     }
-    return await _answer(request, caller, settings, manager, store, file, options, response_format, granularities)
+    return await _answer(
+        request, caller, settings, manager, store, form.file, options, form.response_format, granularities
+    )
 
 
 @router.post(
@@ -134,22 +106,15 @@ async def create_translation(
     settings: SettingsDep,
     manager: ManagerDep,
     store: StoreDep,
-    file: AudioFile,
-    model: Annotated[
-        str, Form(description="Accepted for compatibility (e.g. `whisper-1`); the server's WHISPER_MODEL translates")
-    ],
-    prompt: Annotated[str | None, Form(description="Text that guides spelling and style, in English")] = None,
-    response_format: Annotated[TranslationFormat, Form(description="json (default), text, srt, verbose_json, vtt")] = (
-        TranslationFormat.JSON
-    ),
-    temperature: Temperature = None,
+    form: Annotated[TranslationForm, Form(media_type="multipart/form-data")],
 ) -> Response:
     check_can_translate(manager)
     options = {
-        "task": "translate", "enable_diarization": False, "initial_prompt": prompt or None, "temperature": temperature,
+        "task": "translate", "enable_diarization": False, "initial_prompt": form.prompt or None,
+        "temperature": form.temperature,
     }  # fmt: skip
-    fmt = OpenAIFormat(response_format.value)
-    return await _answer(request, caller, settings, manager, store, file, options, fmt, {Granularity.SEGMENT})
+    fmt = OpenAIFormat(form.response_format.value)
+    return await _answer(request, caller, settings, manager, store, form.file, options, fmt, {Granularity.SEGMENT})
 
 
 async def _answer(

@@ -44,7 +44,9 @@ class _AssetFiles(StaticFiles):
         self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
     ) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
-        response.headers.update(ASSET_HEADERS)
+        # The page's headers on every file: the page itself is here too (/static/index.html), and
+        # the policy costs nothing on a script or a stylesheet.
+        response.headers.update(PAGE_HEADERS)
         return response
 
 

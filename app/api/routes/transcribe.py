@@ -8,10 +8,11 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
+from fastapi import APIRouter, Form, HTTPException, Query, Response, status
 
 from app.api.deps import CallerDep, ManagerDep, OwnedTaskDep, SettingsDep, StoreDep, SubtitleOptionsDep, not_found
 from app.api.errors import UNAUTHORIZED, problem_response
+from app.api.forms import UploadForm
 from app.api.schemas import (
     DeleteResponse,
     TaskList,
@@ -30,17 +31,12 @@ from app.api.uploads import (
     receive_upload,
     refuse_over_capacity,
 )
-from app.outbound.downloads import download_audio
 from app.formats.exports import MEDIA_TYPES, ExportFormat, render
-from app.media import SUPPORTED_EXTENSIONS
+from app.outbound.downloads import download_audio
 from app.pipeline.base import Job
-from app.tasks.manager import OverCapacity
-from app.tasks.models import Task, TaskStatus
+from app.tasks.limits import OverCapacity
+from app.tasks.models import TaskStatus
 
-MAX_PROMPT_CHARS = 2000
-"""Whisper reads at most 223 tokens of prompt (its last ones); more text than this is a mistake."""
-MAX_URL_CHARS = 4096
-MAX_BEAM_SIZE = 20
 DEFAULT_VAD_ONSET = 0.5
 """Both engines' (whisperx's and faster-whisper's Silero VAD) default speech threshold."""
 
@@ -51,26 +47,13 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _summary(task: Task) -> dict[str, Any]:
-    return {
-        "task_id": task.id,
-        "status": task.status,
-        "progress": task.progress,
-        "message": task.message,
-        "created_at": task.created_at,
-        "started_at": task.started_at,
-        "completed_at": task.completed_at,
-        "error": task.error,
-    }
-
-
 @router.post(
     "/upload",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadResponse,
     summary="Upload audio or video (or give its URL) for transcription",
     responses={
-        400: problem_response("The multipart body is malformed, or a form field is over 1 MB"),
+        400: problem_response("Malformed multipart body, or more than one file, 64 fields or 64 KB a field"),
         413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
         415: problem_response("Not a supported audio or video format"),
         422: problem_response("A form field is invalid, the file has no audio, or audio_url may not be used"),
@@ -83,122 +66,30 @@ async def upload(
     caller: CallerDep,
     settings: SettingsDep,
     manager: ManagerDep,
-    file: Annotated[
-        UploadFile | None,
-        File(description=f"Audio or video: {', '.join(SUPPORTED_EXTENSIONS)}. Give this or `audio_url`"),
-    ] = None,
-    language: Annotated[
-        str | None, Form(description="Language code such as `en`; omit to detect it", examples=["en"])
-    ] = None,
-    min_speakers: Annotated[int | None, Form(ge=1, description="Fewest speakers to find")] = None,
-    max_speakers: Annotated[int | None, Form(ge=1, description="Most speakers to find")] = None,
-    enable_diarization: Annotated[bool, Form(description="Label speakers")] = True,
-    prompt: Annotated[
-        str | None,
-        Form(max_length=MAX_PROMPT_CHARS, description="The same as `initial_prompt` (the earlier name)"),
-    ] = None,
-    callback_url: Annotated[
-        str | None, Form(description="POSTed the signed status document when the task completes or fails")
-    ] = None,
-    audio_url: Annotated[
-        str | None,
-        Form(
-            max_length=MAX_URL_CHARS,
-            description="An http(s) URL the server downloads the audio from, instead of `file` (give one of the "
-            "two). Subject to MAX_UPLOAD_MB, MAX_AUDIO_SECONDS and AUDIO_URL_TIMEOUT_SECONDS; non-public "
-            "addresses are refused unless AUDIO_URL_ALLOW_PRIVATE is set",
-            examples=["https://example.com/recordings/meeting.mp3"],
-        ),
-    ] = None,
-    task: Annotated[
-        TranscriptionTask,
-        Form(description="`transcribe` (default), or `translate` into English (multilingual models only)"),
-    ] = TranscriptionTask.TRANSCRIBE,
-    initial_prompt: Annotated[
-        str | None,
-        Form(
-            max_length=MAX_PROMPT_CHARS,
-            description="Text Whisper reads as if it came before the audio: teaches it the spelling of names "
-            "and terms, and a style",
-            examples=["Minutes of the Qorvath Industries board meeting, chaired by Siobhan Ní Dhuibhir."],
-        ),
-    ] = None,
-    hotwords: Annotated[
-        str | None,
-        Form(
-            max_length=MAX_PROMPT_CHARS,
-            description="Words to expect (names, jargon), separated by spaces or commas",
-            examples=["Kubernetes, PostgreSQL, Ní Dhuibhir"],
-        ),
-    ] = None,
-    beam_size: Annotated[
-        int | None,
-        Form(
-            ge=1,
-            le=MAX_BEAM_SIZE,
-            description="Beams searched while decoding (default: the server's BEAM_SIZE)",
-            examples=[5],
-        ),
-    ] = None,
-    temperature: Annotated[
-        float | None,
-        Form(
-            ge=0,
-            le=1,
-            description="Sampling temperature; omit for Whisper's fallback schedule (0, 0.2, … 1)",
-            examples=[0.0],
-        ),
-    ] = None,
-    vad_onset: Annotated[
-        float | None,
-        Form(
-            gt=0,
-            lt=1,
-            description="Speech probability at which voice activity starts; lower finds quieter speech (default 0.5)",
-            examples=[0.5],
-        ),
-    ] = None,
-    vad_offset: Annotated[
-        float | None,
-        Form(
-            gt=0,
-            lt=1,
-            description="Speech probability below which voice activity ends; at most `vad_onset` "
-            "(default: 0.15 below vad_onset)",
-            examples=[0.35],
-        ),
-    ] = None,
-    chunk_size: Annotated[
-        int | None,
-        Form(ge=1, le=30, description="Longest stretch of speech transcribed as one piece, seconds (default 30)"),
-    ] = None,
-    suppress_numerals: Annotated[
-        bool, Form(description="Spell numbers out as words: no digits, %, $ or £ in the text")
-    ] = False,
-    return_char_alignments: Annotated[
-        bool, Form(description="Also time each character (`chars` in segments); only with wav2vec2 alignment")
-    ] = False,
+    form: Annotated[UploadForm, Form(media_type="multipart/form-data")],
 ) -> UploadResponse:
-    code = language_code(language)
-    if (file is None) == (audio_url is None):
+    code, file = language_code(form.language), form.file
+    if (file is None) == (form.audio_url is None):
         raise HTTPException(
             422,
             "file: give either file (the audio itself) or audio_url (where to download it), not both"
             if file is not None
             else "file: Field required (upload the audio as file, or give audio_url)",
         )
-    if audio_url is not None:
-        await check_audio_url(audio_url, settings)
-    if callback_url:
-        await check_callback(callback_url, settings)
-    if min_speakers is not None and max_speakers is not None and min_speakers > max_speakers:
-        raise HTTPException(422, f"min_speakers ({min_speakers}) cannot be larger than max_speakers ({max_speakers})")
-    onset = f"{vad_onset:g}" if vad_onset is not None else f"{DEFAULT_VAD_ONSET:g}, the default"
-    if vad_offset is not None and vad_offset > (vad_onset or DEFAULT_VAD_ONSET):
-        raise HTTPException(422, f"vad_offset ({vad_offset:g}) cannot be larger than vad_onset ({onset})")
-    if prompt and initial_prompt and prompt != initial_prompt:
+    if form.audio_url is not None:
+        await check_audio_url(form.audio_url, settings)
+    if form.callback_url:
+        await check_callback(form.callback_url, settings)
+    if form.min_speakers is not None and form.max_speakers is not None and form.min_speakers > form.max_speakers:
+        raise HTTPException(
+            422, f"min_speakers ({form.min_speakers}) cannot be larger than max_speakers ({form.max_speakers})"
+        )
+    onset = f"{form.vad_onset:g}" if form.vad_onset is not None else f"{DEFAULT_VAD_ONSET:g}, the default"
+    if form.vad_offset is not None and form.vad_offset > (form.vad_onset or DEFAULT_VAD_ONSET):
+        raise HTTPException(422, f"vad_offset ({form.vad_offset:g}) cannot be larger than vad_onset ({onset})")
+    if form.prompt and form.initial_prompt and form.prompt != form.initial_prompt:
         raise HTTPException(422, "prompt: give the prompt once, as initial_prompt (prompt is its earlier name)")
-    if task is TranscriptionTask.TRANSLATE:
+    if form.task is TranscriptionTask.TRANSLATE:
         check_can_translate(manager)
     try:
         # UploadAdmissionMiddleware checked before the body arrived; the queue may have filled since.
@@ -207,20 +98,20 @@ async def upload(
         raise refuse_over_capacity(error) from None
 
     options: dict[str, Any] = {
-        "language": code, "min_speakers": min_speakers, "max_speakers": max_speakers,
-        "enable_diarization": enable_diarization, "initial_prompt": initial_prompt or prompt or None,
-        "callback_url": callback_url or None, "task": task.value, "hotwords": hotwords or None,
-        "beam_size": beam_size, "temperature": temperature, "vad_onset": vad_onset, "vad_offset": vad_offset,
-        "chunk_size": chunk_size, "suppress_numerals": suppress_numerals,
-        "return_char_alignments": return_char_alignments,
-    }  # fmt: skip
+        **form.model_dump(exclude={"file", "prompt", "audio_url"}),
+        "language": code,
+        "initial_prompt": form.initial_prompt or form.prompt or None,
+        "callback_url": form.callback_url or None,
+        "task": form.task.value,
+        "hotwords": form.hotwords or None,
+    }
     prepare = None
     if file is not None:
         path, media = await receive_upload(file, settings)
         job = Job(task_id=path.name, audio_path=path, duration=media.duration, **options)
     else:
         path = new_upload_path(settings)
-        job = Job(task_id=path.name, audio_path=path, audio_url=audio_url, **options)
+        job = Job(task_id=path.name, audio_path=path, audio_url=form.audio_url, **options)
         prepare = functools.partial(download_audio, job, settings)
     try:
         created = manager.submit(job, caller, prepare)
@@ -251,7 +142,7 @@ async def list_tasks(
     offset: Annotated[int, Query(ge=0, le=1_000_000, description="Tasks to skip")] = 0,
 ) -> TaskList:
     tasks, total = store.page(caller, status, limit, offset)
-    return TaskList(tasks=[TaskSummary(**_summary(task)) for task in tasks], total=total, limit=limit, offset=offset)
+    return TaskList(tasks=[TaskSummary.from_task(task) for task in tasks], total=total, limit=limit, offset=offset)
 
 
 @router.get(

@@ -1,4 +1,4 @@
-"""The README's curl commands and Python polling script (the seed's own) run as written."""
+"""The curl flow (README and docs/api.md) and the seed's Python polling script run as written."""
 
 from __future__ import annotations
 
@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, ffmpeg
+from tests.conftest import ffmpeg
+from tests.documented import code_blocks
 from tests.real.conftest import PORT, Server
-
-# Verbatim, but for the port when REAL_TIER_PORT moves the server off 8000.
-README = (ROOT / "README.md").read_text().replace("localhost:8000", f"localhost:{PORT}")
-
-
-def _code_block(heading: str) -> str:
-    match = re.search(rf"^### {re.escape(heading)}\n+```\w+\n(.*?)^```", README, re.MULTILINE | re.DOTALL)
-    assert match, f"README has no code block under '### {heading}'"
-    return match.group(1)
 
 
 def _shell_commands(block: str) -> list[str]:
@@ -42,26 +34,36 @@ def _run(command: list[str], cwd: Path) -> str:
     return completed.stdout
 
 
-def test_curl_examples(server: Server, audio_mp3: Path) -> None:
-    upload, check, fetch = _shell_commands(_code_block("Example Usage with curl"))
+@pytest.mark.parametrize("page", ["README.md", "docs/api.md"])
+def test_curl_flow(server: Server, audio_mp3: Path, page: str) -> None:
+    (block,) = code_blocks(page, "Example Usage with curl", PORT)
+    upload, check, fetch, delete = _shell_commands(block)
     accepted = json.loads(_run(["bash", "-c", upload], audio_mp3.parent))
     assert accepted["status"] == "pending"
     task_id = accepted["task_id"]
 
-    status = json.loads(_run(["bash", "-c", check.replace("abc-123", task_id)], audio_mp3.parent))
-    while status["status"] not in ("completed", "failed"):
+    def status() -> dict[str, object]:
+        return dict(json.loads(_run(["bash", "-c", check.replace("abc-123", task_id)], audio_mp3.parent)))
+
+    deadline = time.monotonic() + 300
+    while (current := status())["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline, f"the task did not finish in 300 s: {current}"
         time.sleep(0.5)
-        status = json.loads(_run(["bash", "-c", check.replace("abc-123", task_id)], audio_mp3.parent))
-    assert status["status"] == "completed", status["error"]
+    assert current["status"] == "completed", current["error"]
 
     result = json.loads(_run(["bash", "-c", fetch.replace("abc-123", task_id)], audio_mp3.parent))
     text = " ".join(segment["text"] for segment in result["segments"])
     assert "brother likes to read books" in text
 
+    deleted = json.loads(_run(["bash", "-c", delete.replace("abc-123", task_id)], audio_mp3.parent))
+    assert deleted["task_id"] == task_id
+    assert status()["status"] == 404, "the deleted task is gone"
+
 
 def test_python_polling_script(server: Server, audio_mp3: Path) -> None:
+    (block,) = code_blocks("docs/api.md", "Example Usage with Python", PORT)
     script = audio_mp3.parent / "poll.py"
-    script.write_text(_code_block("Example Usage with Python"))
+    script.write_text(block)
     output = _run([sys.executable, str(script)], audio_mp3.parent)
     assert re.search(r"^Task ID: [0-9a-f-]{36}$", output, re.MULTILINE), output
     assert "Status: completed - Progress: 100.0%" in output

@@ -1,0 +1,44 @@
+"""The docs site builds with `mkdocs build --strict`: a dead link, a missing anchor or a page left
+out of the nav fails it (mkdocs.yml's `validation`). The README's links into docs/ hold too."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from markdown.extensions.toc import slugify
+
+from tests.conftest import ROOT
+
+
+def test_site_builds_strictly(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    assert (tmp_path / "site" / "configuration" / "index.html").is_file()
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+    return {slugify(heading, "-") for heading in re.findall(r"^#{1,6} (.+?)\s*$", text, re.MULTILINE)}
+
+
+README_LINKS = re.findall(r"\]\(((?:docs/|LICENSE)[^)#]*)(?:#([^)]*))?\)", (ROOT / "README.md").read_text())
+
+
+@pytest.mark.parametrize(("target", "anchor"), README_LINKS, ids=[f"{t}#{a}" for t, a in README_LINKS])
+def test_readme_link_resolves(target: str, anchor: str) -> None:
+    assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
+    if anchor:
+        assert anchor in _anchors(ROOT / target), f"{target} has no heading for #{anchor}"
