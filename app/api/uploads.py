@@ -106,16 +106,20 @@ def choose_model(requested: str | None, settings: Settings) -> str | None:
     return requested.strip()
 
 
-def check_can_translate(manager: TaskBackend, model: str | None = None) -> None:
-    """422 when the model is English-only: it cannot translate."""
+def _english_only_model(manager: TaskBackend, model: str | None) -> str | None:
+    """The name of the model a request would run, when that model is English-only; else None."""
     info = manager.worker_state().info
     if model is not None and (info is None or model != info.model):
-        english_only = model.endswith(".en")  # Whisper's own naming; other models are checked by the worker
-    else:
-        english_only = info is not None and not info.multilingual
-    if english_only:
+        # Whisper's own naming; other models are checked by the worker.
+        return model if model.endswith(".en") else None
+    return info.model if info is not None and not info.multilingual else None
+
+
+def check_can_translate(manager: TaskBackend, model: str | None = None) -> None:
+    """422 when the model is English-only: it cannot translate."""
+    if (english_only := _english_only_model(manager, model)) is not None:
         raise HTTPException(
-            422, f"task: the model {model or (info.model if info else '')} is English-only and cannot translate; "
+            422, f"task: the model {english_only} is English-only and cannot translate; "
             "use task=transcribe with it, or choose a multilingual model (such as base or large-v2)"
         )  # fmt: skip
 
@@ -127,13 +131,8 @@ def check_multilingual(manager: TaskBackend, language: str | None, model: str | 
             422, "multilingual: detects the language of each part itself; leave language empty, or leave "
             "multilingual off to transcribe everything in the given language"
         )  # fmt: skip
-    info = manager.worker_state().info
-    if model is not None and (info is None or model != info.model):
-        english_only = model.endswith(".en")  # Whisper's own naming; other models are checked by the worker
-    else:
-        english_only = info is not None and not info.multilingual
-    if english_only:
+    if (english_only := _english_only_model(manager, model)) is not None:
         raise HTTPException(
-            422, f"multilingual: the model {model or (info.model if info else '')} is English-only; "
+            422, f"multilingual: the model {english_only} is English-only; "
             "leave multilingual off, or choose a multilingual model (such as base or large-v2)"
         )  # fmt: skip

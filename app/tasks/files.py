@@ -24,11 +24,13 @@ FILE_MODE = 0o600
 def prepare_upload_dir(directory: Path) -> None:
     """Create the directory private to this user, or make an existing one private."""
     directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-    if directory.stat().st_mode & 0o777 != DIRECTORY_MODE:
-        try:
-            directory.chmod(DIRECTORY_MODE)
-        except PermissionError:
-            logger.warning("UPLOAD_DIR %s is readable by other users and not ours to change; fix its mode", directory)
+    status = directory.stat()
+    if status.st_mode & 0o777 == DIRECTORY_MODE:
+        return
+    if status.st_uid != os.getuid():  # only the owner may change a mode
+        logger.warning("UPLOAD_DIR %s is readable by other users and not ours to change; fix its mode", directory)
+        return
+    directory.chmod(DIRECTORY_MODE)
 
 
 def create_private(path: Path) -> BinaryIO:
