@@ -56,6 +56,7 @@ def test_health_reports_model_device_and_queue(make_client: Callable[..., TestCl
         "queue": {"pending": 1, "processing": 1},
         "models": {"default": "base", "allowed": ["base"], "loaded": {"worker-0": ["fake"]}, "errors": {}},
         "gpu": None,
+        "max_upload_mb": 500.0,
     }
 
 

@@ -81,9 +81,9 @@ def test_a_record_written_before_names_were_kept_still_loads(tmp_path: Path) -> 
     record = to_record(task)
     old_job = record["job"].replace(', "file_name": null', "")
     assert "file_name" not in old_job
-    assert from_record({**record, "job": old_job}).job.file_name is None
+    assert from_record({**record, "job": old_job}, tmp_path).job.file_name is None
 
-    store = SqliteTaskStore(tmp_path / "tasks.db")
+    store = SqliteTaskStore(tmp_path / "tasks.db", tmp_path)
     columns = ", ".join(record)
     with sqlite3.connect(tmp_path / "tasks.db") as db:
         db.execute(

@@ -51,9 +51,11 @@ def test_task_runs_to_completion_with_seed_fields(client: TestClient, short_spee
     body = result.json()
     assert body["language"] == "en"
     segment = body["segments"][0]
-    # The seed's fields, plus the additive `chars` (null unless asked for) and `timed`.
-    assert set(segment) == {"start", "end", "text", "speaker", "words", "chars"}
+    # The seed's fields, plus the additive `chars` (null unless asked for), `language` (null unless
+    # `multilingual`) and `timed`.
+    assert set(segment) == {"start", "end", "text", "speaker", "words", "chars", "language"}
     assert segment["chars"] is None
+    assert segment["language"] is None
     assert set(segment["words"][0]) == {"word", "start", "end", "score", "speaker", "timed"}
     assert segment["words"][0]["timed"] is True
 

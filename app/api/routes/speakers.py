@@ -21,6 +21,7 @@ from app.api.deps import (
 )
 from app.api.errors import UNAUTHORIZED, problem_response
 from app.api.schemas import TranscriptionResult, VoiceList, VoiceResponse, VoicesDeleted
+from app.api.upload_body import UploadDirRoute
 from app.api.uploads import receive_upload
 from app.config import Settings
 from app.media import SUPPORTED_EXTENSIONS, MediaError
@@ -33,7 +34,7 @@ from app.voices.store import Voice, VoiceStore
 MAX_NAME_CHARS = 100
 MAX_VOICES_PER_KEY = 200
 
-router = APIRouter(prefix="/api/v1", tags=["speakers"], responses=UNAUTHORIZED)
+router = APIRouter(prefix="/api/v1", tags=["speakers"], responses=UNAUTHORIZED, route_class=UploadDirRoute)
 
 _VOICE_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: problem_response("No voice with this id for this key")}
 _SAMPLE_ERRORS: dict[int | str, dict[str, Any]] = {
