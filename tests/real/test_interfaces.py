@@ -25,6 +25,7 @@ import pytest
 import srt
 import webvtt
 from prometheus_client.parser import text_string_to_metric_families
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from app.pipeline.diarizers import EMBEDDED_DIARIZER
 from tests.conftest import ROOT, ffmpeg, free_port, speak
@@ -163,16 +164,19 @@ def receiver() -> Iterator[_Receiver]:
 
 
 def test_webhook_from_the_docs(server: Server, clip: Path, receiver: _Receiver) -> None:
-    upload, _verify = _blocks("webhooks.md", "Webhooks")[:2]
+    upload, read_secret, verify = _blocks("webhooks.md", "Webhooks")[:3]
     accepted = json.loads(_bash(upload.replace("https://example.com/transcripts/hook", receiver.url), clip.parent))
     deadline = time.monotonic() + 120
     while not receiver.calls and time.monotonic() < deadline:
         time.sleep(0.2)
     assert receiver.calls, "the callback arrived"
     namespace: dict[str, Any] = {}
-    exec(_verify, namespace)  # noqa: S102 - the docs' own verification function
+    exec(verify, namespace)  # noqa: S102 - the docs' own verification function
     headers, body = receiver.calls[0]
-    payload = namespace["verified_payload"](body, headers, WEBHOOK_SECRET)
+    key_secret = json.loads(_bash(read_secret, clip.parent))["secret"]
+    payload = namespace["verified_payload"](body, headers, key_secret)
+    with pytest.raises(WebhookVerificationError):  # signed with the key's own secret, not the server's
+        namespace["verified_payload"](body, headers, WEBHOOK_SECRET)
     assert payload["task_id"] == accepted["task_id"]
     assert payload["status"] == "completed"
     assert word_error_rate(CLIP_TEXT, " ".join(s["text"] for s in payload["result"]["segments"])) <= MAX_WER

@@ -68,7 +68,9 @@ def test_generated_speech_is_transcribed_with_timed_words(server: Server, known_
 def test_without_hf_token_the_embedded_diarizer_labels_speakers(server: Server, known_speech: Path) -> None:
     done = wait_done(submit(known_speech, language="en", enable_diarization="true"))
     assert done["status"] == "completed"
-    assert done["message"] == "Transcription completed successfully"
+    # Offline with no aligner cached, the message also says the words were timed by Whisper.
+    assert done["message"].startswith("Transcription completed")
+    assert "diarizer" not in done["message"], "no fallback note: the embedded diarizer is the one asked for"
     result = done["result"]
     assert result["diarizer"] == EMBEDDED_DIARIZER
     assert [speaker["speaker"] for speaker in result["speakers"]] == ["SPEAKER_00"]
@@ -76,7 +78,7 @@ def test_without_hf_token_the_embedded_diarizer_labels_speakers(server: Server, 
     assert all(word["speaker"] == "SPEAKER_00" for segment in result["segments"] for word in segment["words"])
 
     plain = wait_done(submit(known_speech, language="en", enable_diarization="false"))
-    assert plain["message"] == "Transcription completed successfully"
+    assert plain["message"].startswith("Transcription completed")
     assert plain["result"]["diarizer"] is None
     assert plain["result"]["speakers"] is None
     assert all(segment["speaker"] is None for segment in plain["result"]["segments"])
@@ -102,7 +104,8 @@ def test_every_supported_format_transcribes(server: Server, known_speech: Path, 
         done = wait_done(task_id)
         assert done["status"] == "completed", (extension, done["error"])
         text = transcript_text(done["result"]).lower()
-        assert "weather" in text, (extension, text)
+        # Not "weather": lossy encoders pad the first frames, and "The weather" can come out "But wherever".
+        assert "warm" in text, (extension, text)
         assert "sunny" in text, (extension, text)
     assert list(server.upload_dir.iterdir()) == []
 
