@@ -105,8 +105,16 @@ class Settings(BaseSettings):
     """At start, files in UPLOAD_DIR that no task refers to and that are older than this are deleted
     (left by a crash). Keep it above the longest upload when several processes share UPLOAD_DIR."""
 
-    cancel_grace_seconds: float = Field(5.0, gt=0)
-    """How long a deleted running task may take to stop before its worker process is killed."""
+    cancel_grace_seconds: float = Field(1.0, gt=0)
+    """How long a deleted running task may take to stop at its next progress step before its worker
+    process is killed (one transcription step can take several seconds on a CPU)."""
+
+    standby_workers: int = Field(1, ge=0, le=8)
+    """Loaded, idle worker processes that take over at once from a worker killed in the middle of a
+    task (deleted and not stopped within CANCEL_GRACE_SECONDS, past STAGE_TIMEOUT_SECONDS, crashed),
+    so the next task need not wait ~10 s for a fresh worker to load the models. Each costs a worker's
+    memory (about 1 GB on a CPU with the default model; on a GPU, its own copy of the models); with 0
+    a killed worker is restarted in place. TASK_BACKEND=local only."""
 
     ffmpeg_timeout_seconds: float = Field(600.0, gt=0)
     """Longest an ffprobe or ffmpeg call may run."""

@@ -2,10 +2,15 @@
 
 Starts the service as a real process (embedded model, one worker, so the queued task can start only
 once the cancelled one has let go of the worker). For each stage it uploads a long clip and a short
-one, waits until the long one is in that stage, deletes it, and measures until the short one's
-`started_at`. Prints every sample, the median and the p95 per stage.
+one, waits until the long one is in that stage, deletes it, and measures two things:
+- `started`: until the short one's `started_at` (the slot took it);
+- `working`: until the short one's first progress step (the pipeline is running it; a task given to a
+  worker that still loads its models would show `started` early and `working` late).
+Between samples it lets the short task finish and the service settle (a killed worker's replacement
+loads meanwhile). Prints every sample, the median and the p95 per stage, then the memory of the
+service's processes (RSS and PSS, from /proc).
 
-    .venv/bin/python -m bench.cancel [--runs 5] [--minutes 1.5] [--grace 5]
+    .venv/bin/python -m bench.cancel [--runs 5] [--minutes 1.5] [--grace 1] [--standby 1]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import httpx
 
 from app.pipeline.base import Stage
 from app.tasks.progress import STAGE_MESSAGES
+from bench.concurrency import _rss_and_pss_mb, _tree
 from bench.end_to_end import KEY, ROOT, _free_port
 from bench.inputs import speech
 
@@ -43,8 +49,11 @@ def _status(client: httpx.Client, task_id: str) -> dict[str, object]:
     return document
 
 
-def _sample(client: httpx.Client, stage: Stage, long_clip: Path, short_clip: Path) -> float | None:
-    """Seconds from DELETE to the queued task's start; None when the stage went by unseen."""
+def _sample(
+    client: httpx.Client, stage: Stage, long_clip: Path, short_clip: Path, settle: float
+) -> tuple[float, float] | None:
+    """Seconds from DELETE to the queued task's start and to its first progress step; None when the
+    stage went by unseen."""
     running, queued = _upload(client, long_clip), _upload(client, short_clip)
     try:
         while (document := _status(client, running))["message"] != STAGE_MESSAGES[stage]:
@@ -54,9 +63,15 @@ def _sample(client: httpx.Client, stage: Stage, long_clip: Path, short_clip: Pat
         time.sleep(0.5)  # well inside the stage, not at its first step
         deleted_at = time.time()
         client.delete(f"/api/v1/transcribe/task/{running}").raise_for_status()
-        while (started := _status(client, queued)["started_at"]) is None:
+        # "Starting" is the message from the slot taking the task until the pipeline's first step.
+        while (document := _status(client, queued))["message"] in ("Starting", "Waiting in the queue"):
             time.sleep(0.02)
-        return datetime.fromisoformat(str(started)).timestamp() - deleted_at
+        working = time.time() - deleted_at
+        started = datetime.fromisoformat(str(document["started_at"])).timestamp() - deleted_at
+        while _status(client, queued)["status"] not in ("completed", "failed"):
+            time.sleep(0.2)
+        time.sleep(settle)
+        return started, working
     finally:
         client.delete(f"/api/v1/transcribe/task/{queued}")
         client.delete(f"/api/v1/transcribe/task/{running}")
@@ -66,11 +81,30 @@ def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[-1] if len(values) > 1 else values[0]
 
 
+def _figures(name: str, values: list[float]) -> str:
+    listed = ", ".join(f"{value:.2f}" for value in values)
+    return f"{name} median {statistics.median(values):5.2f} s  p95 {_p95(values):5.2f} s  ({listed})"
+
+
+def _memory(server: int) -> None:
+    """RSS and PSS of each process of the service (PSS shares each shared page among its users)."""
+    total_rss = total_pss = 0.0
+    for pid in _tree(server):
+        rss, pss = _rss_and_pss_mb(pid)
+        total_rss, total_pss = total_rss + rss, total_pss + pss
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = cmdline.read().replace(b"\0", b" ").decode()[:60]
+        print(f"  pid {pid:>7}  RSS {rss:7.0f} MB  PSS {pss:7.0f} MB  {command}")
+    print(f"  all          RSS {total_rss:7.0f} MB  PSS {total_pss:7.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="cancels per stage")
     parser.add_argument("--minutes", type=float, default=1.5, help="length of the cancelled clip")
-    parser.add_argument("--grace", type=float, default=5.0, help="CANCEL_GRACE_SECONDS for the service")
+    parser.add_argument("--grace", type=float, default=1.0, help="CANCEL_GRACE_SECONDS for the service")
+    parser.add_argument("--standby", type=int, default=1, help="STANDBY_WORKERS for the service")
+    parser.add_argument("--settle", type=float, default=15.0, help="seconds to wait after each sample")
     args = parser.parse_args()
 
     port = _free_port()
@@ -80,7 +114,7 @@ def main() -> None:
         env = {
             **os.environ, "API_KEYS": KEY, "PORT": str(port), "HOST": "127.0.0.1", "MAX_CONCURRENT_TASKS": "1",
             "UPLOAD_DIR": str(folder / "uploads"), "DATA_DIR": str(folder / "data"), "LOG_LEVEL": "warning",
-            "CANCEL_GRACE_SECONDS": str(args.grace), "HF_HUB_OFFLINE": "1",
+            "CANCEL_GRACE_SECONDS": str(args.grace), "STANDBY_WORKERS": str(args.standby), "HF_HUB_OFFLINE": "1",
         }  # fmt: skip
         env.pop("WHISPER_MODEL", None)
         server = subprocess.Popen([sys.executable, "-m", "app.main"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
@@ -93,17 +127,25 @@ def main() -> None:
                     except httpx.TransportError:
                         pass
                     time.sleep(0.2)
-                print(f"CANCEL_GRACE_SECONDS={args.grace}, {args.runs} cancels per stage, {args.minutes} min clip")
+                time.sleep(args.settle)  # the standby workers load after the first
+                print(
+                    f"CANCEL_GRACE_SECONDS={args.grace} STANDBY_WORKERS={args.standby}, {args.runs} cancels per "
+                    f"stage, {args.minutes} min clip, load average {os.getloadavg()[0]:.2f} at start"
+                )
+                print("memory of the service's processes, idle:")
+                _memory(server.pid)
                 for stage in STAGES:
-                    samples = [s for _ in range(args.runs) if (s := _sample(client, stage, long_clip, short_clip))]
+                    samples = [
+                        sample
+                        for _ in range(args.runs)
+                        if (sample := _sample(client, stage, long_clip, short_clip, args.settle))
+                    ]
                     if not samples:
                         print(f"{stage.value:<14} never seen running (too short to catch)")
                         continue
-                    listed = ", ".join(f"{value:.2f}" for value in samples)
-                    print(
-                        f"{stage.value:<14} median {statistics.median(samples):.2f} s  p95 {_p95(samples):.2f} s"
-                        f"  (n={len(samples)}: {listed})"
-                    )
+                    print(f"{stage.value:<14} {_figures('started', [started for started, _ in samples])}")
+                    print(f"{'':<14} {_figures('working', [working for _, working in samples])}")
+                print(f"load average {os.getloadavg()[0]:.2f} at the end")
         finally:
             server.terminate()
             server.wait(30)

@@ -171,6 +171,7 @@ def main() -> None:
             "UPLOAD_DIR": str(folder / "uploads"),
             "WHISPER_MODEL": args.model,
             "MAX_CONCURRENT_TASKS": "1",
+            "STANDBY_WORKERS": "0",  # one loaded worker on each side
             "LOG_LEVEL": "warning",
         }
         processes = Processes(folder, env)

@@ -73,6 +73,7 @@ def main() -> None:
             **os.environ, "API_KEYS": KEY, "PORT": str(port), "HOST": "127.0.0.1", "MAX_CONCURRENT_TASKS": "1",
             "WHISPER_MODEL": args.model, "UPLOAD_DIR": str(folder / "uploads"), "LOG_LEVEL": "warning",
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "false",
+            "STANDBY_WORKERS": "0",  # no standby loading beside the timed task
         }  # fmt: skip
         started = time.perf_counter()
         server = subprocess.Popen([sys.executable, "-m", "app.main"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)

@@ -232,6 +232,7 @@ class Service:
         environment = {
             **os.environ, **env, "API_KEYS": KEY, "PORT": str(port), "HOST": "127.0.0.1",
             "MAX_CONCURRENT_TASKS": str(workers), "UPLOAD_DIR": str(folder / "uploads"), "LOG_LEVEL": "warning",
+            "STANDBY_WORKERS": "0",  # the workers that run tasks, without a standby loading beside them
         }  # fmt: skip
         self.client = httpx.Client(base_url=self.url, headers={"X-API-Key": KEY}, timeout=600)
         self._started = started = time.perf_counter()

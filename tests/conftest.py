@@ -8,6 +8,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+# Every service a test starts would also load a standby worker (a worker's memory and start-up, beside
+# the test's own tasks); the tests of standby workers ask for one.
+os.environ.setdefault("STANDBY_WORKERS", "0")
 
 import shutil
 import socket

@@ -9,6 +9,8 @@ worker processes inherit:
   FAKE_MODE          "ok" (default), "fail" (a user-facing error), "crash" (the process dies),
                      "stubborn" (ignores cancellation: sleeps without reporting progress),
                      "unloadable" (fails while loading, as a missing model would)
+  FAKE_STUCK_NAME    a job for a file of this name hangs in transcription without reporting progress,
+                     as a long transcription batch does; other jobs run as usual
   FAKE_ENGLISH_ONLY  "1": report an English-only model, as tiny.en would
 With diarization, each speaker gets a fake voiceprint (a one-hot vector of FAKE_ENCODER), so
 enrolling from a task and naming speakers go through the service's real matching code.
@@ -21,7 +23,7 @@ import time
 from typing import Any
 
 from app.media import MediaError, decode
-from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback
+from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
 from app.voices.matching import identify_speakers
 
 STEPS_PER_STAGE = 5
@@ -60,6 +62,10 @@ class FakePipeline:
             raise PipelineError(str(error)) from None
         steps = int(os.environ.get("FAKE_STEPS", STEPS_PER_STAGE))
         for stage in job.stages:
+            stuck = os.environ.get("FAKE_STUCK_NAME")
+            if stage is Stage.TRANSCRIBE and stuck is not None and job.file_name == stuck:
+                progress(stage, 0.0)  # as the real pipeline does before its first batch
+                time.sleep(3600)
             for step in range(1, steps + 1):
                 time.sleep(self._step)
                 progress(stage, step / steps)

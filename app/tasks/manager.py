@@ -1,7 +1,8 @@
 """Queues tasks and runs them on worker processes, at most MAX_CONCURRENT_TASKS at once.
 
 Each concurrency slot is one consumer coroutine owning one worker process: the slots are
-the semaphore, and the shared FIFO queue keeps pending tasks in arrival order. The store
+the semaphore, and the shared FIFO queue keeps pending tasks in arrival order. A worker killed
+mid-task is replaced by a loaded standby (standby.py), so the next task starts at once. The store
 writes that move a task are the lifecycle's (lifecycle.py), shared with the Celery backend;
 this module keeps how a job reaches a worker process and how it is stopped.
 """
@@ -19,6 +20,7 @@ from app.tasks.lifecycle import Lifecycle, Prepare, StageWatch, WorkerState
 from app.tasks.limits import check_limits
 from app.tasks.models import Task
 from app.tasks.progress import STAGE_MESSAGES
+from app.tasks.standby import StandbyWorkers
 from app.tasks.store import TaskStore
 from app.tasks.worker_process import JobCancelled, JobFailed, WorkerDied, WorkerProcess
 
@@ -38,20 +40,24 @@ class TaskManager:
         self._workers = [
             WorkerProcess(f"worker-{slot}", factory, settings) for slot in range(settings.max_concurrent_tasks)
         ]
+        self._standby = StandbyWorkers(factory, settings)
         self._running: dict[str, WorkerProcess] = {}
         self._slots: list[asyncio.Task[None]] = []
+        self._loaded_slots = 0
 
     async def start(self) -> None:
         """Pick up what a previous run left, then start the slots; models load while the API answers."""
         self._recover()
-        self._slots = [asyncio.create_task(self._serve(worker), name=worker.name) for worker in self._workers]
+        self._slots = [
+            asyncio.create_task(self._serve(slot), name=f"slot-{slot}") for slot in range(len(self._workers))
+        ]
         self._slots.append(asyncio.create_task(self._lifecycle.expire_forever(), name="retention"))
 
     async def stop(self) -> None:
         for slot in self._slots:
             slot.cancel()
         await asyncio.gather(*self._slots, self._lifecycle.stop_downloads(), return_exceptions=True)
-        await asyncio.gather(*(worker.stop() for worker in self._workers))
+        await asyncio.gather(*(worker.stop() for worker in self._workers), self._standby.stop())
         if self._store.durable:
             return  # waiting uploads stay on disk: the next start requeues their tasks
         # Tasks live in memory: uploads still waiting would be orphaned by the restart.
@@ -119,17 +125,21 @@ class TaskManager:
         if self._running.get(task_id) is worker:
             worker.kill()
 
-    async def _serve(self, worker: WorkerProcess) -> None:
-        await worker.start()
+    async def _serve(self, slot: int) -> None:
+        await self._workers[slot].start()
+        self._loaded_slots += 1
+        if self._loaded_slots == len(self._workers):
+            self._standby.fill()  # now, so that it does not slow the slots' own loading
         while True:
             task_id = await self._queue.get()
             task = self._store.get(task_id)
             if task is None:  # deleted while pending
                 continue
+            worker = self._workers[slot]
             self._running[task_id] = worker
             shutting_down = False
             try:
-                await self._run(task, worker)
+                await self._run(task, slot)
             except asyncio.CancelledError:
                 shutting_down = True
                 raise
@@ -139,7 +149,8 @@ class TaskManager:
                 if not (shutting_down and self._store.durable):
                     task.job.audio_path.unlink(missing_ok=True)
 
-    async def _run(self, task: Task, worker: WorkerProcess) -> None:
+    async def _run(self, task: Task, slot: int) -> None:
+        worker = self._workers[slot]
         if worker.load_error is not None:
             self._lifecycle.fail_to_load(task.id, worker.load_error)
             return
@@ -161,11 +172,21 @@ class TaskManager:
                     task.id, "The worker process stopped unexpectedly (out of memory?); try a shorter file."
                 )
             task.job.audio_path.unlink(missing_ok=True)  # now, not after the models reload
-            with contextlib.suppress(Exception):
-                await worker.stop()
-            await worker.start()
+            await self._replace(slot)
         finally:
             watchdog.cancel()
+
+    async def _replace(self, slot: int) -> None:
+        """Put a loaded worker in the place of the slot's dead one: a standby at once, if there is
+        one, else the dead one restarted (the next task waits while it loads the models)."""
+        dead = self._workers[slot]
+        with contextlib.suppress(Exception):
+            await dead.stop()
+        standby = await self._standby.take(dead.name)
+        if standby is None:
+            await dead.start()
+        else:
+            self._workers[slot] = standby
 
     async def _watch(self, watch: StageWatch, worker: WorkerProcess) -> None:
         """Kill the worker when one stage runs past STAGE_TIMEOUT_SECONDS."""

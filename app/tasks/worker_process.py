@@ -145,6 +145,7 @@ class WorkerProcess:
         self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self.info: PipelineInfo | None = None
         self.load_error: str | None = None
+        self._loading = False
 
     async def start(self) -> None:
         """Spawn the process and wait until its models are loaded (or failed to load)."""
@@ -156,12 +157,14 @@ class WorkerProcess:
             name=self.name,
             daemon=True,
         )
+        self._loading = True
         self._process.start()
         child_conn.close()
         self._conn = parent_conn
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._read, args=(parent_conn, loop), name=f"{self.name}-reader", daemon=True).start()
         message = await self._inbox.get()
+        self._loading = False
         if message[0] == "ready":
             self.info, self.load_error = message[1], None
             logger.info("%s ready: model %s on %s", self.name, self.info.model, self.info.device)
@@ -218,10 +221,10 @@ class WorkerProcess:
         if self._process is None:
             return
         self.cancel()  # a job in progress stops at its next step rather than holding up shutdown
-        if self._conn is not None:
+        if self._conn is not None and not self._loading:  # one still loading reads no request
             with contextlib.suppress(OSError):
                 self._conn.send(None)
-        await asyncio.to_thread(self._process.join, 5)
+            await asyncio.to_thread(self._process.join, 5)
         if self._process.is_alive():  # still loading, or in a long step: ask it to exit
             self._process.terminate()
             await asyncio.to_thread(self._process.join, 5)

@@ -105,8 +105,11 @@ def test_task_that_ignores_cancel_is_killed_and_the_worker_replaced(
     wait_until(lambda: client.get("/health", headers=AUTH).json()["model_loaded"], timeout=10)
 
 
-def test_worker_crash_fails_only_that_task(make_client: Callable[..., TestClient], short_speech: Path) -> None:
-    client = make_client({"FAKE_MODE": "crash"})
+@pytest.mark.parametrize("standby_workers", [0, 1])
+def test_worker_crash_fails_only_that_task(
+    make_client: Callable[..., TestClient], short_speech: Path, standby_workers: int
+) -> None:
+    client = make_client({"FAKE_MODE": "crash"}, standby_workers=standby_workers)
     first, second = (upload(client, short_speech)["task_id"] for _ in range(2))
     for task_id in (first, second):
         failed = wait_for_status(client, task_id, {"failed"})
@@ -164,3 +167,78 @@ def test_cancel_frees_the_worker_within_seconds(
     latency = time.monotonic() - started
     print(f"cancel latency ({fake_env}): {latency:.2f} s")
     assert latency < bound
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def test_a_killed_worker_is_replaced_by_a_loaded_standby(
+    make_client: Callable[..., TestClient], short_speech: Path, tmp_path: Path
+) -> None:
+    """A deleted task stuck in a step that never reports is killed after the grace, and the next
+    queued task runs at once on the standby, which had loaded before the delete."""
+    stuck_speech = tmp_path / "stuck.wav"
+    stuck_speech.write_bytes(short_speech.read_bytes())
+    client = make_client({"FAKE_STUCK_NAME": stuck_speech.name}, standby_workers=1, cancel_grace_seconds=0.5)
+    manager = client.app.state.manager  # type: ignore[attr-defined]
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    wait_until(lambda: manager._standby._loading and manager._standby._loading[0].done())
+    killed_pid, standby_pid = manager._workers[0]._process.pid, manager._standby._workers[0]._process.pid
+
+    stuck = upload(client, stuck_speech)["task_id"]
+    following = upload(client, short_speech)["task_id"]
+    wait_until(lambda: status(client, stuck)["message"] == "Transcribing speech")
+    deleted = time.monotonic()
+    assert client.delete(f"/api/v1/transcribe/task/{stuck}", headers=AUTH).status_code == 200
+    # Working, not only started: the pipeline has reported a step of the following task.
+    wait_until(lambda: status(client, following)["message"] not in ("Waiting in the queue", "Starting"), timeout=10)
+    latency = time.monotonic() - deleted
+    print(f"DELETE to the next task's first step: {latency:.2f} s (grace 0.5 s)")
+    assert latency < 3.0  # a fresh worker would need its start-up on top of the grace
+
+    assert manager._workers[0]._process.pid == standby_pid
+    assert not _alive(killed_pid)
+    assert not (settings.upload_dir / stuck).exists()
+    assert wait_for_status(client, following, {"completed"})["result"] is not None
+    health = client.get("/health", headers=AUTH).json()
+    assert health["model_loaded"]
+    assert health["models"]["loaded"] == {"worker-0": ["fake"]}
+    # A new standby loads in the background, ready for the next kill.
+    wait_until(lambda: manager._standby._loading and manager._standby._loading[0].done())
+    replacement_pid = manager._standby._workers[0]._process.pid
+    assert replacement_pid not in (killed_pid, standby_pid)
+
+    client.__exit__(None, None, None)
+    assert not any(_alive(pid) for pid in (standby_pid, replacement_pid))
+
+
+def test_without_standby_a_killed_worker_is_restarted_in_place(
+    make_client: Callable[..., TestClient], short_speech: Path, tmp_path: Path
+) -> None:
+    stuck_speech = tmp_path / "stuck.wav"
+    stuck_speech.write_bytes(short_speech.read_bytes())
+    client = make_client({"FAKE_STUCK_NAME": stuck_speech.name}, standby_workers=0, cancel_grace_seconds=0.5)
+    manager = client.app.state.manager  # type: ignore[attr-defined]
+    worker = manager._workers[0]
+    killed_pid = worker._process.pid
+    stuck = upload(client, stuck_speech)["task_id"]
+    following = upload(client, short_speech)["task_id"]
+    wait_until(lambda: status(client, stuck)["message"] == "Transcribing speech")
+    assert client.delete(f"/api/v1/transcribe/task/{stuck}", headers=AUTH).status_code == 200
+    assert wait_for_status(client, following, {"completed"})["result"] is not None
+    assert manager._workers[0] is worker
+    assert worker._process.pid != killed_pid
+    assert not _alive(killed_pid)
+
+
+def test_shutdown_stops_a_standby_still_loading(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(standby_workers=1)
+    manager = client.app.state.manager  # type: ignore[attr-defined]
+    wait_until(lambda: manager._standby._workers and manager._standby._workers[0]._process is not None)
+    standby = manager._standby._workers[0]._process
+    assert not manager._standby._loading[0].done()  # it has only just been spawned
+    stopping = time.monotonic()
+    client.__exit__(None, None, None)
+    assert not standby.is_alive()
+    print(f"shutdown with a standby loading: {time.monotonic() - stopping:.2f} s")
