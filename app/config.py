@@ -112,9 +112,9 @@ class Settings(BaseSettings):
     standby_workers: int = Field(1, ge=0, le=8)
     """Loaded, idle worker processes that take over at once from a worker killed in the middle of a
     task (deleted and not stopped within CANCEL_GRACE_SECONDS, past STAGE_TIMEOUT_SECONDS, crashed),
-    so the next task need not wait ~10 s for a fresh worker to load the models. Each costs a worker's
-    memory (about 1 GB on a CPU with the default model; on a GPU, its own copy of the models); with 0
-    a killed worker is restarted in place. TASK_BACKEND=local only."""
+    so the next task need not wait ~10 s for a fresh worker to load the models. Each costs memory (about
+    0.6 GB more on a CPU with the default model; on a GPU, its own copy of the models in GPU memory);
+    with 0 a killed worker is restarted in place. TASK_BACKEND=local only."""
 
     ffmpeg_timeout_seconds: float = Field(600.0, gt=0)
     """Longest an ffprobe or ffmpeg call may run."""
