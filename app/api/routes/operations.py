@@ -45,4 +45,4 @@ async def ready(_caller: CallerDep, manager: ManagerDep, response: Response) -> 
     summary="Prometheus metrics",
 )
 async def metrics(_caller: CallerDep, metrics: MetricsDep) -> Response:
-    return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+    return Response(await metrics.exposition(), media_type=CONTENT_TYPE)
