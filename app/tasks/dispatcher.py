@@ -141,8 +141,8 @@ class CeleryDispatcher:
         while True:
             try:
                 self._workers = await self._threads.call(self._coordination.workers)
-            except Exception:
-                logger.warning("Could not read the workers' announcements", exc_info=True)
+            except Exception as error:  # Redis away: /health keeps the last announcements meanwhile
+                logger.warning("Could not read the workers' announcements: %s", error)
             await asyncio.sleep(WORKERS_SECONDS)
 
     def worker_state(self) -> WorkerState:
