@@ -141,7 +141,7 @@ class CeleryDispatcher:
         while True:
             try:
                 self._workers = await self._threads.call(self._coordination.workers)
-            except Exception as error:  # Redis away: /health keeps the last announcements meanwhile
+            except Exception as error:  # noqa: BLE001 - Redis away: /health keeps the last announcements meanwhile
                 logger.warning("Could not read the workers' announcements: %s", error)
             await asyncio.sleep(WORKERS_SECONDS)
 

@@ -108,8 +108,7 @@ def completed(output: PipelineOutput) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def failed(task_id: str, error: str) -> dict[str, Any]:
-    logger.info("Task %s failed: %s", task_id, error)
+def failed(error: str) -> dict[str, Any]:
     return {"status": TaskStatus.FAILED, "message": "Transcription failed", "error": error, "completed_at": utcnow()}
 
 
@@ -161,7 +160,8 @@ class Lifecycle:
         await self.update(task_id, **completed(output))
 
     async def fail(self, task_id: str, error: str) -> None:
-        await self.update(task_id, **failed(task_id, error))
+        logger.info("Task %s failed: %s", task_id, error)
+        await self.update(task_id, **failed(error))
 
     async def fail_to_load(self, task_id: str, load_error: str) -> None:
         await self.fail(task_id, load_failure(load_error))

@@ -105,7 +105,8 @@ class RemoteRunner:
                 lease.release()
 
     def _fail(self, task_id: str, error: str) -> None:
-        self.store.update(task_id, **failed(task_id, error))
+        logger.info("Task %s failed: %s", task_id, error)
+        self.store.update(task_id, **failed(error))
 
     def _holder_is_dead(self, task_id: str) -> bool:
         """Celery redelivers at once when a pool process dies; on the same host its lease need not
