@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import secrets
 import sys
@@ -29,6 +28,7 @@ from app.ops.preflight import log_preflight
 from app.ops.telemetry import disable_telemetry
 from app.outbound.webhooks import WebhookSender
 from app.pipeline.base import PipelineFactory, whisperx_pipeline
+from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore, StoreThreads
 from app.tasks.backend import TaskBackend
 from app.tasks.files import prepare_upload_dir, sweep_orphans
 from app.tasks.manager import TaskManager
@@ -70,9 +70,10 @@ def _store(settings: Settings) -> TaskStore:
 def _voice_store(settings: Settings) -> VoiceStore:
     """Voices live in the tasks' backend, with the same durability."""
     if settings.task_backend == "celery":
+        from app.tasks.redis_store import redis_client
         from app.voices.store import RedisVoiceStore
 
-        return RedisVoiceStore.from_url(settings.redis_url)
+        return RedisVoiceStore(redis_client(settings.redis_url))
     if settings.task_store == "sqlite":
         from app.voices.store import SqliteVoiceStore
 
@@ -80,12 +81,20 @@ def _voice_store(settings: Settings) -> VoiceStore:
     return MemoryVoiceStore()
 
 
-def _backend(settings: Settings, store: TaskStore, factory: PipelineFactory) -> TaskBackend:
+def _store_threads(settings: Settings) -> StoreThreads:
+    """Redis answers many calls at once; SQLite one at a time; memory never blocks."""
+    if settings.task_backend == "celery":
+        # Enough for the requests of a busy API process at once; a stalled Redis holds these, not the loop.
+        return StoreThreads(16, "redis")
+    if settings.task_store == "sqlite":
+        return StoreThreads(1, "sqlite")
+    return StoreThreads(0, "memory")
+
+
+def _backend(settings: Settings, store: AsyncTaskStore, factory: PipelineFactory) -> TaskBackend:
     if settings.task_backend == "celery":
         from app.tasks.dispatcher import CeleryDispatcher
-        from app.tasks.redis_store import RedisTaskStore
 
-        assert isinstance(store, RedisTaskStore)  # noqa: S101 - _store made it for this backend
         return CeleryDispatcher(store, settings)
     return TaskManager(store, factory, settings)
 
@@ -94,7 +103,8 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     settings = settings or Settings()
     disable_telemetry()
     factory = pipeline_factory or whisperx_pipeline
-    store = _store(settings)
+    threads = _store_threads(settings)
+    store = AsyncTaskStore(_store(settings), threads)
     metrics = Metrics(store)
     sample_embedder = SampleEmbedder(settings)
 
@@ -102,8 +112,8 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         prepare_upload_dir(settings.upload_dir)
         grace = settings.orphan_upload_grace_hours * 3600
-        await asyncio.to_thread(
-            sweep_orphans, settings.upload_dir, lambda task_id: store.get(task_id) is not None, grace
+        await threads.call(
+            sweep_orphans, settings.upload_dir, lambda task_id: store.engine.get(task_id) is not None, grace
         )
         if settings.task_backend == "local":  # with celery, the workers load the models and check them
             log_preflight(settings)
@@ -116,13 +126,14 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
         manager.events.add_listener(webhooks.task_changed)
         app.state.manager = manager
         await manager.start()
-        webhooks.resume()
+        await webhooks.resume()
         try:
             yield
         finally:
             await manager.stop()
             await webhooks.aclose()
             sample_embedder.close()
+            threads.close()
 
     app = FastAPI(
         title="WhisperX Transcription API",
@@ -138,7 +149,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.state.store = store
     app.state.metrics = metrics
     app.state.stage_costs = StageCosts()  # measured stage costs, for the events' time estimates
-    app.state.voices = _voice_store(settings)
+    app.state.voices = AsyncVoiceStore(_voice_store(settings), threads)
     app.state.sample_embedder = sample_embedder
     install_error_handlers(app)
     install_openapi(app)

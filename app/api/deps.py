@@ -11,11 +11,10 @@ from app.api.middleware.api_key import API_KEY_HEADER
 from app.config import Settings
 from app.formats.exports import SubtitleOptions
 from app.ops.metrics import Metrics
+from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore
 from app.tasks.backend import TaskBackend
 from app.tasks.models import Task
-from app.tasks.store import TaskStore
 from app.voices.enrollment import SampleEmbedder
-from app.voices.store import VoiceStore
 
 # The key is checked by ApiKeyMiddleware before the body is read; declaring the header here
 # puts the Authorize button in Swagger UI and the scheme in the OpenAPI document.
@@ -42,13 +41,13 @@ def _manager(request: Request) -> TaskBackend:
     return manager
 
 
-def _store(request: Request) -> TaskStore:
-    store: TaskStore = request.app.state.store
+def _store(request: Request) -> AsyncTaskStore:
+    store: AsyncTaskStore = request.app.state.store
     return store
 
 
-def _voices(request: Request) -> VoiceStore:
-    voices: VoiceStore = request.app.state.voices
+def _voices(request: Request) -> AsyncVoiceStore:
+    voices: AsyncVoiceStore = request.app.state.voices
     return voices
 
 
@@ -73,10 +72,10 @@ def _subtitle_options(
 CallerDep = Annotated[str, Depends(_caller)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ManagerDep = Annotated[TaskBackend, Depends(_manager)]
-StoreDep = Annotated[TaskStore, Depends(_store)]
+StoreDep = Annotated[AsyncTaskStore, Depends(_store)]
 SubtitleOptionsDep = Annotated[SubtitleOptions, Depends(_subtitle_options)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
-VoiceStoreDep = Annotated[VoiceStore, Depends(_voices)]
+VoiceStoreDep = Annotated[AsyncVoiceStore, Depends(_voices)]
 SampleEmbedderDep = Annotated[SampleEmbedder, Depends(_sample_embedder)]
 
 
@@ -86,8 +85,8 @@ def not_found(task_id: str) -> HTTPException:
     )
 
 
-def _owned_task(task_id: str, caller: CallerDep, store: StoreDep) -> Task:
-    task = store.get(task_id)
+async def _owned_task(task_id: str, caller: CallerDep, store: StoreDep) -> Task:
+    task = await store.get(task_id)
     # Another key's task answers exactly like a missing one: ids of others' tasks leak nothing.
     if task is None or task.owner != caller:
         raise not_found(task_id)

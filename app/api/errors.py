@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Send
@@ -89,7 +90,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _store_unreachable(request: Request, exc: Exception) -> JSONResponse:
-    # TASK_BACKEND=celery: Redis is down or restarting; the request may succeed in a moment.
+    # TASK_BACKEND=celery: Redis is down, restarting or not answering; the request may succeed in a moment.
     return problem(503, "The task store (Redis) cannot be reached; retry later.", {"Retry-After": "5"})
 
 
@@ -102,4 +103,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RedisConnectionError, _store_unreachable)
+    app.add_exception_handler(RedisTimeoutError, _store_unreachable)
     app.add_exception_handler(Exception, _unexpected_error)

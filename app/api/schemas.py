@@ -208,6 +208,10 @@ class OpenAIModelList(BaseModel):
     data: list[OpenAIModel]
 
 
+class LiveResponse(BaseModel):
+    alive: bool = Field(description="Always true: an answer at all is the news")
+
+
 class ReadyResponse(BaseModel):
     ready: bool = Field(description="True only when every worker has the configured models loaded")
     detail: str

@@ -93,7 +93,7 @@ class UploadDirRoute(APIRoute):
                 store = request.app.state.store
                 for upload in request.stored:
                     await upload.close()
-                    if store.get(upload.path.name) is None:
+                    if await store.get(upload.path.name) is None:
                         upload.path.unlink(missing_ok=True)
 
         return handle_upload

@@ -6,6 +6,7 @@ durations, audio seconds and real-time factors are recorded as task events arriv
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterator
 
@@ -14,8 +15,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.pipeline.base import Stage
+from app.tasks.async_store import AsyncTaskStore
 from app.tasks.models import TERMINAL, Task, TaskStatus
-from app.tasks.store import TaskStore
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -26,11 +27,13 @@ _RTF_BUCKETS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5)
 
 
 class _StoreCollector(Collector):
-    def __init__(self, store: TaskStore) -> None:
-        self._store = store
+    """The store's counts as of the last `exposition`, which reads them off the event loop first."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[TaskStatus] = collections.Counter()
 
     def collect(self) -> Iterator[Metric]:
-        counts = self._store.count_by_status()
+        counts = self.counts
         tasks = GaugeMetricFamily("whisperx_tasks", "Tasks held by the service, by status", labels=["status"])
         for status in TaskStatus:
             tasks.add_metric([status.value], counts[status])
@@ -39,9 +42,11 @@ class _StoreCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: AsyncTaskStore) -> None:
+        self._store = store
+        self._counts = _StoreCollector()
         self.registry = CollectorRegistry()
-        self.registry.register(_StoreCollector(store))
+        self.registry.register(self._counts)
         self._stage_seconds = Histogram(
             "whisperx_stage_duration_seconds", "Time spent in each pipeline stage", ["stage"],
             buckets=_STAGE_BUCKETS, registry=self.registry,
@@ -84,5 +89,6 @@ class Metrics:
             processing = (task.completed_at - task.started_at).total_seconds()
             self._real_time_factor.observe(processing / duration)
 
-    def exposition(self) -> bytes:
+    async def exposition(self) -> bytes:
+        self._counts.counts = await self._store.count_by_status()
         return generate_latest(self.registry)

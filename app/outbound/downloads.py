@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -37,7 +37,7 @@ _NO_COMPRESSION = "identity"
 _REQUEST_HEADERS = {"accept": "audio/*, video/*;q=0.9, */*;q=0.5", "accept-encoding": _NO_COMPRESSION}
 
 
-async def download_audio(job: Job, settings: Settings, on_progress: Callable[[float], None]) -> Job:
+async def download_audio(job: Job, settings: Settings, on_progress: Callable[[float], Awaitable[None]]) -> Job:
     """Fetch `job.audio_url` to `job.audio_path` and check it; the job with its duration.
 
     Whatever goes wrong (or a cancel, when the task is deleted), nothing is left on disk.
@@ -70,7 +70,7 @@ async def download_audio(job: Job, settings: Settings, on_progress: Callable[[fl
     return dataclasses.replace(job, duration=info.duration)
 
 
-async def _fetch(url: str, path: Path, settings: Settings, on_progress: Callable[[float], None]) -> None:
+async def _fetch(url: str, path: Path, settings: Settings, on_progress: Callable[[float], Awaitable[None]]) -> None:
     limit = settings.max_upload_bytes
     transport = GuardedTransport(settings.audio_url_allow_private, AUDIO_URL)
     async with httpx.AsyncClient(transport=transport, follow_redirects=False, timeout=_STEP_TIMEOUT_SECONDS) as client:
@@ -110,7 +110,7 @@ async def _fetch(url: str, path: Path, settings: Settings, on_progress: Callable
 
 
 async def _save(
-    response: httpx.Response, path: Path, limit: int, total: int | None, on_progress: Callable[[float], None]
+    response: httpx.Response, path: Path, limit: int, total: int | None, on_progress: Callable[[float], Awaitable[None]]
 ) -> None:
     received = 0
     with create_private(path) as out:
@@ -122,7 +122,7 @@ async def _save(
                 raise PrepareFailed(f"audio_url: {too_large_message(limit)}")
             out.write(chunk)
             if total:
-                on_progress(received / total)
+                await on_progress(received / total)
     if received == 0:
         raise PrepareFailed("audio_url: the URL returned no content.")
-    on_progress(1.0)
+    await on_progress(1.0)

@@ -39,8 +39,8 @@ from standardwebhooks import Webhook
 
 from app.config import Settings
 from app.outbound.guard import GuardedTransport, Target, TargetRefused
+from app.tasks.async_store import AsyncTaskStore
 from app.tasks.models import TERMINAL, Task
-from app.tasks.store import TaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Delivery:
 class WebhookSender:
     """Listens to task events; delivers each finished task's status document to its callback URL."""
 
-    def __init__(self, settings: Settings, store: TaskStore, status_document: Callable[[Task], bytes]) -> None:
+    def __init__(self, settings: Settings, store: AsyncTaskStore, status_document: Callable[[Task], bytes]) -> None:
         self._settings = settings
         self._store = store
         self._status_document = status_document
@@ -96,28 +96,28 @@ class WebhookSender:
             return
         body = self._status_document(task).decode()
         delivery = Delivery(f"{task.id}.{task.status}", task.owner, task.job.callback_url, body, 0, time.time())
-        self._store.put_delivery(delivery.message_id, json.dumps(asdict(delivery)))
-        self._start(delivery)
+        self._start(delivery, json.dumps(asdict(delivery)))
 
-    def resume(self) -> None:
+    async def resume(self) -> None:
         """Take up the deliveries a previous run left pending (each by one process only)."""
-        for message_id, record in self._store.pending_deliveries().items():
-            if not self._store.take_delivery(message_id):
+        for message_id, record in (await self._store.pending_deliveries()).items():
+            if not await self._store.take_delivery(message_id):
                 continue  # another process sharing the store took it
             if self._settings.webhook_secret is None:
                 logger.warning("Webhook %s dropped: WEBHOOK_SECRET is no longer set", message_id)
                 continue
-            self._store.put_delivery(message_id, record)
             logger.info("Resuming webhook %s left pending by the previous run", message_id)
-            self._start(Delivery(**json.loads(record)))
+            self._start(Delivery(**json.loads(record)), record)
 
-    def _start(self, delivery: Delivery) -> None:
-        running = asyncio.create_task(self._deliver(delivery))
+    def _start(self, delivery: Delivery, record: str) -> None:
+        running = asyncio.create_task(self._deliver(delivery, record))
         self._deliveries.add(running)
         running.add_done_callback(self._deliveries.discard)
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _deliver(self, delivery: Delivery, record: str) -> None:
+        """Send until it succeeds or the tries run out; `record` is kept in the store meanwhile."""
         assert self._settings.webhook_secret is not None  # noqa: S101 - checked before a delivery starts
+        await self._store.put_delivery(delivery.message_id, record)
         signer = Webhook(key_secret(self._settings.webhook_secret, delivery.owner))
         message_id, url, body = delivery.message_id, delivery.url, delivery.body.encode()
         host = urlsplit(url).hostname  # logged instead of the URL, which may carry a token
@@ -139,7 +139,7 @@ class WebhookSender:
                     delivered, reason = response.is_success, f"HTTP {response.status_code}"
                 if delivered:
                     logger.info("Webhook %s delivered to %s (attempt %d)", message_id, host, attempt)
-                    self._store.drop_delivery(message_id)
+                    await self._store.drop_delivery(message_id)
                     return
             except (httpx.HTTPError, TargetRefused) as error:
                 reason = type(error).__name__ if isinstance(error, httpx.HTTPError) else str(error)
@@ -147,10 +147,10 @@ class WebhookSender:
                 delay = self._settings.webhook_retry_base_seconds * 2 ** (attempt - 1)
                 logger.info("Webhook %s to %s failed (%s); retrying in %.1f s", message_id, host, reason, delay)
                 delivery = replace(delivery, attempts_made=attempt, next_attempt_at=time.time() + delay)
-                self._store.put_delivery(message_id, json.dumps(asdict(delivery)))
+                await self._store.put_delivery(message_id, json.dumps(asdict(delivery)))
                 await asyncio.sleep(delay)
         logger.warning("Webhook %s to %s failed %d times (%s); giving up", message_id, host, attempts, reason)
-        self._store.drop_delivery(message_id)
+        await self._store.drop_delivery(message_id)
 
     async def aclose(self) -> None:
         """Stop pending deliveries (the store keeps them for the next run): a callback must not hold up shutdown."""

@@ -20,17 +20,17 @@ class TaskBackend(Protocol):
 
     async def stop(self) -> None: ...
 
-    def check_capacity(self, owner: str) -> None:
+    async def check_capacity(self, owner: str) -> None:
         """Raise OverCapacity when an upload by this owner would be refused now."""
         ...
 
-    def submit(self, job: Job, owner: str, prepare: Prepare | None = None) -> Task:
+    async def submit(self, job: Job, owner: str, prepare: Prepare | None = None) -> Task:
         """Queue a job, checking the limits atomically; raises OverCapacity.
 
         With `prepare` (an audio_url download), the task waits pending until its input is fetched."""
         ...
 
-    def delete(self, task_id: str, owner: str) -> bool:
+    async def delete(self, task_id: str, owner: str) -> bool:
         """Remove the owner's task in any state, stopping it if it runs; False when there is none."""
         ...
 

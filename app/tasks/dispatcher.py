@@ -25,6 +25,7 @@ import redis.asyncio
 
 from app.config import Settings
 from app.pipeline.base import Job, PipelineInfo, Stage
+from app.tasks.async_store import AsyncTaskStore
 from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.coordination import LEASE_SECONDS, MAX_ATTEMPTS, STOPPED_TWICE, Coordination
 from app.tasks.events import TaskEvents
@@ -37,49 +38,57 @@ from app.tasks.redis_store import Admission, RedisTaskStore
 logger = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 5.0
+WORKERS_SECONDS = 1.0
+"""How often the workers' announcements are read: a worker that finished loading shows in /health within this."""
 
 
 class CeleryDispatcher:
-    def __init__(self, store: RedisTaskStore, settings: Settings, events: TaskEvents | None = None) -> None:
-        self._store = store
+    def __init__(self, store: AsyncTaskStore, settings: Settings, events: TaskEvents | None = None) -> None:
+        assert isinstance(store.engine, RedisTaskStore)  # noqa: S101 - this backend is made with a Redis store
+        self._store = store.engine
+        self._threads = store.threads
+        """Every call to Redis but the change channel's runs here, off the event loop."""
         self._settings = settings
         self.events = events or TaskEvents()
         # The store publishes its own writes; `_follow_changes` passes them on to `events`.
         self._lifecycle = Lifecycle(store, settings)
         self._celery = make_celery(settings)
-        self._coordination = Coordination(store.client)
+        self._coordination = Coordination(self._store.client)
         self._me = uuid.uuid4().hex
         self._mine: dict[str, bool] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._workers: list[dict[str, Any]] = []
         # Connects on first use, on the event loop that uses it.
         self._async_redis = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
 
     async def start(self) -> None:
         self._loops = [
             asyncio.create_task(self._follow_changes(), name="changes"),
+            asyncio.create_task(self._follow_workers(), name="workers"),
             asyncio.create_task(self._sweep_forever(), name="sweep"),
-            asyncio.create_task(self._lifecycle.expire_forever(in_thread=True), name="retention"),
+            asyncio.create_task(self._lifecycle.expire_forever(), name="retention"),
         ]
 
     async def stop(self) -> None:
-        for loop in self._loops:
+        for loop in [*self._loops, *self._stopping]:
             loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*self._loops, *self._stopping, return_exceptions=True)
         for task_id in await self._lifecycle.stop_downloads():  # no other process can take over a download
-            self._lifecycle.fail(task_id, "The server restarted while downloading audio_url; submit it again.")
+            await self._lifecycle.fail(task_id, "The server restarted while downloading audio_url; submit it again.")
         await self._async_redis.aclose()
         self._celery.close()
 
-    def check_capacity(self, owner: str) -> None:
-        check_limits(self._store, self._settings, owner)
+    async def check_capacity(self, owner: str) -> None:
+        await check_limits(self._lifecycle.store, self._settings, owner)
 
-    def submit(self, job: Job, owner: str, prepare: Prepare | None = None) -> Task:
+    async def submit(self, job: Job, owner: str, prepare: Prepare | None = None) -> Task:
         """Add the task within the limits and send it to Celery; with `prepare`, once that has fetched its input."""
         task = Task(job=job, owner=owner)
         if prepare is not None:
             task.stage, task.message = Stage.DOWNLOAD, STAGE_MESSAGES[Stage.DOWNLOAD]
         limits = (self._settings.max_queue_size, self._settings.max_tasks_per_key)
-        match self._store.add_within_limits(task, *limits):
+        match await self._threads.call(self._store.add_within_limits, task, *limits):
             case Admission.KEY_FULL:
                 raise TooManyTasks(self._settings.max_tasks_per_key)
             case Admission.QUEUE_FULL:
@@ -88,44 +97,56 @@ class CeleryDispatcher:
             self._lifecycle.download(task, prepare, lambda job: self._send_downloaded(task.id, job))
             return task
         try:
-            self._send(task.id)
+            await self._threads.call(self._send, task.id)
         except Exception as error:
             logger.error("Could not queue task %s: %s", task.id, error)
             with contextlib.suppress(Exception):
-                self._store.delete(task.id)  # not left pending with no message to run it
+                await self._threads.call(self._store.delete, task.id)  # not left pending with no message to run it
             raise QueueUnreachable from error
         return task
 
-    def _send_downloaded(self, task_id: str, job: Job) -> None:
+    async def _send_downloaded(self, task_id: str, job: Job) -> None:
         try:
-            self._send(task_id)
+            await self._threads.call(self._send, task_id)
         except Exception:
             logger.exception("Could not queue task %s", task_id)
-            self._lifecycle.fail(task_id, "The task queue (Redis) could not be reached after the download; try again.")
+            await self._lifecycle.fail(
+                task_id, "The task queue (Redis) could not be reached after the download; try again."
+            )
             job.audio_path.unlink(missing_ok=True)
 
     def _send(self, task_id: str) -> None:
         # The Celery id is the task id, so a revoke names it.
         self._celery.send_task(TASK_NAME, args=[task_id], task_id=task_id)
 
-    def delete(self, task_id: str, owner: str) -> bool:
-        return self._lifecycle.delete(task_id, owner, self._stop)
+    async def delete(self, task_id: str, owner: str) -> bool:
+        return await self._lifecycle.delete(task_id, owner, self._stop)
 
-    def _stop(self, task: Task) -> None:
+    async def _stop(self, task: Task) -> None:
         # A waiting message is dropped by the workers; a running task stops at its next progress step.
-        self._celery.control.revoke(task.id)
+        await self._threads.call(self._celery.control.revoke, task.id)
         if task.status is TaskStatus.PROCESSING:
-            asyncio.get_running_loop().call_later(
-                self._settings.cancel_grace_seconds, self._kill_if_still_running, task.id
-            )
+            stopping = asyncio.create_task(self._kill_if_still_running(task.id), name=f"stop-{task.id}")
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
 
-    def _kill_if_still_running(self, task_id: str) -> None:
-        if self._coordination.leased(task_id):
+    async def _kill_if_still_running(self, task_id: str) -> None:
+        await asyncio.sleep(self._settings.cancel_grace_seconds)
+        if await self._threads.call(self._coordination.leased, task_id):
             logger.warning("Task %s did not stop after deletion; killing its worker process", task_id)
-            self._celery.control.revoke(task_id, terminate=True, signal="SIGKILL")
+            await self._threads.call(self._celery.control.revoke, task_id, terminate=True, signal="SIGKILL")
+
+    async def _follow_workers(self) -> None:
+        """Keep what the workers announce, so /health and the upload checks read it without waiting on Redis."""
+        while True:
+            try:
+                self._workers = await self._threads.call(self._coordination.workers)
+            except Exception as error:  # noqa: BLE001 - Redis away: /health keeps the last announcements meanwhile
+                logger.warning("Could not read the workers' announcements: %s", error)
+            await asyncio.sleep(WORKERS_SECONDS)
 
     def worker_state(self) -> WorkerState:
-        workers = self._coordination.workers()
+        workers = self._workers
         loaded = [worker for worker in workers if worker.get("model")]
         errors = [worker["error"] for worker in workers if worker.get("error")]
         info = None
@@ -176,7 +197,7 @@ class CeleryDispatcher:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             try:
-                await asyncio.to_thread(self._sweep)
+                await self._threads.call(self._sweep)
             except Exception:
                 logger.warning("Sweep for tasks of dead workers failed", exc_info=True)
 

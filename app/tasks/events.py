@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from app.tasks.models import TERMINAL, Task
 
@@ -76,7 +76,7 @@ class TaskEvents:
             if not self._subscriptions[task_id]:
                 del self._subscriptions[task_id]
 
-    async def follow(self, task_id: str, get: Callable[[str], Task | None]) -> AsyncIterator[Task | None]:
+    async def follow(self, task_id: str, get: Callable[[str], Awaitable[Task | None]]) -> AsyncIterator[Task | None]:
         """The task's state now, then each change until it ends; None when it is deleted.
 
         `get` re-reads the store once subscribed, so a change between the caller's read and
@@ -84,7 +84,7 @@ class TaskEvents:
         """
         loop = asyncio.get_running_loop()
         with self._subscribe(task_id) as subscription:
-            task = get(task_id)
+            task = await get(task_id)
             yield task
             sent_at = loop.time()
             while task is not None and task.status not in TERMINAL:

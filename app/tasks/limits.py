@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from app.config import Settings
+from app.tasks.async_store import AsyncTaskStore
 from app.tasks.models import TaskStatus
-from app.tasks.store import TaskStore
 
 RETRY_AFTER_SECONDS = 30
 """A task takes tens of seconds to minutes; retrying sooner than this only adds load."""
@@ -44,9 +44,9 @@ class QueueUnreachable(OverCapacity):
         super().__init__("The task queue (Redis) cannot be reached; retry later.")
 
 
-def check_limits(store: TaskStore, settings: Settings, owner: str) -> None:
+async def check_limits(store: AsyncTaskStore, settings: Settings, owner: str) -> None:
     """Raise OverCapacity when the owner's tasks or the queue are at their limit in `store`."""
-    if store.count_active(owner) >= settings.max_tasks_per_key:
+    if await store.count_active(owner) >= settings.max_tasks_per_key:
         raise TooManyTasks(settings.max_tasks_per_key)
-    if store.count_by_status()[TaskStatus.PENDING] >= settings.max_queue_size:
+    if (await store.count_by_status())[TaskStatus.PENDING] >= settings.max_queue_size:
         raise QueueFull(settings.max_queue_size)

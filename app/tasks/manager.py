@@ -15,13 +15,13 @@ import logging
 
 from app.config import Settings
 from app.pipeline.base import Job, PipelineFactory, Stage
+from app.tasks.async_store import AsyncTaskStore
 from app.tasks.events import TaskEvents
 from app.tasks.lifecycle import Lifecycle, Prepare, StageWatch, WorkerState
 from app.tasks.limits import check_limits
 from app.tasks.models import Task
 from app.tasks.progress import STAGE_MESSAGES
 from app.tasks.standby import StandbyWorkers
-from app.tasks.store import TaskStore
 from app.tasks.worker_process import JobCancelled, JobFailed, WorkerDied, WorkerProcess
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 class TaskManager:
     def __init__(
-        self, store: TaskStore, factory: PipelineFactory, settings: Settings, events: TaskEvents | None = None
+        self, store: AsyncTaskStore, factory: PipelineFactory, settings: Settings, events: TaskEvents | None = None
     ) -> None:
         self._store = store
         # Every write is also published here: SSE streams, metrics and webhooks follow it.
@@ -37,6 +37,7 @@ class TaskManager:
         self._lifecycle = Lifecycle(store, settings, self.events)
         self._settings = settings
         self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._admission = asyncio.Lock()
         self._workers = [
             WorkerProcess(f"worker-{slot}", factory, settings) for slot in range(settings.max_concurrent_tasks)
         ]
@@ -47,7 +48,7 @@ class TaskManager:
 
     async def start(self) -> None:
         """Pick up what a previous run left, then start the slots; models load while the API answers."""
-        self._recover()
+        await self._recover()
         self._slots = [
             asyncio.create_task(self._serve(slot), name=f"slot-{slot}") for slot in range(len(self._workers))
         ]
@@ -62,32 +63,36 @@ class TaskManager:
             return  # waiting uploads stay on disk: the next start requeues their tasks
         # Tasks live in memory: uploads still waiting would be orphaned by the restart.
         while not self._queue.empty():
-            if (task := self._store.get(self._queue.get_nowait())) is not None:
+            if (task := await self._store.get(self._queue.get_nowait())) is not None:
                 task.job.audio_path.unlink(missing_ok=True)
 
-    def check_capacity(self, owner: str) -> None:
+    async def check_capacity(self, owner: str) -> None:
         """Refuse early, before an upload is saved; `submit` checks again atomically."""
-        check_limits(self._store, self._settings, owner)
+        await check_limits(self._store, self._settings, owner)
 
-    def submit(self, job: Job, owner: str, prepare: Prepare | None = None) -> Task:
+    async def submit(self, job: Job, owner: str, prepare: Prepare | None = None) -> Task:
         """Queue a job; with `prepare`, the task waits (pending, stage downloading) until it has run."""
-        # No await between the check and the add: concurrent uploads cannot both slip past a limit.
-        self.check_capacity(owner)
-        task = Task(job=job, owner=owner)
-        if prepare is not None:
-            task.stage, task.message = Stage.DOWNLOAD, STAGE_MESSAGES[Stage.DOWNLOAD]
-        self._store.add(task)
+        # One submit at a time between the check and the add: concurrent uploads cannot both slip past a limit.
+        async with self._admission:
+            await self.check_capacity(owner)
+            task = Task(job=job, owner=owner)
+            if prepare is not None:
+                task.stage, task.message = Stage.DOWNLOAD, STAGE_MESSAGES[Stage.DOWNLOAD]
+            await self._store.add(task)
         if prepare is None:
             self._queue.put_nowait(task.id)
         else:
-            self._lifecycle.download(task, prepare, lambda _job: self._queue.put_nowait(task.id))
+            self._lifecycle.download(task, prepare, lambda _job: self._enqueue(task.id))
         self.events.publish(task)
         return task
 
-    def delete(self, task_id: str, owner: str) -> bool:
-        return self._lifecycle.delete(task_id, owner, self._stop)
+    async def _enqueue(self, task_id: str) -> None:
+        self._queue.put_nowait(task_id)
 
-    def _stop(self, task: Task) -> None:
+    async def delete(self, task_id: str, owner: str) -> bool:
+        return await self._lifecycle.delete(task_id, owner, self._stop)
+
+    async def _stop(self, task: Task) -> None:
         """A running task's worker is told to stop, and killed if it does not."""
         worker = self._running.get(task.id)
         if worker is not None:
@@ -96,17 +101,19 @@ class TaskManager:
                 self._settings.cancel_grace_seconds, self._kill_if_still_running, task.id, worker
             )
 
-    def _recover(self) -> None:
+    async def _recover(self) -> None:
         """Requeue tasks a crash or restart left unfinished; fail those whose upload is gone."""
-        for task in self._store.unfinished():
+        for task in await self._store.unfinished():
             if task.job.audio_path.exists():
                 logger.info("Requeuing task %s left %s by the previous run", task.id, task.status.value)
-                self._lifecycle.requeue(task.id, "Requeued after a server restart")
+                await self._lifecycle.requeue(task.id, "Requeued after a server restart")
                 self._queue.put_nowait(task.id)
             elif task.job.audio_url:
-                self._lifecycle.fail(task.id, "The server restarted while downloading audio_url; submit it again.")
+                await self._lifecycle.fail(
+                    task.id, "The server restarted while downloading audio_url; submit it again."
+                )
             else:
-                self._lifecycle.fail(
+                await self._lifecycle.fail(
                     task.id, "The server restarted and this task's upload was lost; upload the file again."
                 )
 
@@ -132,7 +139,7 @@ class TaskManager:
             self._standby.fill()  # now, so that it does not slow the slots' own loading
         while True:
             task_id = await self._queue.get()
-            task = self._store.get(task_id)
+            task = await self._store.get(task_id)
             if task is None:  # deleted while pending
                 continue
             worker = self._workers[slot]
@@ -152,23 +159,27 @@ class TaskManager:
     async def _run(self, task: Task, slot: int) -> None:
         worker = self._workers[slot]
         if worker.load_error is not None:
-            self._lifecycle.fail_to_load(task.id, worker.load_error)
+            await self._lifecycle.fail_to_load(task.id, worker.load_error)
             return
-        progress = self._lifecycle.start(task.id)
+        progress = await self._lifecycle.start(task)
         if progress is None:
             return  # deleted just now
         watchdog = asyncio.create_task(self._watch(progress.watch, worker))
+
+        async def report(stage: Stage, fraction: float) -> None:
+            await self._lifecycle.report(task.id, progress, stage, fraction)
+
         try:
-            self._lifecycle.complete(task.id, await worker.run(task.job, progress.report))
+            await self._lifecycle.complete(task.id, await worker.run(task.job, report))
         except JobCancelled:
             logger.info("Task %s stopped after deletion", task.id)
         except JobFailed as error:
-            self._lifecycle.fail(task.id, str(error))
+            await self._lifecycle.fail(task.id, str(error))
         except WorkerDied:
             if progress.watch.timed_out is not None:
-                self._lifecycle.time_out(task.id, progress.watch.timed_out)
-            elif self._store.get(task.id) is not None:
-                self._lifecycle.fail(
+                await self._lifecycle.time_out(task.id, progress.watch.timed_out)
+            elif await self._store.get(task.id) is not None:
+                await self._lifecycle.fail(
                     task.id, "The worker process stopped unexpectedly (out of memory?); try a shorter file."
                 )
             task.job.audio_path.unlink(missing_ok=True)  # now, not after the models reload

@@ -36,6 +36,18 @@ class Admission(Enum):
     KEY_FULL = "key full"
 
 
+SOCKET_TIMEOUT_SECONDS = 10.0
+"""A healthy Redis answers in milliseconds; a call to one that stopped answering fails after this,
+rather than holding its thread (and the request waiting on it) for good."""
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client for the stores: text replies (records are read back as text) and bounded waits."""
+    return redis.Redis.from_url(
+        url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=SOCKET_TIMEOUT_SECONDS
+    )
+
+
 def _score(moment: datetime) -> float:
     return moment.timestamp()
 
@@ -54,7 +66,7 @@ class RedisTaskStore:
 
     @classmethod
     def from_url(cls, url: str, upload_dir: Path) -> RedisTaskStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True), upload_dir)
+        return cls(redis_client(url), upload_dir)
 
     def load(self, record: Mapping[Any, Any]) -> Task | None:
         """The task of a stored or published record; None (logged) when it must not be acted on."""

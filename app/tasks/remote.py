@@ -27,7 +27,15 @@ from redis.lock import Lock
 from app.config import Settings
 from app.pipeline.base import Pipeline, PipelineError, PipelineFactory, Stage
 from app.tasks.coordination import MAX_ATTEMPTS, RENEW_SECONDS, STOPPED_TWICE, Coordination
-from app.tasks.lifecycle import Lifecycle, StageWatch
+from app.tasks.lifecycle import (
+    RunProgress,
+    StageWatch,
+    completed,
+    failed,
+    load_failure,
+    started,
+    timeout_failure,
+)
 from app.tasks.models import TERMINAL, Task, TaskStatus
 from app.tasks.redis_store import RedisTaskStore
 from app.tasks.worker_process import WORKER_NICENESS, JobCancelled, public_message
@@ -41,7 +49,6 @@ class RemoteRunner:
         os.nice(WORKER_NICENESS)
         self._settings = settings
         self.store = RedisTaskStore.from_url(settings.redis_url, settings.upload_dir)
-        self._lifecycle = Lifecycle(self.store, settings)
         self.coordination = Coordination(self.store.client)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._state: dict[str, Any] = {
@@ -89,13 +96,17 @@ class RemoteRunner:
         try:
             keep = self._settings.task_ttl_hours * 3600
             if self.coordination.count_start(task_id, keep) > MAX_ATTEMPTS:
-                self._lifecycle.fail(task.id, STOPPED_TWICE)
+                self._fail(task.id, STOPPED_TWICE)
                 task.job.audio_path.unlink(missing_ok=True)
                 return
             self._execute(task, lease)
         finally:
             with contextlib.suppress(LockError):
                 lease.release()
+
+    def _fail(self, task_id: str, error: str) -> None:
+        logger.info("Task %s failed: %s", task_id, error)
+        self.store.update(task_id, **failed(error))
 
     def _holder_is_dead(self, task_id: str) -> bool:
         """Celery redelivers at once when a pool process dies; on the same host its lease need not
@@ -116,11 +127,11 @@ class RemoteRunner:
 
     def _execute(self, task: Task, lease: Lock) -> None:
         if self._pipeline is None:
-            self._lifecycle.fail_to_load(task.id, self._state["error"])
+            self._fail(task.id, load_failure(self._state["error"]))
             task.job.audio_path.unlink(missing_ok=True)
             return
         if not task.job.audio_path.exists():
-            self._lifecycle.fail(
+            self._fail(
                 task.id,
                 "The worker cannot read this task's upload: UPLOAD_DIR must be a directory the API and every "
                 "worker share; tell the server's operator.",
@@ -128,14 +139,11 @@ class RemoteRunner:
             return
         retried = self.coordination.starts(task.id) > 1
         # Progress carries on from an audio_url download; a retry starts it again.
-        progress = (
-            self._lifecycle.start(task.id, "Starting again after its worker stopped", progress=0.0)
-            if retried
-            else self._lifecycle.start(task.id)
-        )
-        if progress is None:  # deleted just now
+        changes = started("Starting again after its worker stopped", progress=0.0) if retried else started()
+        if self.store.update(task.id, **changes) is None:  # deleted just now
             task.job.audio_path.unlink(missing_ok=True)
             return
+        progress = RunProgress(task)
         lost = threading.Event()
         done = threading.Event()
 
@@ -143,7 +151,7 @@ class RemoteRunner:
             if lost.is_set():
                 raise JobCancelled
             # PROCESSING again: the API's sweep may have requeued a task whose lease renewal came late.
-            if progress.report(stage, fraction, status=TaskStatus.PROCESSING) is None:
+            if self.store.update(task.id, **progress.step(stage, fraction), status=TaskStatus.PROCESSING) is None:
                 raise JobCancelled  # deleted: stop here
 
         heartbeat = threading.Thread(
@@ -155,16 +163,16 @@ class RemoteRunner:
         except JobCancelled:
             logger.info("Task %s stopped after deletion", task.id)
         except PipelineError as error:
-            self._lifecycle.fail(task.id, public_message(str(error)))
+            self._fail(task.id, public_message(str(error)))
         except Exception as error:  # noqa: BLE001 - the worker must outlive a bad job
             logger.error("Job %s failed:\n%s", task.id, traceback.format_exc())
-            self._lifecycle.fail(
+            self._fail(
                 task.id,
                 f"Transcription failed unexpectedly ({type(error).__name__}). Upload the file again; if it fails "
                 f"again, give the server's operator the task id {task.id} (the cause is in the worker's log).",
             )
         else:
-            self._lifecycle.complete(task.id, output)
+            self.store.update(task.id, **completed(output))
         finally:
             done.set()
             self._pipeline.release()
@@ -185,7 +193,7 @@ class RemoteRunner:
             except Exception:  # Redis away for a moment: the lease lasts a few renewals
                 logger.warning("Task %s: could not renew its lease", task.id, exc_info=True)
             if watch.overdue(limit):
-                self._lifecycle.time_out(task.id, watch.current)
+                self._fail(task.id, timeout_failure(watch.current, self._settings))
                 task.job.audio_path.unlink(missing_ok=True)
                 # Only killing the process stops the stage; Celery replaces it, and a redelivery finds the task failed.
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -17,6 +17,7 @@ import re
 import signal
 import threading
 import traceback
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any, cast
@@ -29,7 +30,6 @@ from app.pipeline.base import (
     PipelineFactory,
     PipelineInfo,
     PipelineOutput,
-    ProgressCallback,
     Stage,
 )
 
@@ -189,7 +189,7 @@ class WorkerProcess:
             if message[0] == "exited":
                 return
 
-    async def run(self, job: Job, on_progress: ProgressCallback) -> PipelineOutput:
+    async def run(self, job: Job, on_progress: Callable[[Stage, float], Awaitable[None]]) -> PipelineOutput:
         if self._conn is None:
             raise RuntimeError(f"{self.name} is not started")
         self._cancel.clear()
@@ -198,7 +198,7 @@ class WorkerProcess:
             message = await self._inbox.get()
             match message:
                 case ("progress", stage, fraction):
-                    on_progress(stage, fraction)
+                    await on_progress(stage, fraction)
                 case ("done", output):
                     return cast(PipelineOutput, output)
                 case ("failed", error):

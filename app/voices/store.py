@@ -145,10 +145,6 @@ class RedisVoiceStore:
         self._redis = client
         self._prefix = prefix
 
-    @classmethod
-    def from_url(cls, url: str) -> RedisVoiceStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True))
-
     def _voice_key(self, voice_id: str) -> str:
         return f"{self._prefix}voice:{voice_id}"
 

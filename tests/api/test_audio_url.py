@@ -63,7 +63,7 @@ def test_the_download_is_a_stage_with_progress_and_deleting_stops_it(
     doc = wait_until(lambda: _started(url_client, task_id))
     assert doc["status"] == "pending"
     assert doc["message"] == "Downloading audio"
-    task = url_client.app.state.store.get(task_id)  # type: ignore[attr-defined]
+    task = url_client.app.state.store.engine.get(task_id)  # type: ignore[attr-defined]
     assert task.stage.value == "downloading"
     # Half the bytes are in: half of the download's 5 % share of the whole task.
     assert 1.0 <= doc["progress"] <= 3.0, doc["progress"]

@@ -70,7 +70,7 @@ def test_limits_count_the_tasks_of_every_api_process(api: Callable[..., TestClie
 def test_store_changes_reach_the_event_stream(api: Callable[..., TestClient], short_speech: Path) -> None:
     client = api()
     task_id = upload(client, short_speech)["task_id"]
-    store = RedisTaskStore(client.app.state.store.client, client.app.state.settings.upload_dir)  # type: ignore[attr-defined]
+    store = RedisTaskStore(client.app.state.store.engine.client, client.app.state.settings.upload_dir)  # type: ignore[attr-defined]
     with client.stream("GET", f"/api/v1/transcribe/events/{task_id}", headers=AUTH) as stream:
         lines = stream.iter_lines()
         assert next(line for line in lines if line.startswith("event:")) == "event: pending"
@@ -100,7 +100,7 @@ def test_audio_url_is_downloaded_by_the_api_then_queued(
     doc = wait_until(lambda: (d := status(client, task_id))["message"] == "Waiting in the queue" and d)
     assert doc["status"] == "pending"
     assert doc["progress"] > 0, "the download's share of progress is kept"
-    task = client.app.state.store.get(task_id)  # type: ignore[attr-defined]
+    task = client.app.state.store.engine.get(task_id)  # type: ignore[attr-defined]
     assert task.job.duration, "probed once downloaded"
     assert task.job.audio_path.read_bytes() == audio_server.audio
 

@@ -34,7 +34,7 @@ def test_another_key_gets_404_on_every_endpoint(client: TestClient, short_speech
 
 def test_store_keeps_a_hash_of_the_key_never_the_key(client: TestClient, short_speech: Path) -> None:
     task_id = upload(client, short_speech)["task_id"]
-    task = client.app.state.store.get(task_id)  # type: ignore[attr-defined]
+    task = client.app.state.store.engine.get(task_id)  # type: ignore[attr-defined]
     assert task.owner == hashed_key_id(API_KEY)
     assert API_KEY not in task.owner
 

@@ -47,7 +47,7 @@ def test_rotating_a_key_keeps_its_tasks(
     before = make_client(api_keys=f"team:{API_KEY},other:their-secret", **durable)
     task_id = upload(before, short_speech)["task_id"]
     wait_for_status(before, task_id, {"completed"})
-    assert before.app.state.store.get(task_id).owner == "team"  # type: ignore[attr-defined]
+    assert before.app.state.store.engine.get(task_id).owner == "team"  # type: ignore[attr-defined]
     before.__exit__(None, None, None)
 
     after = make_client(api_keys="team:new-secret,other:their-secret", **durable)

@@ -85,17 +85,17 @@ def test_defaults_are_the_seed_behaviour_and_record_no_options(client: TestClien
     result = wait_for_status(client, task_id, {"completed"})["result"]
     assert result["task"] == "transcribe"
     assert result["options"] == {}
-    job = client.app.state.store.get(task_id).job  # type: ignore[attr-defined]
+    job = client.app.state.store.engine.get(task_id).job  # type: ignore[attr-defined]
     assert (job.enable_diarization, job.initial_prompt, job.temperature, job.beam_size) == (True, None, None, None)
 
 
 def test_multilingual_reaches_the_job_and_is_recorded(client: TestClient, short_speech: Path) -> None:
     task_id = upload(client, short_speech, multilingual="true")["task_id"]
     assert wait_for_status(client, task_id, {"completed"})["result"]["options"] == {"multilingual": True}
-    assert client.app.state.store.get(task_id).job.multilingual is True  # type: ignore[attr-defined]
+    assert client.app.state.store.engine.get(task_id).job.multilingual is True  # type: ignore[attr-defined]
     default = upload(client, short_speech)["task_id"]
     wait_for_status(client, default, {"completed"})
-    assert client.app.state.store.get(default).job.multilingual is False  # type: ignore[attr-defined]
+    assert client.app.state.store.engine.get(default).job.multilingual is False  # type: ignore[attr-defined]
 
 
 def test_multilingual_is_refused_on_an_english_only_model(

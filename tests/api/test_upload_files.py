@@ -128,7 +128,7 @@ def test_an_upload_is_written_once_straight_into_upload_dir(
     with audio.open("rb") as body:
         answer = client.post("/api/v1/transcribe/upload", headers=AUTH, files={"file": ("long.wav", body)})
     assert answer.status_code == 202, answer.text
-    stored = client.app.state.store.get(answer.json()["task_id"]).job.audio_path  # type: ignore[attr-defined]
+    stored = client.app.state.store.engine.get(answer.json()["task_id"]).job.audio_path  # type: ignore[attr-defined]
     assert stored.parent == tmp_path / "uploads"
     assert stored.read_bytes() == audio.read_bytes()
     assert sum(spooled) == 0

@@ -77,5 +77,5 @@ def test_language_accepts_codes_and_names(client: TestClient, short_speech: Path
         data={"language": given},
     )
     assert response.status_code == 202
-    store = client.app.state.store  # type: ignore[attr-defined]
+    store = client.app.state.store.engine  # type: ignore[attr-defined]
     assert store.get(response.json()["task_id"]).job.language == code

@@ -294,7 +294,7 @@ def test_a_pending_delivery_survives_a_restart(
     durable = {"task_store": "sqlite", "webhook_secret": SECRET, "webhook_allow_private": True}
     before = make_client(webhook_retry_base_seconds=1.0, **durable)
     task_id = upload(before, short_speech, callback_url=state.url)["task_id"]
-    store = before.app.state.store  # type: ignore[attr-defined]
+    store = before.app.state.store.engine  # type: ignore[attr-defined]
     wait_until(lambda: '"attempts_made": 1' in "".join(store.pending_deliveries().values()))
     before.__exit__(None, None, None)
     assert list(store.pending_deliveries()) == [f"{task_id}.completed"], "kept for the next run"
@@ -304,6 +304,6 @@ def test_a_pending_delivery_survives_a_restart(
         wait_until(lambda: state.calls)
         assert _verified(state.calls[0])["task_id"] == task_id
         assert state.calls[0][1]["webhook-id"] == f"{task_id}.completed"
-        wait_until(lambda: not after.app.state.store.pending_deliveries())  # type: ignore[attr-defined]
+        wait_until(lambda: not after.app.state.store.engine.pending_deliveries())  # type: ignore[attr-defined]
     assert "Resuming webhook" in caplog.text
     assert len(state.calls) == 1

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +74,8 @@ class Service:
         return time.monotonic() - started
 
 
-def _start(tmp_path: Path, **env: str) -> Iterator[Service]:
+def start_service(tmp_path: Path, ready: Callable[[Service], bool] | None = None, **env: str) -> Iterator[Service]:
+    """The service with `env` over the attack defaults, once `ready` (by default: its model loaded)."""
     port = free_port()
     environment = {
         **os.environ,
@@ -90,7 +91,7 @@ def _start(tmp_path: Path, **env: str) -> Iterator[Service]:
     process = subprocess.Popen([sys.executable, "-m", "tests.fakes"], cwd=ROOT, env=environment, start_new_session=True)
     service = Service(port, process, tmp_path / "uploads")
     try:
-        wait_until(lambda: _loaded(service), timeout=60, interval=0.2)
+        wait_until(lambda: (ready or _loaded)(service), timeout=60, interval=0.2)
         yield service
     finally:
         process.terminate()  # the server stops its own workers
@@ -113,7 +114,7 @@ def _loaded(service: Service) -> bool:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The service as a test lab: outbound requests to loopback allowed (the hostile hosts run
     there), tight per-key and pace limits so that attacks meet them within seconds."""
-    yield from _start(
+    yield from start_service(
         tmp_path_factory.mktemp("lab"),
         AUDIO_URL_ALLOW_PRIVATE="true",
         WEBHOOK_ALLOW_PRIVATE="true",
@@ -132,7 +133,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The service with its default settings, as shipped, and a webhook secret, so callbacks are possible."""
-    yield from _start(tmp_path_factory.mktemp("service"), WEBHOOK_SECRET=SECRET)
+    yield from start_service(tmp_path_factory.mktemp("service"), WEBHOOK_SECRET=SECRET)
 
 
 def upload_head(path: str, key: str, length: int) -> bytes:

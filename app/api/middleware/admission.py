@@ -40,7 +40,7 @@ class UploadAdmissionMiddleware:
         manager: TaskBackend | None = getattr(scope["app"].state, "manager", None)
         if manager is not None:  # None only before the lifespan has started
             try:
-                manager.check_capacity(owner)
+                await manager.check_capacity(owner)
             except OverCapacity as error:
                 await send_problem(send, error.status, error.detail, _RETRY_AFTER)
                 return

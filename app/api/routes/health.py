@@ -36,7 +36,7 @@ async def _gpu_memory() -> list[GpuMemory] | None:
 async def health(_caller: CallerDep, manager: ManagerDep, store: StoreDep, settings: SettingsDep) -> HealthResponse:
     state = manager.worker_state()
     allowed = allowed_whisper_models(settings)
-    counts = store.count_by_status()
+    counts = await store.count_by_status()
     status = "degraded" if state.load_error else "ok" if state.loaded else "loading"
     device = state.info.device if state.info else None
     return HealthResponse(

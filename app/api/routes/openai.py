@@ -29,10 +29,10 @@ from app.api.uploads import (
 from app.config import Settings
 from app.formats.openai import Granularity, OpenAIFormat, openai_response
 from app.pipeline.base import Job
+from app.tasks.async_store import AsyncTaskStore
 from app.tasks.backend import TaskBackend
 from app.tasks.limits import OverCapacity
 from app.tasks.models import TERMINAL, Task, TaskStatus
-from app.tasks.store import TaskStore
 
 router = APIRouter(prefix="/v1/audio", tags=["openai-compatible"], responses=UNAUTHORIZED, route_class=UploadDirRoute)
 
@@ -42,7 +42,7 @@ _DISCONNECT_POLL_SECONDS = 1.0
 _CLIENT_CLOSED = 499
 
 
-async def _finished(task_id: str, manager: TaskBackend, store: TaskStore) -> Task | None:
+async def _finished(task_id: str, manager: TaskBackend, store: AsyncTaskStore) -> Task | None:
     async for task in manager.events.follow(task_id, store.get):
         if task is None or task.status in TERMINAL:
             return task
@@ -139,7 +139,7 @@ async def _answer(
     caller: str,
     settings: Settings,
     manager: TaskBackend,
-    store: TaskStore,
+    store: AsyncTaskStore,
     file: UploadFile,
     options: dict[str, Any],
     response_format: OpenAIFormat,
@@ -151,7 +151,7 @@ async def _answer(
         task_id=path.name, audio_path=path, duration=media.duration, file_name=display_name(file.filename), **options
     )
     try:
-        task = manager.submit(job, caller)
+        task = await manager.submit(job, caller)
     except OverCapacity as error:
         path.unlink(missing_ok=True)
         raise refuse_over_capacity(error) from None
@@ -164,7 +164,7 @@ async def _answer(
         done = waiter.result()
     finally:
         waiter.cancel()
-        manager.delete(task.id, caller)  # answered or abandoned: nothing stays behind
+        await manager.delete(task.id, caller)  # answered or abandoned: nothing stays behind
 
     if done is not None and done.status is TaskStatus.FAILED:
         status = 503 if manager.worker_state().load_error else 422

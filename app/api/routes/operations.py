@@ -1,4 +1,4 @@
-"""GET /ready for orchestrators and GET /metrics for Prometheus."""
+"""GET /live and GET /ready for orchestrators, GET /metrics for Prometheus."""
 
 from __future__ import annotations
 
@@ -6,10 +6,17 @@ from fastapi import APIRouter, Response
 
 from app.api.deps import CallerDep, ManagerDep, MetricsDep
 from app.api.errors import UNAUTHORIZED
-from app.api.schemas import ReadyResponse
+from app.api.schemas import LiveResponse, ReadyResponse
 from app.ops.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"], responses=UNAUTHORIZED)
+
+
+@router.get("/live", response_model=LiveResponse, summary="Whether the API process answers at all")
+async def live(_caller: CallerDep) -> LiveResponse:
+    # Reads nothing (no store, no workers): it answers whenever the event loop does, so a store or a
+    # worker that is away makes /ready or /health fail, never this; a liveness probe restarts only a hung process.
+    return LiveResponse(alive=True)
 
 
 @router.get(
@@ -45,4 +52,4 @@ async def ready(_caller: CallerDep, manager: ManagerDep, response: Response) -> 
     summary="Prometheus metrics",
 )
 async def metrics(_caller: CallerDep, metrics: MetricsDep) -> Response:
-    return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+    return Response(await metrics.exposition(), media_type=CONTENT_TYPE)

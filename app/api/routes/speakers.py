@@ -25,11 +25,11 @@ from app.api.upload_body import UploadDirRoute
 from app.api.uploads import receive_upload
 from app.config import Settings
 from app.media import SUPPORTED_EXTENSIONS, MediaError
+from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore
 from app.tasks.models import Task, TaskStatus
-from app.tasks.store import TaskStore
 from app.voices.enrollment import SampleEmbedder, SampleError
 from app.voices.matching import EMBEDDED_ENCODER, add_sample, rename_speakers
-from app.voices.store import Voice, VoiceStore
+from app.voices.store import Voice
 
 MAX_NAME_CHARS = 100
 MAX_VOICES_PER_KEY = 200
@@ -90,7 +90,7 @@ def _task_speaker(task: Task, speaker: str) -> tuple[str, list[float]]:
 
 
 async def _sample(
-    caller: str, settings: Settings, store: TaskStore, embedder: SampleEmbedder,
+    caller: str, settings: Settings, store: AsyncTaskStore, embedder: SampleEmbedder,
     file: UploadFile | None, task_id: str | None, speaker: str | None,
 ) -> tuple[str, list[float]]:  # fmt: skip
     """The encoder and embedding of a sample: an uploaded recording, or a speaker of a task."""
@@ -102,7 +102,7 @@ async def _sample(
     if task_id is not None:
         if not speaker:
             raise HTTPException(422, "speaker: give the speaker's label in the task, such as SPEAKER_00")
-        task = store.get(task_id)
+        task = await store.get(task_id)
         if task is None or task.owner != caller:  # another key's task answers like a missing one
             raise not_found(task_id)
         return _task_speaker(task, speaker)
@@ -142,7 +142,7 @@ async def enrol(
     name = name.strip()
     if not name:
         raise HTTPException(422, "name: give the speaker's name")
-    mine = voices.list(caller)
+    mine = await voices.list(caller)
     if existing := next((voice for voice in mine if voice.name == name), None):
         raise HTTPException(
             409, f"name: this key already has a voice named {name!r} (id {existing.id}); "
@@ -152,7 +152,7 @@ async def enrol(
         raise HTTPException(409, f"This key has {len(mine)} voices, the most it may have; delete some first")
     encoder, embedding = await _sample(caller, settings, store, embedder, file, task_id, speaker)
     voice = Voice(owner=caller, name=name, encoder=encoder, embedding=add_sample([0.0] * len(embedding), 0, embedding))
-    voices.save(voice)
+    await voices.save(voice)
     return _voice_response(voice)
 
 
@@ -173,10 +173,10 @@ async def add_voice_sample(
     task_id: TaskIdField = None,
     speaker: SpeakerField = None,
 ) -> VoiceResponse:
-    if voices.get(caller, voice_id) is None:
+    if await voices.get(caller, voice_id) is None:
         raise _voice_not_found(voice_id)
     encoder, embedding = await _sample(caller, settings, store, embedder, file, task_id, speaker)
-    voice = voices.get(caller, voice_id)  # again: it may have been deleted while the sample was embedded
+    voice = await voices.get(caller, voice_id)  # again: it may have been deleted while the sample was embedded
     if voice is None:
         raise _voice_not_found(voice_id)
     if encoder != voice.encoder:
@@ -185,28 +185,28 @@ async def add_voice_sample(
             "Enrol it as a separate voice"
         )  # fmt: skip
     updated = voice.with_sample(add_sample(voice.embedding, voice.samples, embedding))
-    voices.save(updated)
+    await voices.save(updated)
     return _voice_response(updated)
 
 
 @router.get("/speakers", response_model=VoiceList, summary="The key's enrolled voices, oldest first")
 async def list_voices(caller: CallerDep, voices: VoiceStoreDep) -> VoiceList:
-    return VoiceList(speakers=[_voice_response(voice) for voice in voices.list(caller)])
+    return VoiceList(speakers=[_voice_response(voice) for voice in await voices.list(caller)])
 
 
 @router.delete(
     "/speakers/{voice_id}", response_model=VoiceResponse, responses=_VOICE_NOT_FOUND, summary="Delete a voice"
 )
 async def delete_voice(voice_id: str, caller: CallerDep, voices: VoiceStoreDep) -> VoiceResponse:
-    voice = voices.get(caller, voice_id)
-    if voice is None or not voices.delete(caller, voice_id):
+    voice = await voices.get(caller, voice_id)
+    if voice is None or not await voices.delete(caller, voice_id):
         raise _voice_not_found(voice_id)
     return _voice_response(voice)
 
 
 @router.delete("/speakers", response_model=VoicesDeleted, summary="Delete all of the key's voices")
 async def delete_all_voices(caller: CallerDep, voices: VoiceStoreDep) -> VoicesDeleted:
-    return VoicesDeleted(deleted=voices.delete_all(caller))
+    return VoicesDeleted(deleted=await voices.delete_all(caller))
 
 
 @router.patch(
@@ -243,15 +243,15 @@ async def rename_task_speakers(
     after = [new_names.get(label, label) for label in current]
     if len(set(after)) != len(after):
         raise HTTPException(422, "Two speakers would share a name; give each speaker a different one")
-    updated = store.update(task.id, result=rename_speakers(task.result, new_names))
+    updated = await store.update(task.id, result=rename_speakers(task.result, new_names))
     if updated is None or updated.result is None:
         raise not_found(task.id)
     return TranscriptionResult.model_validate(updated.result)
 
 
-def owned_voices(voices: VoiceStore, caller: str, names: list[str] | None) -> tuple[dict[str, Any], ...]:
+async def owned_voices(voices: AsyncVoiceStore, caller: str, names: list[str] | None) -> tuple[dict[str, Any], ...]:
     """The caller's voices to look for in a task (`names`: only those; None: all), as a job carries them."""
-    mine = voices.list(caller)
+    mine = await voices.list(caller)
     if names is not None:
         known = {voice.name for voice in mine}
         if missing := [name for name in names if name not in known]:

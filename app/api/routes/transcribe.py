@@ -110,7 +110,7 @@ async def upload(
     identify, wanted_names = _voice_names(form.identify_speakers)
     if identify and not form.enable_diarization:
         raise HTTPException(422, "identify_speakers: speakers are named after diarization; keep enable_diarization on")
-    known_voices = owned_voices(voices, caller, wanted_names) if identify else ()
+    known_voices = await owned_voices(voices, caller, wanted_names) if identify else ()
     chosen_model = choose_model(form.model, settings)
     if (file is None) == (form.audio_url is None):
         raise HTTPException(
@@ -138,7 +138,7 @@ async def upload(
         check_multilingual(manager, code, chosen_model)
     try:
         # UploadAdmissionMiddleware checked before the body arrived; the queue may have filled since.
-        manager.check_capacity(caller)
+        await manager.check_capacity(caller)
     except OverCapacity as error:
         raise refuse_over_capacity(error) from None
 
@@ -164,7 +164,7 @@ async def upload(
         job = Job(task_id=path.name, audio_path=path, audio_url=form.audio_url, file_name=name, **options)
         prepare = functools.partial(download_audio, job, settings)
     try:
-        created = manager.submit(job, caller, prepare)
+        created = await manager.submit(job, caller, prepare)
     except OverCapacity as error:
         path.unlink(missing_ok=True)
         raise refuse_over_capacity(error) from None
@@ -191,7 +191,7 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=100, description="Tasks per page")] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000, description="Tasks to skip")] = 0,
 ) -> TaskList:
-    tasks, total = store.page(caller, status, limit, offset)
+    tasks, total = await store.page(caller, status, limit, offset)
     return TaskList(tasks=[TaskSummary.from_task(task) for task in tasks], total=total, limit=limit, offset=offset)
 
 
@@ -228,6 +228,6 @@ async def get_result(
 
 @router.delete("/task/{task_id}", response_model=DeleteResponse, responses=_NOT_FOUND, summary="Delete a task")
 async def delete_task(task_id: str, caller: CallerDep, manager: ManagerDep) -> DeleteResponse:
-    if not manager.delete(task_id, caller):
+    if not await manager.delete(task_id, caller):
         raise not_found(task_id)
     return DeleteResponse(task_id=task_id, message="Task deleted; any running work is being stopped")
