@@ -22,6 +22,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any, cast
 
+from tqdm import tqdm
+
 from app.config import Settings
 from app.ops.telemetry import disable_telemetry
 from app.pipeline.base import (
@@ -74,6 +76,11 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
     # (torch, tqdm) registered, and the resource tracker warns of them as leaked at shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_terminate)
+    # tqdm's default lock (faster-whisper opens a progress bar, hidden, per transcription) is a
+    # multiprocessing lock: a named semaphore that only those exit handlers remove, so every worker
+    # killed after a delete would leave one behind until the service stops. One process needs no more
+    # than a thread lock.
+    tqdm.set_lock(threading.RLock())
     # Inference yields the CPU to the API process, so status requests stay fast under load.
     os.nice(WORKER_NICENESS)
     disable_telemetry()

@@ -54,6 +54,7 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 class Server:
     url: str
     upload_dir: Path
+    pid: int
 
 
 @contextmanager
@@ -90,7 +91,7 @@ def serving(workdir: Path, port: int, **settings: str) -> Iterator[Server]:
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
-        yield Server(url=url, upload_dir=workdir / "uploads")
+        yield Server(url=url, upload_dir=workdir / "uploads", pid=process.pid)
     finally:
         process.terminate()
         process.wait(30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,9 +133,22 @@ def test_progress_rises_through_every_stage(server: Server, long_speech: Path) -
 
 @pytest.fixture(scope="module")
 def one_worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The service with a single worker: a queued task can start only once the running one has stopped."""
-    with serving(tmp_path_factory.mktemp("one-worker"), free_port(), MAX_CONCURRENT_TASKS="1") as running:
+    """The service with a single worker and a standby: a queued task can start only once the running one
+    has stopped."""
+    with serving(
+        tmp_path_factory.mktemp("one-worker"), free_port(), MAX_CONCURRENT_TASKS="1", STANDBY_WORKERS="1"
+    ) as running:
         yield running
+
+
+def _worker_pids(server: Server) -> set[int]:
+    """The service's worker processes: its children started by multiprocessing's spawn."""
+    pids = set()
+    for child in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split():
+        with contextlib.suppress(FileNotFoundError):  # it ended meanwhile
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                pids.add(int(child))
+    return pids
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +161,13 @@ def twenty_minutes(known_speech: Path, media_dir: Path) -> Path:
 
 def test_deleting_a_running_task_stops_it(one_worker_server: Server, twenty_minutes: Path, known_speech: Path) -> None:
     url = one_worker_server.url
+    # A transcription first, so the worker holds what one leaves (tqdm's lock among it) when it is killed.
+    warm = submit(known_speech, url, language="en", enable_diarization="false")
+    assert wait_done(warm, timeout=300, base_url=url)["status"] == "completed"
+    deadline = Deadline(120, "the standby worker to start")
+    while len(workers_before := _worker_pids(one_worker_server)) < 2:
+        deadline.check(workers_before)
+        time.sleep(0.2)
     # Left alone, this would hold the only worker for a quarter of an hour or more: 5 minutes of speech
     # took 30 s with a beam of 2, and each step of a beam of 20 decodes ten times the hypotheses.
     doomed = submit(twenty_minutes, url, language="en", beam_size="20")
@@ -160,9 +181,15 @@ def test_deleting_a_running_task_stops_it(one_worker_server: Server, twenty_minu
     assert httpx.delete(f"{url}/api/v1/transcribe/task/{doomed}", headers=AUTH).status_code == 200
     assert httpx.get(f"{url}/api/v1/transcribe/status/{doomed}", headers=AUTH).status_code == 404
     assert not (one_worker_server.upload_dir / doomed).exists()
-    # The queued task runs on the worker the deleted one held, long before that one could have finished.
+    # The queued task runs in the slot the deleted one held, long before that one could have finished.
     after = wait_done(queued, timeout=300, base_url=url)
     assert after["status"] == "completed", after["error"]
     assert word_error_rate(KNOWN_TEXT, transcript_text(after["result"])) <= MAX_WER_GENERATED
     health = httpx.get(f"{url}/health", headers=AUTH).json()
     assert (health["model_loaded"], health["queue"]) == (True, {"pending": 0, "processing": 0})
+    workers_after = _worker_pids(one_worker_server)
+    killed = workers_before - workers_after
+    assert len(killed) == 1, "a transcription batch cannot stop within the grace: its worker is killed"
+    assert workers_before & workers_after, "the standby took the slot and ran the queued task"
+    # Nothing of the killed worker is left: its multiprocessing semaphores carry its pid in their names.
+    assert not [path for pid in killed for path in Path("/dev/shm").glob(f"sem.*-{pid}-*")]
