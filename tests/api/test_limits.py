@@ -128,10 +128,11 @@ def test_too_many_active_tasks_for_one_key_is_429(make_client: Callable[..., Tes
     upload(client, short_speech)
 
 
+@pytest.mark.parametrize("standby_workers", [0, 1])
 def test_a_stage_past_its_timeout_fails_the_task_naming_the_stage(
-    make_client: Callable[..., TestClient], short_speech: Path
+    make_client: Callable[..., TestClient], short_speech: Path, standby_workers: int
 ) -> None:
-    client = make_client({"FAKE_MODE": "stubborn"}, stage_timeout_seconds=1)
+    client = make_client({"FAKE_MODE": "stubborn"}, stage_timeout_seconds=1, standby_workers=standby_workers)
     task_id = upload(client, short_speech)["task_id"]
     failed = wait_for_status(client, task_id, {"failed"}, timeout=15)
     assert failed["error"] == (
