@@ -109,12 +109,14 @@ class Settings(BaseSettings):
     """How long a deleted running task may take to stop at its next progress step before its worker
     process is killed (one transcription step can take several seconds on a CPU)."""
 
-    standby_workers: int = Field(1, ge=0, le=8)
+    standby_workers: int | None = Field(None, ge=0, le=8)
     """Loaded, idle worker processes that take over at once from a worker killed in the middle of a
     task (deleted and not stopped within CANCEL_GRACE_SECONDS, past STAGE_TIMEOUT_SECONDS, crashed),
     so the next task need not wait ~10 s for a fresh worker to load the models. Each costs memory (about
     0.6 GB more on a CPU with the default model; on a GPU, its own copy of the models in GPU memory);
-    with 0 a killed worker is restarted in place. TASK_BACKEND=local only."""
+    with 0 a killed worker is restarted in place. Unset: 1 when the workers run on the CPU, 0 on CUDA
+    (a GPU's steps are short enough to stop within the grace, and its memory is scarcer).
+    TASK_BACKEND=local only."""
 
     ffmpeg_timeout_seconds: float = Field(600.0, gt=0)
     """Longest an ffprobe or ffmpeg call may run."""

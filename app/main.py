@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import secrets
 import sys
@@ -112,7 +113,8 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         prepare_upload_dir(settings.upload_dir)
         grace = settings.orphan_upload_grace_hours * 3600
-        await threads.call(
+        # A walk of the directory: on a thread whatever the store (the stores' calls are thread-safe).
+        await asyncio.to_thread(
             sweep_orphans, settings.upload_dir, lambda task_id: store.engine.get(task_id) is not None, grace
         )
         if settings.task_backend == "local":  # with celery, the workers load the models and check them

@@ -89,9 +89,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(422, "; ".join(_describe(error) for error in exc.errors()))
 
 
+STORE_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+"""TASK_BACKEND=celery: Redis is down, restarting or not answering; the request may succeed in a moment."""
+STORE_UNREACHABLE_DETAIL = "The task store (Redis) cannot be reached; retry later."
+STORE_RETRY_AFTER_SECONDS = 5
+
+
 async def _store_unreachable(request: Request, exc: Exception) -> JSONResponse:
-    # TASK_BACKEND=celery: Redis is down, restarting or not answering; the request may succeed in a moment.
-    return problem(503, "The task store (Redis) cannot be reached; retry later.", {"Retry-After": "5"})
+    return problem(503, STORE_UNREACHABLE_DETAIL, {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -102,6 +107,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(RedisConnectionError, _store_unreachable)
-    app.add_exception_handler(RedisTimeoutError, _store_unreachable)
+    for unreachable in STORE_UNREACHABLE:
+        app.add_exception_handler(unreachable, _store_unreachable)
     app.add_exception_handler(Exception, _unexpected_error)

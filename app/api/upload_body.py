@@ -23,6 +23,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from app.api.errors import STORE_UNREACHABLE
 from app.tasks.files import create_private, new_upload_path
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,11 @@ class UploadDirRoute(APIRoute):
                 store = request.app.state.store
                 for upload in request.stored:
                     await upload.close()
-                    if await store.get(upload.path.name) is None:
+                    try:
+                        kept = await store.get(upload.path.name) is not None
+                    except STORE_UNREACHABLE:  # the answer stands; the start-up sweep removes a file left over
+                        kept = True
+                    if not kept:
                         upload.path.unlink(missing_ok=True)
 
         return handle_upload

@@ -89,6 +89,8 @@ class WebhookSender:
             transport=GuardedTransport(settings.webhook_allow_private, CALLBACK),
         )
         self._deliveries: set[asyncio.Task[None]] = set()
+        self._unsaved: dict[str, str] = {}
+        """Records of deliveries not yet in the store: `aclose` saves what shutdown caught before its delivery did."""
 
     def task_changed(self, task: Task, deleted: bool) -> None:
         secret = self._settings.webhook_secret
@@ -110,6 +112,7 @@ class WebhookSender:
             self._start(Delivery(**json.loads(record)), record)
 
     def _start(self, delivery: Delivery, record: str) -> None:
+        self._unsaved[delivery.message_id] = record
         running = asyncio.create_task(self._deliver(delivery, record))
         self._deliveries.add(running)
         running.add_done_callback(self._deliveries.discard)
@@ -117,7 +120,8 @@ class WebhookSender:
     async def _deliver(self, delivery: Delivery, record: str) -> None:
         """Send until it succeeds or the tries run out; `record` is kept in the store meanwhile."""
         assert self._settings.webhook_secret is not None  # noqa: S101 - checked before a delivery starts
-        await self._store.put_delivery(delivery.message_id, record)
+        await self._keep(delivery.message_id, record)
+        self._unsaved.pop(delivery.message_id, None)
         signer = Webhook(key_secret(self._settings.webhook_secret, delivery.owner))
         message_id, url, body = delivery.message_id, delivery.url, delivery.body.encode()
         host = urlsplit(url).hostname  # logged instead of the URL, which may carry a token
@@ -139,7 +143,7 @@ class WebhookSender:
                     delivered, reason = response.is_success, f"HTTP {response.status_code}"
                 if delivered:
                     logger.info("Webhook %s delivered to %s (attempt %d)", message_id, host, attempt)
-                    await self._store.drop_delivery(message_id)
+                    await self._forget(message_id)
                     return
             except (httpx.HTTPError, TargetRefused) as error:
                 reason = type(error).__name__ if isinstance(error, httpx.HTTPError) else str(error)
@@ -147,10 +151,23 @@ class WebhookSender:
                 delay = self._settings.webhook_retry_base_seconds * 2 ** (attempt - 1)
                 logger.info("Webhook %s to %s failed (%s); retrying in %.1f s", message_id, host, reason, delay)
                 delivery = replace(delivery, attempts_made=attempt, next_attempt_at=time.time() + delay)
-                await self._store.put_delivery(message_id, json.dumps(asdict(delivery)))
+                await self._keep(message_id, json.dumps(asdict(delivery)))
                 await asyncio.sleep(delay)
         logger.warning("Webhook %s to %s failed %d times (%s); giving up", message_id, host, attempts, reason)
-        await self._store.drop_delivery(message_id)
+        await self._forget(message_id)
+
+    async def _keep(self, message_id: str, record: str) -> None:
+        """Save the delivery for a restart; one the store cannot take is still sent by this run."""
+        try:
+            await self._store.put_delivery(message_id, record)
+        except Exception as error:  # noqa: BLE001 - the store away for a moment must not stop the callback
+            logger.warning("Webhook %s could not be saved for a restart: %s", message_id, error)
+
+    async def _forget(self, message_id: str) -> None:
+        try:
+            await self._store.drop_delivery(message_id)
+        except Exception as error:  # noqa: BLE001 - a restart would send it again: receivers dedupe by webhook-id
+            logger.warning("Webhook %s could not be removed from the store: %s", message_id, error)
 
     async def aclose(self) -> None:
         """Stop pending deliveries (the store keeps them for the next run): a callback must not hold up shutdown."""
@@ -158,6 +175,8 @@ class WebhookSender:
         for delivery in pending:
             delivery.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        for message_id, record in self._unsaved.items():  # cancelled before they were saved
+            await self._keep(message_id, record)
         if pending:
             logger.warning("Shutdown cancelled %d webhook deliveries", len(pending))
         await self._client.aclose()

@@ -44,7 +44,7 @@ class StoreThreads:
 
     def close(self) -> None:
         if self._executor is not None:
-            # Calls stuck on an unreachable store are not waited for: the process is ending.
+            # Calls not started yet are dropped; one stuck on an unreachable store ends within its timeout.
             self._executor.shutdown(wait=False, cancel_futures=True)
 
 

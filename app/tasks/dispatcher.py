@@ -29,15 +29,16 @@ from app.tasks.async_store import AsyncTaskStore
 from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.coordination import LEASE_SECONDS, MAX_ATTEMPTS, STOPPED_TWICE, Coordination
 from app.tasks.events import TaskEvents
-from app.tasks.lifecycle import Lifecycle, Prepare, WorkerState
+from app.tasks.lifecycle import Lifecycle, Prepare, WorkerState, failed, requeued
 from app.tasks.limits import QueueFull, QueueUnreachable, TooManyTasks, check_limits
-from app.tasks.models import TERMINAL, Task, TaskStatus, utcnow
+from app.tasks.models import TERMINAL, Task, TaskStatus
 from app.tasks.progress import STAGE_MESSAGES
 from app.tasks.redis_store import Admission, RedisTaskStore
 
 logger = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 5.0
+WORKERS_UNSEEN = "the workers cannot be seen: the task store (Redis) cannot be reached"
 WORKERS_SECONDS = 1.0
 """How often the workers' announcements are read: a worker that finished loading shows in /health within this."""
 
@@ -59,6 +60,7 @@ class CeleryDispatcher:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping: set[asyncio.Task[None]] = set()
         self._workers: list[dict[str, Any]] = []
+        self._workers_unseen = False
         # Connects on first use, on the event loop that uses it.
         self._async_redis = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
 
@@ -123,8 +125,12 @@ class CeleryDispatcher:
         return await self._lifecycle.delete(task_id, owner, self._stop)
 
     async def _stop(self, task: Task) -> None:
-        # A waiting message is dropped by the workers; a running task stops at its next progress step.
-        await self._threads.call(self._celery.control.revoke, task.id)
+        # A waiting message is dropped by the workers; a running task stops at its next progress step
+        # (its worker finds the task gone), so a revoke that cannot be sent only costs the kill below.
+        try:
+            await self._threads.call(self._celery.control.revoke, task.id)
+        except Exception as error:  # noqa: BLE001 - the task is deleted already; the broker is away
+            logger.warning("Could not revoke task %s: %s", task.id, error)
         if task.status is TaskStatus.PROCESSING:
             stopping = asyncio.create_task(self._kill_if_still_running(task.id), name=f"stop-{task.id}")
             self._stopping.add(stopping)
@@ -132,20 +138,30 @@ class CeleryDispatcher:
 
     async def _kill_if_still_running(self, task_id: str) -> None:
         await asyncio.sleep(self._settings.cancel_grace_seconds)
-        if await self._threads.call(self._coordination.leased, task_id):
-            logger.warning("Task %s did not stop after deletion; killing its worker process", task_id)
-            await self._threads.call(self._celery.control.revoke, task_id, terminate=True, signal="SIGKILL")
+        try:
+            if await self._threads.call(self._coordination.leased, task_id):
+                logger.warning("Task %s did not stop after deletion; killing its worker process", task_id)
+                await self._threads.call(self._celery.control.revoke, task_id, terminate=True, signal="SIGKILL")
+        except Exception as error:  # noqa: BLE001 - Redis away: the worker stops at its next step instead
+            logger.warning("Could not stop the worker of deleted task %s: %s", task_id, error)
 
     async def _follow_workers(self) -> None:
         """Keep what the workers announce, so /health and the upload checks read it without waiting on Redis."""
         while True:
             try:
                 self._workers = await self._threads.call(self._coordination.workers)
-            except Exception as error:  # noqa: BLE001 - Redis away: /health keeps the last announcements meanwhile
-                logger.warning("Could not read the workers' announcements: %s", error)
+                if self._workers_unseen:
+                    logger.info("The workers' announcements can be read again")
+                self._workers_unseen = False
+            except Exception as error:  # noqa: BLE001 - Redis away: /health and /ready say so until it is back
+                if not self._workers_unseen:
+                    logger.warning("Could not read the workers' announcements: %s", error)
+                self._workers_unseen = True
             await asyncio.sleep(WORKERS_SECONDS)
 
     def worker_state(self) -> WorkerState:
+        if self._workers_unseen:
+            return WorkerState(info=None, loaded=False, load_error=WORKERS_UNSEEN)
         workers = self._workers
         loaded = [worker for worker in workers if worker.get("model")]
         errors = [worker["error"] for worker in workers if worker.get("error")]
@@ -207,17 +223,10 @@ class CeleryDispatcher:
             if task.status is not TaskStatus.PROCESSING or self._coordination.leased(task.id):
                 continue
             if self._coordination.starts(task.id) >= MAX_ATTEMPTS:
-                failed = self._store.update_if(
-                    task.id, TaskStatus.PROCESSING, status=TaskStatus.FAILED, message="Transcription failed",
-                    error=STOPPED_TWICE, completed_at=utcnow(),
-                )  # fmt: skip
-                if failed is not None:
+                if self._store.update_if(task.id, TaskStatus.PROCESSING, **failed(STOPPED_TWICE)) is not None:
                     task.job.audio_path.unlink(missing_ok=True)
                 continue
-            requeued = self._store.update_if(
-                task.id, TaskStatus.PROCESSING, status=TaskStatus.PENDING, progress=0.0, stage=None,
-                started_at=None, message="Its worker stopped unexpectedly; waiting to be retried on another worker",
-            )  # fmt: skip
-            if requeued is not None:
+            retry = requeued("Its worker stopped unexpectedly; waiting to be retried on another worker")
+            if self._store.update_if(task.id, TaskStatus.PROCESSING, **retry) is not None:
                 logger.warning("Task %s lost its worker (no lease for %s s); retrying it", task.id, LEASE_SECONDS)
                 self._send(task.id)

@@ -173,16 +173,19 @@ class Lifecycle:
         """Remove the owner's task in any state, with its upload; False when there is none.
 
         A download stops here; `stop` is the backend's way to stop the task if a worker runs it."""
-        task = await self.store.get(task_id)
-        if task is None or task.owner != owner:
+        found = await self.store.get(task_id)
+        if found is None or found.owner != owner:
             return False
-        await self.store.delete(task_id)
+        # The task as it was when removed (it may have started meanwhile); None when another delete won.
+        task = await self.store.delete(task_id)
+        if task is None:
+            return False
         if self._events is not None:
             self._events.publish(task, deleted=True)
         if (download := self._downloads.pop(task_id, None)) is not None:
             download.cancel()  # the download stops and removes what it wrote
-        await stop(task)
         task.job.audio_path.unlink(missing_ok=True)
+        await stop(task)
         return True
 
     def download(self, task: Task, prepare: Prepare, queue: Callable[[Job], Awaitable[None]]) -> None:

@@ -2,7 +2,8 @@
 
 Each concurrency slot is one consumer coroutine owning one worker process: the slots are
 the semaphore, and the shared FIFO queue keeps pending tasks in arrival order. A worker killed
-mid-task is replaced by a loaded standby (standby.py), so the next task starts at once. The store
+mid-task is replaced by a loaded standby when there is one (standby.py), so the next task need
+not wait for the models to load. The store
 writes that move a task are the lifecycle's (lifecycle.py), shared with the Celery backend;
 this module keeps how a job reaches a worker process and how it is stopped.
 """
@@ -135,8 +136,9 @@ class TaskManager:
     async def _serve(self, slot: int) -> None:
         await self._workers[slot].start()
         self._loaded_slots += 1
-        if self._loaded_slots == len(self._workers):
-            self._standby.fill()  # now, so that it does not slow the slots' own loading
+        loaded = next((worker.info for worker in self._workers if worker.info is not None), None)
+        if self._loaded_slots == len(self._workers) and loaded is not None:
+            self._standby.start(loaded.device)  # now, so that it does not slow the slots' own loading
         while True:
             task_id = await self._queue.get()
             task = await self._store.get(task_id)

@@ -32,15 +32,23 @@ class StandbyWorkers:
     def __init__(self, factory: PipelineFactory, settings: Settings) -> None:
         self._factory = factory
         self._settings = settings
+        self._wanted = 0
+        """How many to keep: known once the workers have said which device they run on."""
         self._loading: deque[asyncio.Task[WorkerProcess]] = deque()
         """Each standby's start, in the order they were started: done once it is loaded."""
         self._workers: list[WorkerProcess] = []
         """Every standby not handed out, loaded or not: what `stop` ends."""
         self._started = 0
 
+    def start(self, device: str) -> None:
+        """Start the standbys, STANDBY_WORKERS of them or, unset, one for workers on the CPU and none on CUDA."""
+        configured = self._settings.standby_workers
+        self._wanted = configured if configured is not None else int(device == "cpu")
+        self.fill()
+
     def fill(self) -> None:
-        """Start loading standby workers until STANDBY_WORKERS are loaded or on their way."""
-        while len(self._loading) < self._settings.standby_workers:
+        """Start loading standby workers until enough are loaded or on their way."""
+        while len(self._loading) < self._wanted:
             self._started += 1
             worker = WorkerProcess(f"standby-{self._started}", self._factory, self._settings)
             self._workers.append(worker)
@@ -58,9 +66,13 @@ class StandbyWorkers:
             return None
         loading = self._loading.popleft()
         self.fill()
-        worker = await loading
+        try:
+            worker = await loading
+        except Exception:  # could not even start: restarting the dead worker will try again
+            logger.exception("A standby worker could not start")
+            return None
         self._workers.remove(worker)
-        if worker.load_error is not None:  # restarting the dead worker will try again
+        if worker.load_error is not None or not worker.alive():  # failed to load, or died while idle
             await worker.stop()
             return None
         logger.info("%s takes over as %s", worker.name, name)

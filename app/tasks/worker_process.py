@@ -200,7 +200,10 @@ class WorkerProcess:
         if self._conn is None:
             raise RuntimeError(f"{self.name} is not started")
         self._cancel.clear()
-        self._conn.send(job)
+        try:
+            self._conn.send(job)
+        except OSError:  # the process died while it waited for work
+            raise WorkerDied from None
         while True:
             message = await self._inbox.get()
             match message:
@@ -218,6 +221,9 @@ class WorkerProcess:
     def cancel(self) -> None:
         """Ask the running job to stop at its next progress step."""
         self._cancel.set()
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
 
     def kill(self) -> None:
         if self._process is not None and self._process.is_alive():

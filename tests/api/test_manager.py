@@ -242,3 +242,32 @@ def test_shutdown_stops_a_standby_still_loading(make_client: Callable[..., TestC
     client.__exit__(None, None, None)
     assert not standby.is_alive()
     print(f"shutdown with a standby loading: {time.monotonic() - stopping:.2f} s")
+
+
+def test_a_standby_that_died_while_idle_gives_way_to_a_restart(
+    make_client: Callable[..., TestClient], short_speech: Path, tmp_path: Path
+) -> None:
+    stuck_speech = tmp_path / "stuck.wav"
+    stuck_speech.write_bytes(short_speech.read_bytes())
+    client = make_client({"FAKE_STUCK_NAME": stuck_speech.name}, standby_workers=1, cancel_grace_seconds=0.5)
+    manager = client.app.state.manager  # type: ignore[attr-defined]
+    wait_until(lambda: manager._standby._loading and manager._standby._loading[0].done())
+    standby = manager._standby._workers[0]
+    standby.kill()  # as the out-of-memory killer would, while it waits
+    standby._process.join(5)
+
+    stuck = upload(client, stuck_speech)["task_id"]
+    following = upload(client, short_speech)["task_id"]
+    wait_until(lambda: status(client, stuck)["message"] == "Transcribing speech")
+    assert client.delete(f"/api/v1/transcribe/task/{stuck}", headers=AUTH).status_code == 200
+    assert wait_for_status(client, following, {"completed"})["result"] is not None
+    assert manager._workers[0] is not standby, "the dead standby was not given the slot"
+    assert manager._workers[0].alive()
+
+
+def test_unset_standby_workers_keeps_one_for_workers_on_the_cpu(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(standby_workers=None)  # the fake pipeline reports device "cpu"
+    manager = client.app.state.manager  # type: ignore[attr-defined]
+    wait_until(lambda: manager._standby._loading and manager._standby._loading[0].done())
+    assert len(manager._standby._workers) == 1
+    assert manager._standby._workers[0].alive()

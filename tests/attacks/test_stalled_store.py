@@ -4,7 +4,8 @@ The service (TASK_BACKEND=celery, no worker) reaches a real redis-server through
 proxy that can stop forwarding while keeping every connection open, as a hung Redis or a
 black-holed network does. While it is stalled, requests that need the store wait on the store's
 threads, and must end in 503 once the Redis socket timeout passes; `/live` and an open SSE stream
-(its keep-alive pings) must go on meanwhile. Once the proxy forwards again, the stream carries on.
+(its keep-alive pings) must go on meanwhile, and /ready must say the workers cannot be seen. Once
+the proxy forwards again, the stream carries on.
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ def test_a_stalled_redis_stalls_neither_live_nor_an_event_stream(
                 pool.submit(httpx.get, service.url(f"/api/v1/transcribe/status/{task_id}"), headers=KEY, timeout=60)
                 for _ in range(24)
             ]
+            uploading = pool.submit(
+                httpx.post, service.url("/api/v1/transcribe/upload"), headers=KEY, files={"file": ("a.wav", b"")},
+                timeout=60,
+            )  # fmt: skip
             live_seconds = []
             while time.monotonic() - stalled_at < SSE_PING_SECONDS + 3:
                 started = time.monotonic()
@@ -129,6 +134,8 @@ def test_a_stalled_redis_stalls_neither_live_nor_an_event_stream(
                 time.sleep(0.5)
             pings = [at - stalled_at for at, line in lines if line.startswith(":") and at > stalled_at]
             answers = [future.result() for future in waiting]
+            upload_answer = uploading.result()
+            ready = httpx.get(service.url("/ready"), headers=KEY, timeout=10)
         codes = sorted({answer.status_code for answer in answers})
         print(
             f"\n[attack] stalled Redis: /live max {max(live_seconds) * 1000:.0f} ms over {len(live_seconds)} calls, "
@@ -138,6 +145,10 @@ def test_a_stalled_redis_stalls_neither_live_nor_an_event_stream(
         assert pings, "the event stream kept sending keep-alive pings while Redis was stalled"
         assert codes == [503], "requests that need the store end in 503 once its socket timeout passes"
         assert "cannot be reached" in answers[0].json()["detail"]
+        assert upload_answer.status_code == 503, "an upload's admission check meets the stalled store too"
+        assert "cannot be reached" in upload_answer.json()["detail"]
+        assert ready.status_code == 503, "readiness fails while the workers cannot be seen"
+        assert "cannot be seen" in ready.json()["detail"]
 
         proxy.resume()
         # Written as a worker writes it, straight to Redis: the stream opened before the stall carries it.

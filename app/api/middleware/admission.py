@@ -18,7 +18,7 @@ from collections.abc import Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import send_problem
+from app.api.errors import STORE_RETRY_AFTER_SECONDS, STORE_UNREACHABLE, STORE_UNREACHABLE_DETAIL, send_problem
 from app.tasks.backend import TaskBackend
 from app.tasks.limits import RETRY_AFTER_SECONDS, OverCapacity
 
@@ -43,6 +43,10 @@ class UploadAdmissionMiddleware:
                 await manager.check_capacity(owner)
             except OverCapacity as error:
                 await send_problem(send, error.status, error.detail, _RETRY_AFTER)
+                return
+            except STORE_UNREACHABLE:  # outside the routes' exception handlers, so answered here
+                retry = [(b"retry-after", str(STORE_RETRY_AFTER_SECONDS).encode())]
+                await send_problem(send, 503, STORE_UNREACHABLE_DETAIL, retry)
                 return
         if self._receiving[owner] >= self.max_uploads_per_key:
             detail = (
