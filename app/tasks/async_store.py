@@ -101,20 +101,20 @@ class AsyncVoiceStore:
     """The VoiceStore protocol (app/voices/store.py), awaitable, on the task store's threads."""
 
     def __init__(self, engine: VoiceStore, threads: StoreThreads) -> None:
-        self.engine = engine
+        self._engine = engine
         self._threads = threads
 
     async def save(self, voice: Voice) -> None:
-        await self._threads.call(self.engine.save, voice)
+        await self._threads.call(self._engine.save, voice)
 
     async def get(self, owner: str, voice_id: str) -> Voice | None:
-        return await self._threads.call(self.engine.get, owner, voice_id)
+        return await self._threads.call(self._engine.get, owner, voice_id)
 
     async def list(self, owner: str) -> list[Voice]:
-        return await self._threads.call(self.engine.list, owner)
+        return await self._threads.call(self._engine.list, owner)
 
     async def delete(self, owner: str, voice_id: str) -> bool:
-        return await self._threads.call(self.engine.delete, owner, voice_id)
+        return await self._threads.call(self._engine.delete, owner, voice_id)
 
     async def delete_all(self, owner: str) -> int:
-        return await self._threads.call(self.engine.delete_all, owner)
+        return await self._threads.call(self._engine.delete_all, owner)

@@ -150,9 +150,6 @@ class Lifecycle:
         """Mark the task processing; the progress to report its stages with, None when it is gone."""
         return None if await self.update(task.id, **started()) is None else RunProgress(task)
 
-    async def report(self, task_id: str, progress: RunProgress, stage: Stage, fraction: float) -> None:
-        await self.update(task_id, **progress.step(stage, fraction))
-
     async def requeue(self, task_id: str, message: str) -> None:
         await self.update(task_id, **requeued(message))
 

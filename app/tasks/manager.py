@@ -169,7 +169,7 @@ class TaskManager:
         watchdog = asyncio.create_task(self._watch(progress.watch, worker))
 
         async def report(stage: Stage, fraction: float) -> None:
-            await self._lifecycle.report(task.id, progress, stage, fraction)
+            await self._lifecycle.update(task.id, **progress.step(stage, fraction))
 
         try:
             await self._lifecycle.complete(task.id, await worker.run(task.job, report))
