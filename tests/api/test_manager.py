@@ -173,13 +173,19 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
+@pytest.fixture
+def stuck_speech(short_speech: Path, tmp_path: Path) -> Path:
+    """Speech under the name FAKE_STUCK_NAME gives: the fake pipeline hangs on it without reporting."""
+    stuck = tmp_path / "stuck.wav"
+    stuck.write_bytes(short_speech.read_bytes())
+    return stuck
+
+
 def test_a_killed_worker_is_replaced_by_a_loaded_standby(
-    make_client: Callable[..., TestClient], short_speech: Path, tmp_path: Path
+    make_client: Callable[..., TestClient], short_speech: Path, stuck_speech: Path
 ) -> None:
     """A deleted task stuck in a step that never reports is killed after the grace, and the next
     queued task runs at once on the standby, which had loaded before the delete."""
-    stuck_speech = tmp_path / "stuck.wav"
-    stuck_speech.write_bytes(short_speech.read_bytes())
     client = make_client({"FAKE_STUCK_NAME": stuck_speech.name}, standby_workers=1, cancel_grace_seconds=0.5)
     manager = client.app.state.manager  # type: ignore[attr-defined]
     settings = client.app.state.settings  # type: ignore[attr-defined]
@@ -214,10 +220,8 @@ def test_a_killed_worker_is_replaced_by_a_loaded_standby(
 
 
 def test_without_standby_a_killed_worker_is_restarted_in_place(
-    make_client: Callable[..., TestClient], short_speech: Path, tmp_path: Path
+    make_client: Callable[..., TestClient], short_speech: Path, stuck_speech: Path
 ) -> None:
-    stuck_speech = tmp_path / "stuck.wav"
-    stuck_speech.write_bytes(short_speech.read_bytes())
     client = make_client({"FAKE_STUCK_NAME": stuck_speech.name}, standby_workers=0, cancel_grace_seconds=0.5)
     manager = client.app.state.manager  # type: ignore[attr-defined]
     worker = manager._workers[0]
@@ -245,10 +249,8 @@ def test_shutdown_stops_a_standby_still_loading(make_client: Callable[..., TestC
 
 
 def test_a_standby_that_died_while_idle_gives_way_to_a_restart(
-    make_client: Callable[..., TestClient], short_speech: Path, tmp_path: Path
+    make_client: Callable[..., TestClient], short_speech: Path, stuck_speech: Path
 ) -> None:
-    stuck_speech = tmp_path / "stuck.wav"
-    stuck_speech.write_bytes(short_speech.read_bytes())
     client = make_client({"FAKE_STUCK_NAME": stuck_speech.name}, standby_workers=1, cancel_grace_seconds=0.5)
     manager = client.app.state.manager  # type: ignore[attr-defined]
     wait_until(lambda: manager._standby._loading and manager._standby._loading[0].done())
