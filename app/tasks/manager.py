@@ -45,7 +45,6 @@ class TaskManager:
         self._standby = StandbyWorkers(factory, settings)
         self._running: dict[str, WorkerProcess] = {}
         self._slots: list[asyncio.Task[None]] = []
-        self._loaded_slots = 0
 
     async def start(self) -> None:
         """Pick up what a previous run left, then start the slots; models load while the API answers."""
@@ -135,10 +134,11 @@ class TaskManager:
 
     async def _serve(self, slot: int) -> None:
         await self._workers[slot].start()
-        self._loaded_slots += 1
+        # The last slot to finish loading starts the standbys, so that they do not slow the slots' own loading.
+        finished = all(worker.info is not None or worker.load_error is not None for worker in self._workers)
         loaded = next((worker.info for worker in self._workers if worker.info is not None), None)
-        if self._loaded_slots == len(self._workers) and loaded is not None:
-            self._standby.start(loaded.device)  # now, so that it does not slow the slots' own loading
+        if finished and loaded is not None:
+            self._standby.start(loaded.device)
         while True:
             task_id = await self._queue.get()
             task = await self._store.get(task_id)
