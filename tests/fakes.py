@@ -1,8 +1,9 @@
 """FakePipeline: a stand-in for WhisperX in the fast API tests. It transcribes nothing.
 
 It decodes the upload with the real ffmpeg path (so damaged files fail as they would), then
-walks through the same stages as the real pipeline, reporting progress as it goes, and
-returns a fixed transcript. Its behaviour comes from environment variables, which spawned
+walks through the same stages as the real pipeline, reporting progress as it goes (and the text
+of its first segment at the first transcription step, of its second at the last), and returns a
+fixed transcript. Its behaviour comes from environment variables, which spawned
 worker processes inherit:
   FAKE_STEP_SECONDS  pause per progress step (default 0.01)
   FAKE_STEPS         progress steps per stage (default 5)
@@ -69,6 +70,9 @@ class FakePipeline:
             for step in range(1, steps + 1):
                 time.sleep(self._step)
                 progress(stage, step / steps)
+                if stage is Stage.TRANSCRIBE:  # the two segments' text, as the real pipeline reports it
+                    for text in (" " + FAKE_TEXT,) * (step == 1) + (" " + FAKE_LONG_TEXT,) * (step == steps):
+                        progress(stage, step / steps, text)
         if self._mode == "fail":
             raise PipelineError("The fake pipeline was told to fail.")
         if job.model is not None and job.model not in self._loaded:

@@ -6,19 +6,23 @@ The seed's upload and OpenAI's two endpoints share the fields they have in commo
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Self
 
 from fastapi import UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from app.api.schemas import TranscriptionTask
 from app.formats.openai import Granularity, OpenAIFormat
 from app.media import SUPPORTED_EXTENSIONS
+from app.voices.references import MAX_KNOWN_SPEAKERS
 
 MAX_PROMPT_CHARS = 2000
 """Whisper reads at most 223 tokens of prompt (its last ones); more text than this is a mistake."""
 MAX_URL_CHARS = 4096
 MAX_BEAM_SIZE = 20
+MAX_SPEAKER_NAME_CHARS = 100
+STREAMED_FORMATS = frozenset({OpenAIFormat.JSON, OpenAIFormat.TEXT, OpenAIFormat.DIARIZED_JSON})
+"""The formats a streamed transcription (`stream=true`) may ask for: its events are JSON whatever the format."""
 
 Multilingual = Annotated[
     bool,
@@ -146,7 +150,43 @@ class TranscriptionForm(OpenAIForm):
     timestamp_granularities: list[Granularity] | None = Field(
         None, alias="timestamp_granularities[]", description="verbose_json: `word`, `segment` (default) or both"
     )
-    stream: bool = Field(False, description="Not supported: follow /api/v1/transcribe/events instead")
+    stream: bool = Field(
+        False,
+        description="Answer with Server-Sent Events (json, text or diarized_json): `transcript.text.delta` as each "
+        "piece is transcribed, `transcript.text.segment` with speakers (diarized_json), then `transcript.text.done`",
+    )
+    known_speaker_names: list[Annotated[str, Field(min_length=1, max_length=MAX_SPEAKER_NAME_CHARS)]] | None = Field(
+        None,
+        alias="known_speaker_names[]",
+        max_length=MAX_KNOWN_SPEAKERS,
+        description="diarized_json: the names of up to 4 speakers, each with a sample in known_speaker_references[]",
+        examples=[["Alice", "Bob"]],
+    )
+    known_speaker_references: list[str] | None = Field(
+        None,
+        alias="known_speaker_references[]",
+        max_length=MAX_KNOWN_SPEAKERS,
+        description="For each of known_speaker_names[], in order: a recording of that voice alone (3-10 s of speech) "
+        "as a data URL, `data:audio/wav;base64,...`. Used for this request only; nothing is enrolled",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.stream and self.response_format not in STREAMED_FORMATS:
+            raise ValueError(
+                "stream: a streamed answer is a series of JSON events; use response_format json, text or diarized_json"
+            )
+        names, references = self.known_speaker_names or [], self.known_speaker_references or []
+        if len(names) != len(references):
+            raise ValueError(
+                f"known_speaker_names[] ({len(names)}) and known_speaker_references[] ({len(references)}): "
+                "give one reference recording for each name, in the same order"
+            )
+        if names and self.response_format is not OpenAIFormat.DIARIZED_JSON:
+            raise ValueError("known_speaker_names[]: speakers are labelled only with response_format=diarized_json")
+        if len(set(names)) != len(names):
+            raise ValueError("known_speaker_names[]: each name may appear once")
+        return self
 
 
 class TranslationForm(OpenAIForm):

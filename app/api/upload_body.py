@@ -42,6 +42,11 @@ class StoredUpload(UploadFile):
         self.path = path
 
 
+LARGE_FIELD_BYTES = {"known_speaker_references[]": 1024 * 1024}
+"""Fields allowed past the app's limit on a field: audio samples sent inline as data URLs (OpenAI's
+known speaker references, at most 4 a request: ten seconds of WAV is about 650 kB of base64)."""
+
+
 class _UploadDirParser(MultiPartParser):
     def __init__(self, headers: Headers, stream: Any, upload_dir: Path, **limits: Any) -> None:
         super().__init__(headers, stream, **limits)
@@ -57,6 +62,14 @@ class _UploadDirParser(MultiPartParser):
             self._current_part.file = stored
             self._files_to_close_on_error.append(stored.file)  # type: ignore[arg-type]
             self.stored.append(stored)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        limit = self.max_part_size
+        self.max_part_size = max(limit, LARGE_FIELD_BYTES.get(self._current_part.field_name, 0))
+        try:
+            super().on_part_data(data, start, end)
+        finally:
+            self.max_part_size = limit
 
 
 class _UploadDirRequest(Request):

@@ -63,25 +63,53 @@ def _verbose(result: dict[str, Any], duration: float | None, granularities: set[
     return body
 
 
+def _diarized_segments(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "transcript.text.segment",
+            "id": f"seg_{index}",
+            "start": segment["start"],
+            "end": segment["end"],
+            "text": segment["text"],
+            "speaker": segment["speaker"] or "unknown",
+        }
+        for index, segment in enumerate(result["segments"])
+    ]
+
+
 def _diarized(result: dict[str, Any], duration: float | None) -> dict[str, Any]:
     seconds = _duration(result, duration)
     return {
         "task": result.get("task", "transcribe"),
         "duration": seconds,
         "text": _text(result),
-        "segments": [
-            {
-                "type": "transcript.text.segment",
-                "id": f"seg_{index}",
-                "start": segment["start"],
-                "end": segment["end"],
-                "text": segment["text"],
-                "speaker": segment["speaker"] or "unknown",
-            }
-            for index, segment in enumerate(result["segments"])
-        ],
+        "segments": _diarized_segments(result),
         "usage": {"type": "duration", "seconds": seconds},
     }
+
+
+# Streamed transcription (`stream=true`): the events of OpenAI's `TranscriptionStreamEvent`, each
+# one `data:` line of Server-Sent Events.
+
+
+def text_delta(delta: str) -> dict[str, Any]:
+    """Text transcribed since the last delta; the deltas joined are the transcript as first heard."""
+    return {"type": "transcript.text.delta", "delta": delta}
+
+
+def text_segments(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """diarized_json: each segment with its speaker, sent once the speakers are known."""
+    return _diarized_segments(result)
+
+
+def text_done(result: dict[str, Any]) -> dict[str, Any]:
+    """The last event: the whole text, as the non-streamed `json` answer gives it."""
+    return {"type": "transcript.text.done", "text": _text(result)}
+
+
+def stream_error(message: str, code: str) -> dict[str, Any]:
+    """A failure after the stream began, in OpenAI's error shape (its SDK raises it as an APIError)."""
+    return {"type": "error", "error": {"message": message, "type": "server_error", "code": code}}
 
 
 def openai_response(

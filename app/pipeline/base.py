@@ -23,8 +23,11 @@ class Stage(StrEnum):
     ASSIGN = "assigning speakers"
 
 
-ProgressCallback = Callable[[Stage, float], object]
-"""Called with a stage and the fraction (0–1) of that stage's own work done; what it returns is ignored."""
+class ProgressCallback(Protocol):
+    """Called with a stage and the fraction (0–1) of that stage's own work done; while transcribing, also
+    with each piece of text as soon as it is transcribed (for streamed responses). What it returns is ignored."""
+
+    def __call__(self, stage: Stage, fraction: float, text: str | None = None, /) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class Job:
     """The Whisper model the request chose (one of WHISPER_MODELS); None: the worker's default."""
     multilingual: bool = False
     """Detect the language of each stretch of speech and transcribe each in its own language."""
+    stream: bool = False
+    """Keep each piece of text on the task as soon as it is transcribed (`Task.transcribed`), for a
+    streamed response; it changes nothing in the transcript."""
 
     @property
     def stages(self) -> list[Stage]:

@@ -345,7 +345,7 @@ class WhisperXPipeline:
             )  # fmt: skip
             for piece in pieces:  # a generator: each segment arrives as its batch is decoded
                 segments.append(_whisper_segment(piece, offset, word_timestamps))
-                progress(Stage.TRANSCRIBE, min(1.0, (offset + piece.end) * SAMPLE_RATE / len(audio)))
+                progress(Stage.TRANSCRIBE, min(1.0, (offset + piece.end) * SAMPLE_RATE / len(audio)), piece.text)
         return segments
 
     def _align(

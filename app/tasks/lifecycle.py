@@ -77,11 +77,18 @@ class RunProgress:
     def __init__(self, task: Task) -> None:
         self._tracker = ProgressTracker(task.job.progress_stages)
         self.watch = StageWatch(task.job.stages)
+        self._stream = task.job.stream
+        self._transcribed: list[str] = []
 
-    def step(self, stage: Stage, fraction: float) -> dict[str, Any]:
+    def step(self, stage: Stage, fraction: float, text: str | None = None) -> dict[str, Any]:
+        """The changes of one progress report; with a streamed job, the text transcribed so far too."""
         self.watch.report(stage, fraction)
         percent = round(self._tracker.update(stage, fraction), 1)
-        return {"stage": stage, "progress": percent, "message": STAGE_MESSAGES[stage]}
+        changes: dict[str, Any] = {"stage": stage, "progress": percent, "message": STAGE_MESSAGES[stage]}
+        if text is not None and self._stream:
+            self._transcribed.append(text)
+            changes["transcribed"] = list(self._transcribed)
+        return changes
 
 
 # The changes each move writes. The API process writes them through `Lifecycle`, a Celery
@@ -94,7 +101,10 @@ def started(message: str = "Starting", **changes: Any) -> dict[str, Any]:
 
 
 def requeued(message: str) -> dict[str, Any]:
-    return {"status": TaskStatus.PENDING, "progress": 0.0, "stage": None, "started_at": None, "message": message}
+    return {
+        "status": TaskStatus.PENDING, "progress": 0.0, "stage": None, "started_at": None, "message": message,
+        "transcribed": [],
+    }  # fmt: skip
 
 
 def completed(output: PipelineOutput) -> dict[str, Any]:

@@ -168,8 +168,8 @@ class TaskManager:
             return  # deleted just now
         watchdog = asyncio.create_task(self._watch(progress.watch, worker))
 
-        async def report(stage: Stage, fraction: float) -> None:
-            await self._lifecycle.update(task.id, **progress.step(stage, fraction))
+        async def report(stage: Stage, fraction: float, text: str | None) -> None:
+            await self._lifecycle.update(task.id, **progress.step(stage, fraction, text))
 
         try:
             await self._lifecycle.complete(task.id, await worker.run(task.job, report))

@@ -39,6 +39,8 @@ class Task:
     completed_at: datetime | None = None
     error: str | None = None
     result: dict[str, Any] | None = None
+    transcribed: list[str] = field(default_factory=list)
+    """With `job.stream`: each piece of text so far, as the worker transcribed it (the result comes later)."""
 
     @property
     def id(self) -> str:

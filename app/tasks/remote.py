@@ -139,7 +139,9 @@ class RemoteRunner:
             return
         retried = self.coordination.starts(task.id) > 1
         # Progress carries on from an audio_url download; a retry starts it again.
-        changes = started("Starting again after its worker stopped", progress=0.0) if retried else started()
+        changes = (
+            started("Starting again after its worker stopped", progress=0.0, transcribed=[]) if retried else started()
+        )
         if self.store.update(task.id, **changes) is None:  # deleted just now
             task.job.audio_path.unlink(missing_ok=True)
             return
@@ -147,11 +149,12 @@ class RemoteRunner:
         lost = threading.Event()
         done = threading.Event()
 
-        def on_progress(stage: Stage, fraction: float) -> None:
+        def on_progress(stage: Stage, fraction: float, text: str | None = None, /) -> None:
             if lost.is_set():
                 raise JobCancelled
             # PROCESSING again: the API's sweep may have requeued a task whose lease renewal came late.
-            if self.store.update(task.id, **progress.step(stage, fraction), status=TaskStatus.PROCESSING) is None:
+            changes = progress.step(stage, fraction, text)
+            if self.store.update(task.id, **changes, status=TaskStatus.PROCESSING) is None:
                 raise JobCancelled  # deleted: stop here
 
         heartbeat = threading.Thread(

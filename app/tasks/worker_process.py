@@ -100,11 +100,11 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
         logger.exception("Could not finish loading the pipeline")
     conn.send(("info", pipeline.info()))
 
-    def report(stage: Stage, fraction: float) -> None:
+    def report(stage: Stage, fraction: float, text: str | None = None, /) -> None:
         # Checked at every progress step: raising here unwinds the pipeline cooperatively.
         if cancel.is_set():
             raise JobCancelled
-        conn.send(("progress", stage, float(fraction)))
+        conn.send(("progress", stage, float(fraction), text))
 
     while True:
         try:
@@ -196,7 +196,8 @@ class WorkerProcess:
             if message[0] == "exited":
                 return
 
-    async def run(self, job: Job, on_progress: Callable[[Stage, float], Awaitable[None]]) -> PipelineOutput:
+    async def run(self, job: Job, on_progress: Callable[[Stage, float, str | None], Awaitable[None]]) -> PipelineOutput:
+        """Run a job; `on_progress` hears each step, with the text transcribed in it, if any."""
         if self._conn is None:
             raise RuntimeError(f"{self.name} is not started")
         self._cancel.clear()
@@ -207,8 +208,8 @@ class WorkerProcess:
         while True:
             message = await self._inbox.get()
             match message:
-                case ("progress", stage, fraction):
-                    await on_progress(stage, fraction)
+                case ("progress", stage, fraction, text):
+                    await on_progress(stage, fraction, text)
                 case ("done", output):
                     return cast(PipelineOutput, output)
                 case ("failed", error):
