@@ -137,6 +137,24 @@ class Settings(BaseSettings):
     max_uploads_per_key: int = Field(4, ge=1)
     """Most uploads one API key may be sending at once (per API process); beyond it, 429 before the body."""
 
+    max_live_sessions: int = Field(2, ge=0, le=64)
+    """Live transcription sessions (`/v1/realtime`) open at once, all served by one live worker process
+    of their own (LIVE_MODEL), so queued tasks and live speech never wait for each other. 0: no live
+    sessions. The live worker starts with the first session. On 2 CPU cores see docs/live.md for capacity."""
+
+    max_live_sessions_per_key: int = Field(1, ge=1)
+    """Live sessions one API key may hold open at once (per API process); beyond it the upgrade is refused."""
+
+    live_model: str = "tiny.en"
+    """The Whisper model of the live worker: small and fast, since it transcribes each utterance as it is
+    spoken (partial text about twice a second). Any name WHISPER_MODEL takes."""
+
+    live_max_session_seconds: float = Field(3600.0, gt=0)
+    """Longest a live session may last; then it gets an `error` event and is closed."""
+
+    live_idle_timeout_seconds: float = Field(60.0, gt=0)
+    """A live session whose client sends nothing for this long gets an `error` event and is closed."""
+
     body_min_rate_kb: float = Field(16.0, gt=0)
     """Slowest a request body may arrive on average, in KiB/s, after BODY_GRACE_SECONDS; slower gets 408."""
 

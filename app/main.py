@@ -15,15 +15,30 @@ from fastapi import FastAPI
 from app import __doc__ as description
 from app.api.errors import install_error_handlers
 from app.api.middleware.admission import UploadAdmissionMiddleware
-from app.api.middleware.api_key import ApiKeyMiddleware
+from app.api.middleware.api_key import ApiKeyMiddleware, KeyRing
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.body_pace import BodyPaceMiddleware
 from app.api.middleware.openai_errors import OpenAIErrorMiddleware
 from app.api.openapi import install_openapi
-from app.api.routes import docs, events, health, models, openai, operations, page, speakers, transcribe, webhook_secret
+from app.api.routes import (
+    docs,
+    events,
+    health,
+    models,
+    openai,
+    operations,
+    page,
+    realtime,
+    speakers,
+    transcribe,
+    webhook_secret,
+)
 from app.api.schemas import TaskStatusResponse
 from app.config import Settings
 from app.keys import ApiKey, parse_api_keys
+from app.live.capacity import LiveSessions
+from app.live.engine import LiveEngineFactory, whisper_live_engine
+from app.live.worker import LiveWorker
 from app.ops.metrics import Metrics
 from app.ops.preflight import log_preflight
 from app.ops.telemetry import disable_telemetry
@@ -100,7 +115,11 @@ def _backend(settings: Settings, store: AsyncTaskStore, factory: PipelineFactory
     return TaskManager(store, factory, settings)
 
 
-def create_app(settings: Settings | None = None, pipeline_factory: PipelineFactory | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    pipeline_factory: PipelineFactory | None = None,
+    live_factory: LiveEngineFactory | None = None,
+) -> FastAPI:
     settings = settings or Settings()
     disable_telemetry()
     factory = pipeline_factory or whisperx_pipeline
@@ -108,6 +127,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     store = AsyncTaskStore(_store(settings), threads)
     metrics = Metrics(store)
     sample_embedder = SampleEmbedder(settings)
+    live_worker = LiveWorker(live_factory or whisper_live_engine, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,6 +153,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
             yield
         finally:
             await manager.stop()
+            await live_worker.stop()
             await webhooks.aclose()
             sample_embedder.close()
             threads.close()
@@ -153,6 +174,9 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.state.stage_costs = StageCosts()  # measured stage costs, for the events' time estimates
     app.state.voices = AsyncVoiceStore(_voice_store(settings), threads)
     app.state.sample_embedder = sample_embedder
+    app.state.key_ring = KeyRing(_api_keys(settings))
+    app.state.live_worker = live_worker
+    app.state.live_sessions = LiveSessions(settings)
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health.router)
@@ -160,6 +184,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.include_router(speakers.router)
     app.include_router(events.router)
     app.include_router(openai.router)
+    app.include_router(realtime.router)
     app.include_router(models.router)
     app.include_router(operations.router)
     app.include_router(webhook_secret.router)
@@ -178,7 +203,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
         BodyPaceMiddleware, min_rate_kb=settings.body_min_rate_kb, grace_seconds=settings.body_grace_seconds
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(ApiKeyMiddleware, keys=_api_keys(settings))
+    app.add_middleware(ApiKeyMiddleware, keys=app.state.key_ring)
     app.add_middleware(OpenAIErrorMiddleware)  # outermost: it sees the key check's refusals too
     return app
 

@@ -116,7 +116,7 @@ def fake_app() -> Any:
     from app.config import Settings
     from app.main import create_app
 
-    return create_app(Settings(_env_file=None), FakePipeline)  # type: ignore[call-arg]
+    return create_app(Settings(_env_file=None), FakePipeline, FakeLiveEngine)  # type: ignore[call-arg]
 
 
 def main() -> None:
@@ -126,8 +126,36 @@ def main() -> None:
     from app.main import create_app, serve
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    serve(create_app(settings, FakePipeline), settings)
+    serve(create_app(settings, FakePipeline, FakeLiveEngine), settings)
 
 
 if __name__ == "__main__":
     main()
+
+
+FAKE_LIVE_WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november".split()
+
+
+class FakeLiveEngine:
+    """A stand-in for the live models in the fast API tests: any window louder than silence is speech,
+    a turn's text is one word of FAKE_LIVE_WORDS per half second, and the voiceprint tells a low tone
+    (under 400 Hz) from a high one. FAKE_LIVE_SECONDS slows every call down (a busy live worker)."""
+
+    def __init__(self, settings: Any) -> None:
+        self._delay = float(os.environ.get("FAKE_LIVE_SECONDS", "0"))
+
+    def speech_probabilities(self, audio: Any) -> list[float]:
+        time.sleep(self._delay)
+        windows = audio.reshape(-1, 512)
+        return [0.9 if float((window**2).mean()) > 1e-4 else 0.0 for window in windows]
+
+    def transcribe(self, audio: Any, language: str | None, prompt: str | None) -> str:
+        time.sleep(self._delay)
+        return " ".join(FAKE_LIVE_WORDS[: int(len(audio) / 8000)])
+
+    def embed(self, audio: Any) -> list[float] | None:
+        if len(audio) < 16000:
+            return None
+        crossings = int((audio[:-1] * audio[1:] < 0).sum())
+        frequency = crossings / 2 / (len(audio) / 16000)
+        return [1.0, 0.0] if frequency < 400 else [0.0, 1.0]

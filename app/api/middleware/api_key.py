@@ -24,13 +24,14 @@ PUBLIC_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/ope
 PUBLIC_PREFIXES = ("/static/",)
 
 
-class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, keys: Iterable[ApiKey]) -> None:
-        self.app = app
+class KeyRing:
+    """The server's keys, as digests: which key id a supplied key belongs to."""
+
+    def __init__(self, keys: Iterable[ApiKey]) -> None:
         # Compare digests, so neither a key's content nor its length leaks through timing.
         self._digests = [(hashlib.sha256(key.key.get_secret_value().encode()).digest(), key.id) for key in keys]
 
-    def _owner(self, candidate: bytes) -> str | None:
+    def owner(self, candidate: bytes) -> str | None:
         """The id of the matching key; every key is compared, so the time taken tells nothing."""
         digest = hashlib.sha256(candidate).digest()
         owner = None
@@ -39,12 +40,21 @@ class ApiKeyMiddleware:
                 owner = key_id
         return owner
 
+
+class ApiKeyMiddleware:
+    """HTTP requests only: WebSocket upgrades (/v1/realtime) check the key themselves, since browsers
+    send theirs as a subprotocol."""
+
+    def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
+        self.app = app
+        self._keys = keys
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _public(scope["path"]):
             await self.app(scope, receive, send)
             return
-        supplied = _supplied_key(scope["headers"])
-        owner = self._owner(supplied) if supplied is not None else None
+        supplied = supplied_key(scope["headers"])
+        owner = self._keys.owner(supplied) if supplied is not None else None
         if owner is None:
             reason = "Missing X-API-Key header" if supplied is None else "Invalid API key"
             await _refuse(
@@ -61,7 +71,7 @@ def _public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
-def _supplied_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+def supplied_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     """X-API-Key if present, else a Bearer token."""
     api_key_header = API_KEY_HEADER.lower().encode()
     bearer = None
