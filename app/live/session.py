@@ -82,6 +82,7 @@ class LiveSession:
         self._partial_at = 0  # turn samples at the last partial
         self._sent_words: list[str] = []  # what the deltas of the current turn have said
         self._previous_item: str | None = None
+        self._working = False
 
     def take(self, event: ClientEvent) -> None:
         """Queue a client event; SessionEnded when the audio waiting would pass MAX_PENDING_SECONDS."""
@@ -97,24 +98,36 @@ class LiveSession:
             self.config = event.config
         self._queue.put_nowait(event)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing received is left to process: the client's silence counts from here."""
+        return self._queue.empty() and not self._working
+
     async def run(self) -> None:
         """Process the client's events in order, for good; raises what ends the session."""
         while True:
             event = await self._queue.get()
-            match event:
-                case Append(pcm):
-                    self._pending_bytes -= len(pcm)
-                    await self._audio(to_16k(pcm))
-                case Commit():
-                    await self._commit()
-                case Clear():
-                    self._reset_turn()
-                    self._leftover = self._recent = np.zeros(0, dtype=np.float32)
-                    await self._send(server_event("input_audio_buffer.cleared"))
-                case Update(config, beta):
-                    self._apply(config)
-                    kind = "transcription_session.updated" if beta else "session.updated"
-                    await self._send(server_event(kind, session=session_document(self.id, config)))
+            self._working = True
+            try:
+                await self._handle(event)
+            finally:
+                self._working = False
+
+    async def _handle(self, event: ClientEvent) -> None:
+        match event:
+            case Append(pcm):
+                self._pending_bytes -= len(pcm)
+                await self._audio(to_16k(pcm))
+            case Commit():
+                await self._commit()
+            case Clear():
+                self._reset_turn()
+                self._leftover = self._recent = np.zeros(0, dtype=np.float32)
+                await self._send(server_event("input_audio_buffer.cleared"))
+            case Update(config, beta):
+                self._apply(config)
+                kind = "transcription_session.updated" if beta else "session.updated"
+                await self._send(server_event(kind, session=session_document(self.id, config)))
 
     def _apply(self, config: LiveConfig) -> None:
         if config.turn_detection is None and self._speaking:

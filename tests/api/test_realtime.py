@@ -4,6 +4,7 @@ realtime client speaks it, the checks at the upgrade, and the sessions' bounds."
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -177,8 +178,7 @@ def test_bad_events_end_the_session_with_an_error_event(live: Callable[..., int]
             connection.send(message)
             events = _until_closed(connection)
         assert [event["error"]["code"] for event in events if event["type"] == "error"] == [code]
-        assert connection.close_rcvd is not None
-        assert connection.close_rcvd.code == 1008, code
+        assert connection.close_code == 1008, code
 
 
 def _until_closed(connection: ClientConnection) -> list[dict[str, Any]]:
@@ -203,3 +203,23 @@ def test_audio_faster_than_it_can_be_transcribed_ends_the_session(live: Callable
             pass  # closed by the server while this client was still sending
         errors = [event["error"]["code"] for event in _until_closed(connection) if event["type"] == "error"]
     assert errors == ["input_audio_buffer_overflow"]
+
+
+def test_a_silent_client_and_an_overlong_session_are_closed(live: Callable[..., int]) -> None:
+    port = live(live_idle_timeout_seconds=1.0, live_max_session_seconds=3.0, max_live_sessions_per_key=2)
+    with connect(_url(port), additional_headers={"X-API-Key": API_KEY}) as silent:
+        events = _until_closed(silent)
+    assert [event["error"]["code"] for event in events if event["type"] == "error"] == ["idle_timeout"]
+    with connect(_url(port), additional_headers={"X-API-Key": API_KEY}) as talker:
+        silence = next(_chunks(_silence(0.2)))
+        errors: list[str] = []
+        try:
+            while not errors:  # a fifth of a second of silence twice a second: never idle, for ever
+                talker.send(json.dumps({"type": "input_audio_buffer.append", "audio": silence}))
+                with contextlib.suppress(TimeoutError):
+                    event = json.loads(talker.recv(timeout=0.5))
+                    errors += [event["error"]["code"]] if event["type"] == "error" else []
+        except ConnectionClosed:
+            pass
+        errors += [event["error"]["code"] for event in _until_closed(talker) if event["type"] == "error"]
+    assert errors == ["session_expired"]

@@ -149,16 +149,28 @@ async def _last_word(send: Any, event: dict[str, Any]) -> None:
 
 
 async def _receive(websocket: WebSocket, session: LiveSession, idle_seconds: float) -> None:
-    while True:
-        try:
-            message = await asyncio.wait_for(websocket.receive(), idle_seconds)
-        except TimeoutError:
-            raise SessionEnded(
-                "idle_timeout", f"Nothing was sent for {idle_seconds:g} s (LIVE_IDLE_TIMEOUT_SECONDS)"
-            ) from None
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
-        text = message.get("text")
-        if text is None:
-            raise ProtocolError("invalid_event", "Events are JSON text frames, not binary ones")
-        session.take(parse(text, session.config))
+    receiving: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            receiving = receiving or asyncio.ensure_future(websocket.receive())
+            done, _ = await asyncio.wait({receiving}, timeout=idle_seconds)
+            if not done:
+                if not session.idle:  # still transcribing what came: the client may well wait for it
+                    continue
+                raise SessionEnded(
+                    "idle_timeout", f"Nothing was sent for {idle_seconds:g} s (LIVE_IDLE_TIMEOUT_SECONDS)"
+                )
+            message, receiving = receiving.result(), None
+            _take(session, message)
+    finally:
+        if receiving is not None:
+            receiving.cancel()
+
+
+def _take(session: LiveSession, message: Any) -> None:
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    text = message.get("text")
+    if text is None:
+        raise ProtocolError("invalid_event", "Events are JSON text frames, not binary ones")
+    session.take(parse(text, session.config))
