@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
 
 from app.main import create_app
 from app.tasks.models import TaskStatus
@@ -108,3 +109,14 @@ def test_audio_url_is_downloaded_by_the_api_then_queued(
     done = wait_for_status(client, failed.json()["task_id"], {"failed"})
     assert "returned a web page (text/html), not audio" in done["error"]
     assert sorted(path.name for path in (tmp_path / "uploads").iterdir()) == [task.job.audio_path.name]
+
+
+def test_live_sessions_are_refused_at_the_upgrade_naming_the_setting(api: Callable[..., TestClient]) -> None:
+    client = api()
+    with (
+        pytest.raises(WebSocketDenialResponse) as refused,
+        client.websocket_connect("/v1/realtime?intent=transcription", headers=AUTH),
+    ):
+        pass
+    assert refused.value.status_code == 503
+    assert "TASK_BACKEND=local" in refused.value.json()["detail"]
