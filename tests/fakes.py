@@ -133,7 +133,9 @@ if __name__ == "__main__":
     main()
 
 
-FAKE_LIVE_WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november".split()
+FAKE_LIVE_WORDS = [
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
+]  # fmt: skip
 
 
 class FakeLiveEngine:
