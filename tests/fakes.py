@@ -151,7 +151,7 @@ class FakeLiveEngine:
         windows = audio.reshape(-1, 512)
         return [0.9 if float((window**2).mean()) > 1e-4 else 0.0 for window in windows]
 
-    def transcribe(self, audio: Any, language: str | None, prompt: str | None) -> str:
+    def transcribe(self, audio: Any, language: str | None, prompt: str | None, final: bool) -> str:
         time.sleep(self._delay)
         return " ".join(FAKE_LIVE_WORDS[: int(len(audio) / 8000)])
 

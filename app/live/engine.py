@@ -15,6 +15,7 @@ from app.config import Settings
 
 VAD_WINDOW = 512
 """Samples (16 kHz) per speech-probability window: 32 ms, Silero's frame."""
+FINAL_BEAMS = 5
 MIN_EMBED_SECONDS = 1.0
 """Shorter utterances carry too little voice for a voiceprint; they keep the previous speaker's label."""
 
@@ -24,7 +25,9 @@ class LiveEngine(Protocol):
         """One probability per VAD_WINDOW of `audio` (16 kHz mono float32, a multiple of VAD_WINDOW long)."""
         ...
 
-    def transcribe(self, audio: np.ndarray, language: str | None, prompt: str | None) -> str: ...
+    def transcribe(self, audio: np.ndarray, language: str | None, prompt: str | None, final: bool) -> str:
+        """The text of `audio`; `final`: the utterance's last word, worth a wider search than a partial."""
+        ...
 
     def embed(self, audio: np.ndarray) -> list[float] | None:
         """A unit voiceprint of the speech in `audio`, by the embedded encoder; None when too short."""
@@ -57,10 +60,12 @@ class WhisperLiveEngine:
             return []
         return [float(p) for p in np.asarray(self._vad(audio.astype(np.float32), VAD_WINDOW)).reshape(-1)]
 
-    def transcribe(self, audio: np.ndarray, language: str | None, prompt: str | None) -> str:
+    def transcribe(self, audio: np.ndarray, language: str | None, prompt: str | None, final: bool) -> str:
+        # Partials are greedy (several a second); a final searches 5 beams, once per utterance.
         segments, _ = self._model.transcribe(
             audio.astype(np.float32), language="en" if self._english_only else language, initial_prompt=prompt,
-            beam_size=1, vad_filter=False, condition_on_previous_text=False, without_timestamps=True,
+            beam_size=FINAL_BEAMS if final else 1, vad_filter=False, condition_on_previous_text=False,
+            without_timestamps=True,
         )  # fmt: skip
         return "".join(segment.text for segment in segments).strip()
 

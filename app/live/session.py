@@ -194,7 +194,9 @@ class LiveSession:
         if self._turn_samples - self._partial_at < PARTIAL_SECONDS * RATE:
             return
         self._partial_at = self._turn_samples
-        text = await self._call("transcribe", np.concatenate(self._turn), self.config.language, self.config.prompt)
+        text = await self._call(
+            "transcribe", np.concatenate(self._turn), self.config.language, self.config.prompt, False
+        )
         words = text.split()[:-1]  # the last word may be cut off mid-way: it waits for more audio
         if words[: len(self._sent_words)] != self._sent_words or len(words) <= len(self._sent_words):
             return
@@ -225,7 +227,7 @@ class LiveSession:
         self._previous_item = item
         sent = self._sent_words
         self._reset_turn()
-        text = await self._call("transcribe", audio, self.config.language, self.config.prompt)
+        text = await self._call("transcribe", audio, self.config.language, self.config.prompt, True)
         speaker = self._speakers.assign(await self._call("embed", audio), self.config.identify_speakers)
         if sent and text.split()[: len(sent)] != sent:
             logger.debug("The final text of %s revised its partial text", item)
