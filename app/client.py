@@ -2,6 +2,7 @@
 
     whisperx-api --format srt --format txt talk.mp3 interview.wav
     python -m app.client ...          (the same, without installing the project)
+    whisperx-api live talk.mp3        (live transcription: app/live_client.py)
 
 Each file is uploaded, followed over Server-Sent Events (or by polling, with --poll), and its
 result is written next to it (talk.srt, talk.txt); the task is then deleted from the server.
@@ -231,8 +232,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["live"]:  # `whisperx-api live FILE|-`: live transcription (app/live_client.py)
+        from app.live_client import main as live
+
+        return live(arguments[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     args.formats = list(dict.fromkeys(args.formats or ["json"]))
     key = args.api_key or os.environ.get("WHISPERX_API_KEY")
     if not key:

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import threading
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import uvicorn
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from app.client import main as client_main
 from app.main import create_app
 from tests.api.conftest import API_KEY, make_settings, wait_until
 from tests.fakes import FAKE_LIVE_WORDS, FakeLiveEngine, FakePipeline
@@ -223,3 +225,20 @@ def test_a_silent_client_and_an_overlong_session_are_closed(live: Callable[..., 
             pass
         errors += [event["error"]["code"] for event in _until_closed(talker) if event["type"] == "error"]
     assert errors == ["session_expired"]
+
+
+def test_the_cli_prints_each_utterance_with_its_speaker(
+    live: Callable[..., int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = live()
+    recording = tmp_path / "two-voices.wav"
+    audio = np.concatenate([_tone(1.5, 220), _silence(1.0), _tone(1.5, 660)])  # the end: silence the CLI adds
+    with wave.open(str(recording), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes((audio * 32767).astype("<i2").tobytes())
+    assert client_main(["live", str(recording), "--url", f"http://127.0.0.1:{port}", "--api-key", API_KEY]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("] ")[0] for line in lines] == ["[SPEAKER_00", "[SPEAKER_01"]
+    assert all(line.split("] ")[1].startswith(" ".join(FAKE_LIVE_WORDS[:3])) for line in lines), lines
