@@ -82,7 +82,8 @@ def _session(url: str, pcm: bytes, record: dict[str, Any]) -> None:
     """One session streaming `pcm` (24 kHz) at real-time pace; events with their stream-clock times."""
     events: list[tuple[float, dict[str, Any]]] = []
     step = round(CHUNK_SECONDS * 24000) * 2
-    with connect(f"{url}/v1/realtime?intent=transcription", additional_headers={"X-API-Key": KEY}) as ws:
+    address = url.replace("http://", "ws://", 1)
+    with connect(f"{address}/v1/realtime?intent=transcription", additional_headers={"X-API-Key": KEY}) as ws:
         ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
             "transcription": {"language": "en"}}}}}))  # fmt: skip
         started = time.perf_counter()
