@@ -111,18 +111,20 @@ class LiveWorker:
             except (EOFError, OSError):
                 message = ("exited",)
             try:
-                loop.call_soon_threadsafe(self._deliver, message, loaded)
+                loop.call_soon_threadsafe(self._deliver, conn, message, loaded)
             except RuntimeError:  # the event loop has closed
                 return
             if message[0] == "exited":
                 return
 
-    def _deliver(self, message: tuple[Any, ...], loaded: asyncio.Future[Any]) -> None:
+    def _deliver(self, conn: Connection, message: tuple[Any, ...], loaded: asyncio.Future[Any]) -> None:
         if message[0] in ("ready", "load_failed") or (message[0] == "exited" and not loaded.done()):
             if not loaded.done():
                 loaded.set_result(message)
             return
         if message[0] == "exited":
+            if conn is not self._conn:  # a worker stopped before the one now running
+                return
             for waiting in self._pending.values():
                 if not waiting.done():
                     waiting.set_exception(LiveWorkerFailed("The live worker stopped unexpectedly; reconnect."))
