@@ -252,7 +252,8 @@ async def delete_all_voices(caller: CallerDep, voices: VoiceStoreDep) -> VoicesD
         400: problem_response("The body is not JSON"),
         404: problem_response("No task with this id for this key"),
         409: problem_response("The task has not completed"),
-        422: problem_response("A speaker the task does not have, or a name given twice"),
+        413: problem_response("A body over MAX_BODY_KB"),
+        422: problem_response("A speaker the task does not have, a name given twice, or a name empty or too long"),
     },
     summary="Rename a completed task's speakers, in its result and every export",
 )
