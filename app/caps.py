@@ -1,8 +1,8 @@
 """Per-key caps on what one API key may hold open at once, so one key cannot crowd out the rest.
 
 One family of settings (MAX_*_PER_KEY) names each cap; this module counts against them. A cap is a
-counter per key: `hold` takes a place for the duration of a `with` block, or raises `CapReached`,
-which the caller answers with 429. Event streams count against the streams cap; so will live
+counter per key: `acquire` takes a place or raises `CapReached`, which the caller answers with 429,
+and `release` gives the place back. Event streams count against the streams cap; so will live
 sessions, which are the same kind of long-held connection. Counts are per API process (several
 processes behind a balancer each allow the cap).
 """
@@ -10,8 +10,6 @@ processes behind a balancer each allow the cap).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from app.config import Settings
@@ -38,9 +36,6 @@ class KeyCap:
         self.refusal = refusal
         self._held: Counter[str] = Counter()
 
-    def held(self, owner: str) -> int:
-        return self._held[owner]
-
     def acquire(self, owner: str) -> None:
         """Take a place for the owner, or raise CapReached; every acquire needs one `release`."""
         if self._held[owner] >= self.limit:
@@ -51,14 +46,6 @@ class KeyCap:
         self._held[owner] -= 1
         if self._held[owner] <= 0:
             del self._held[owner]
-
-    @contextmanager
-    def hold(self, owner: str) -> Iterator[None]:
-        self.acquire(owner)
-        try:
-            yield
-        finally:
-            self.release(owner)
 
 
 @dataclass(frozen=True)
