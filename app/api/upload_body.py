@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
@@ -47,6 +47,16 @@ LARGE_FIELD_BYTES = {"known_speaker_references[]": 1024 * 1024}
 known speaker references, at most 4 a request: ten seconds of WAV is about 650 kB of base64)."""
 
 
+class _FieldTooLarge(MultiPartException):
+    """A field other than the file is over the form's part limit: 413, naming the field."""
+
+    def __init__(self, field: str, limit: int) -> None:
+        super().__init__(
+            f"{field[:40]}: this field is longer than the {limit // 1024} KB a form field may have "
+            "(only the file may be larger); shorten it."
+        )
+
+
 class _UploadDirParser(MultiPartParser):
     def __init__(self, headers: Headers, stream: Any, upload_dir: Path, **limits: Any) -> None:
         super().__init__(headers, stream, **limits)
@@ -64,12 +74,14 @@ class _UploadDirParser(MultiPartParser):
             self.stored.append(stored)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        limit = self.max_part_size
-        self.max_part_size = max(limit, LARGE_FIELD_BYTES.get(self._current_part.field_name, 0))
-        try:
-            super().on_part_data(data, start, end)
-        finally:
-            self.max_part_size = limit
+        part = self._current_part
+        limit = max(self.max_part_size, LARGE_FIELD_BYTES.get(part.field_name, 0))
+        if part.file is None and len(part.data) + end - start > limit:
+            raise _FieldTooLarge(part.field_name, limit)
+        if part.file is None:  # within its own limit: the parent's check must not refuse it
+            part.data.extend(data[start:end])
+            return
+        super().on_part_data(data, start, end)
 
 
 class _UploadDirRequest(Request):
@@ -84,6 +96,8 @@ class _UploadDirRequest(Request):
                 self.stored = parser.stored
                 try:
                     self._form = await parser.parse()
+                except _FieldTooLarge as error:
+                    raise HTTPException(413, error.message, {"Connection": "close"}) from None
                 except MultiPartException as error:
                     raise HTTPException(400, error.message) from None
                 except OSError as error:
@@ -94,11 +108,30 @@ class _UploadDirRequest(Request):
         return await super()._get_form(**limits)
 
 
+BeforeBody = Callable[[Request], Awaitable[None]]
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def before_body(check: BeforeBody) -> Callable[[_Endpoint], _Endpoint]:
+    """Marks an endpoint of an UploadDirRoute: `check` runs once the request is routed, before a byte of
+    its body is read or stored, and may refuse it by raising HTTPException (a path parameter that names
+    nothing, say: 404 before the upload, not after)."""
+
+    def mark(endpoint: _Endpoint) -> _Endpoint:
+        setattr(endpoint, "before_body", check)  # noqa: B010 - an attribute mypy does not know functions have
+        return endpoint
+
+    return mark
+
+
 class UploadDirRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
+        check: BeforeBody | None = getattr(self.endpoint, "before_body", None)
 
         async def handle_upload(request: Request) -> Response:
+            if check is not None:
+                await check(request)
             request = _UploadDirRequest(request.scope, request.receive)
             request.stored = []
             try:

@@ -43,7 +43,7 @@ def decode_data_url(value: str, index: int) -> bytes:
 
 
 async def known_voices(
-    names: list[str], references: list[str], embedder: SampleEmbedder, upload_dir: Path
+    names: list[str], references: list[str], embedder: SampleEmbedder, upload_dir: Path, owner: str
 ) -> tuple[dict[str, object], ...]:
     """The request's voices (`name`, `encoder`, `embedding`), as `Job.known_voices` takes them."""
     voices: list[dict[str, object]] = []
@@ -51,7 +51,7 @@ async def known_voices(
         path = new_upload_path(upload_dir)
         path.write_bytes(decode_data_url(reference, index))
         try:
-            embedding = await embedder.embed(path)
+            embedding = await embedder.embed(path, owner)
         except (SampleError, MediaError) as error:
             reason = str(error).removeprefix("file: ")
             raise UnusableReference(f"known_speaker_references[{index}] ({name[:40]}): {reason}") from None

@@ -70,8 +70,11 @@ def _responses(success: str, invalid: str, streamed: bool = False) -> dict[int |
     content: dict[str, Any] = {"application/json": {}, "text/plain": {}, "application/x-subrip": {}, "text/vtt": {}}
     return {
         200: {"content": content | ({"text/event-stream": {}} if streamed else {}), "description": success},
-        400: problem_response("The multipart body is malformed, or a form field is over 1 MB"),
-        413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
+        400: problem_response("The multipart body is malformed"),
+        413: problem_response(
+            "Upload over MAX_UPLOAD_MB, a form field over 64 KB (a known_speaker_references[] over 1 MB), "
+            "or audio over MAX_AUDIO_SECONDS"
+        ),
         415: problem_response("Not a supported audio or video format"),
         422: problem_response(invalid),
         429: problem_response("The key has MAX_TASKS_PER_KEY tasks pending or processing"),
@@ -108,7 +111,7 @@ async def create_transcription(
     if form.known_speaker_names:
         try:
             named = await known_voices(
-                form.known_speaker_names, form.known_speaker_references or [], embedder, settings.upload_dir
+                form.known_speaker_names, form.known_speaker_references or [], embedder, settings.upload_dir, caller
             )
         except UnusableReference as error:
             raise HTTPException(422, str(error)) from None
