@@ -155,7 +155,7 @@ class Settings(BaseSettings):
 
     max_streams_per_key: int = Field(20, ge=1)
     """Most event streams (`/api/v1/transcribe/events/…`) one API key may hold open at once; beyond it, 429.
-    Live sessions will count against the same cap."""
+    Live sessions have their own cap, MAX_LIVE_SESSIONS_PER_KEY."""
 
     max_enrolments_per_key: int = Field(2, ge=1)
     """Most voice enrolments (`POST /api/v1/speakers`, `…/samples`) one API key may have in flight at once;
