@@ -29,6 +29,7 @@ from app.ops.preflight import log_preflight
 from app.ops.telemetry import disable_telemetry
 from app.outbound.webhooks import WebhookSender
 from app.pipeline.base import PipelineFactory, whisperx_pipeline
+from app.private_files import private_directory
 from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore, StoreThreads
 from app.tasks.backend import TaskBackend
 from app.tasks.files import prepare_upload_dir, sweep_orphans
@@ -64,6 +65,8 @@ def _store(settings: Settings) -> TaskStore:
     if settings.task_store == "sqlite":
         from app.tasks.sqlite_store import SqliteTaskStore
 
+        if settings.task_db_path is None:  # the database is in DATA_DIR: private, as the uploads are
+            private_directory(settings.data_dir, "DATA_DIR")
         return SqliteTaskStore(settings.task_db_file, settings.upload_dir)
     return MemoryTaskStore()
 

@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from app.config import Settings
+from app.ops.orphans import end_with_parent
 
 
 class SampleError(ValueError):
@@ -35,7 +36,10 @@ class SampleEmbedder:
         """The sample's unit-length embedding; SampleError when it has too little speech."""
         if self._pool is None:
             # spawn, as the worker processes are: a forked copy of a running event loop is unsafe.
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            # It ends with the API process, even one killed outright (it holds the encoder's memory).
+            self._pool = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=end_with_parent
+            )
         settings = self._settings
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
