@@ -150,7 +150,8 @@ def test_scaled_commands_serve_and_pass_their_health_checks(tmp_path: Path, redi
     ping = redis_service["healthcheck"]["test"]
     assert ping[0] == "CMD"
     # The container's redis-cli reaches Redis on its default port; this one's runs elsewhere.
-    assert subprocess.run([*ping[1:], "-p", redis_port], capture_output=True, text=True).stdout.strip() == "PONG"
+    pong = subprocess.run([ping[1], "-p", redis_port, *ping[2:]], capture_output=True, text=True, timeout=10)
+    assert pong.stdout.strip() == "PONG", pong.stdout + pong.stderr
 
     port = free_port()
     env = _environment(api, tmp_path, port, REDIS_URL=redis_url)
