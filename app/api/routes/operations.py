@@ -23,9 +23,11 @@ async def live(_caller: CallerDep) -> LiveResponse:
     "/ready",
     response_model=ReadyResponse,
     responses={503: {"model": ReadyResponse, "description": "The models are not loaded (yet)"}},
-    summary="Whether every worker has its models loaded",
+    summary="Whether the workers have their models loaded",
 )
 async def ready(_caller: CallerDep, manager: ManagerDep, response: Response) -> ReadyResponse:
+    """Every worker of this process (TASK_BACKEND=local); at least one live worker with TASK_BACKEND=celery,
+    where the API cannot know how many there should be."""
     state = manager.worker_state()
     if state.load_error:
         detail = f"The models could not be loaded: {state.load_error}"
