@@ -28,7 +28,8 @@ from app.ops.metrics import Metrics
 from app.ops.preflight import log_preflight
 from app.ops.telemetry import disable_telemetry
 from app.outbound.webhooks import WebhookSender
-from app.pipeline.base import PipelineFactory, whisperx_pipeline
+from app.pipeline.base import PipelineFactory
+from app.pipeline.whisperx_pipeline import whisperx_pipeline
 from app.private_files import private_directory
 from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore, StoreThreads
 from app.tasks.backend import TaskBackend

@@ -15,10 +15,6 @@ from app.config import Settings
 from app.ops.orphans import end_with_parent
 
 
-class SampleError(ValueError):
-    """An enrolment sample that cannot be used; the message says why (a 422 for the client)."""
-
-
 def _embed_sample(path: Path, ffmpeg_timeout: float, max_seconds: float) -> list[float]:
     from app.pipeline.voiceprints import embed_sample  # in the enrolment process only
 
@@ -33,7 +29,7 @@ class SampleEmbedder:
         self._pool: ProcessPoolExecutor | None = None
 
     async def embed(self, path: Path) -> list[float]:
-        """The sample's unit-length embedding; SampleError when it has too little speech."""
+        """The sample's unit-length embedding; SampleError (app.voices.errors) when it has too little speech."""
         if self._pool is None:
             # spawn, as the worker processes are: a forked copy of a running event loop is unsafe.
             # It ends with the API process, even one killed outright (it holds the encoder's memory).
