@@ -11,6 +11,8 @@ worker processes inherit:
                      "unloadable" (fails while loading, as a missing model would)
   FAKE_STUCK_NAME    a job for a file of this name hangs in transcription without reporting progress,
                      as a long transcription batch does; other jobs run as usual
+  FAKE_CRASH_NAME    a job for a file of this name makes its worker process die, as an out-of-memory
+                     kill would; other jobs run as usual
   FAKE_ENGLISH_ONLY  "1": report an English-only model, as tiny.en would
 With diarization, each speaker gets a fake voiceprint (a one-hot vector of FAKE_ENCODER), so
 enrolling from a task and naming speakers go through the service's real matching code.
@@ -52,7 +54,7 @@ class FakePipeline:
         pass  # the fake has nothing heavy to load
 
     def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
-        if self._mode == "crash":
+        if self._mode == "crash" or job.file_name == os.environ.get("FAKE_CRASH_NAME"):
             os._exit(1)
         if self._mode == "stubborn":
             time.sleep(3600)
