@@ -1,4 +1,4 @@
-"""The web page's speaker names in chromium, on the FakePipeline (one-hot fake voiceprints):
+"""The web page's speaker names in chromium, on the FakePipeline (its fake voiceprints):
 rename a speaker in an open transcript, remember the voice, and the next transcript shows the name."""
 
 from __future__ import annotations
