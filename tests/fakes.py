@@ -33,6 +33,7 @@ import numpy as np
 
 from app.media import MediaError, decode
 from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
+from app.pipeline.model_manager import ModelManager
 from app.voices.matching import identify_speakers
 
 STEPS_PER_STAGE = 5
@@ -40,6 +41,8 @@ FAKE_TEXT = "fake transcript"
 # A second, longer segment by another speaker, so subtitle exports have lines to split.
 FAKE_LONG_TEXT = "this fake sentence is long enough that a subtitle has to split it over more than one line"
 FAKE_ENCODER = "fake-encoder"
+FAKE_MODEL = "fake"
+"""The Whisper model the fake says it runs by default."""
 VOICES = 2
 """Dimensions of the fake voiceprints that are the voices' own, one each (SPEAKER_00, SPEAKER_01)."""
 RECORDING_DIMENSIONS = 14
@@ -55,12 +58,18 @@ class FakePipeline:
         self._mode = os.environ.get("FAKE_MODE", "ok")
         if self._mode == "unloadable":
             raise RuntimeError("The fake pipeline was told not to load.")
-        self._loaded = ["fake"]  # the models requests named, as a real worker would have loaded them
+        # The real pipeline's model manager, over "models" that are only their names: what a worker holds,
+        # and what /health reports, comes from the service's own loading and unloading rules.
+        self._models: ModelManager[str] = ModelManager(
+            str, settings.max_loaded_models, settings.model_idle_seconds, keep=FAKE_MODEL
+        )
+        with self._models.use(FAKE_MODEL):
+            pass
 
     def info(self) -> PipelineInfo:
         english_only = os.environ.get("FAKE_ENGLISH_ONLY") == "1"
         return PipelineInfo(
-            model="fake", device="cpu", multilingual=not english_only, loaded_models=tuple(self._loaded)
+            model=FAKE_MODEL, device="cpu", multilingual=not english_only, loaded_models=tuple(self._models.loaded())
         )
 
     def finish_loading(self) -> None:
@@ -86,14 +95,14 @@ class FakePipeline:
                 progress(stage, step / steps)
         if self._mode == "fail":
             raise PipelineError("The fake pipeline was told to fail.")
-        if job.model is not None and job.model not in self._loaded:
-            self._loaded.append(job.model)
+        with self._models.use(job.model or FAKE_MODEL):
+            pass
         labels = ("SPEAKER_00", "SPEAKER_01") if job.enable_diarization else (None, None)
         segments = [_segment(FAKE_TEXT, 0.0, labels[0]), _segment(FAKE_LONG_TEXT, 3.0, labels[1])]
         result = {
             "language": job.language or "en",
             "segments": segments,
-            "model": job.model or "fake",
+            "model": job.model or FAKE_MODEL,
             "task": job.task,
             "options": job.chosen_options(),
         }
@@ -109,7 +118,7 @@ class FakePipeline:
         pass
 
     def unload_idle(self) -> bool:
-        return False
+        return bool(self._models.unload_idle())
 
 
 def voiceprint(voice: int, recording: Path) -> list[float]:
