@@ -23,6 +23,7 @@ import httpx
 import pytest
 import redis
 
+from app.tasks.coordination import Coordination
 from app.tasks.models import TaskStatus
 from app.tasks.redis_store import RedisTaskStore
 from tests.attacks.conftest import FILE_PART, MB, Service, start_service, upload_head
@@ -164,9 +165,14 @@ def test_a_stalled_redis_stalls_neither_live_nor_an_event_stream(
         assert "cannot be seen" in ready.json()["detail"]
 
         proxy.resume()
-        # Written as a worker writes it, straight to Redis: the stream opened before the stall carries it.
-        direct = RedisTaskStore(redis.Redis.from_url(redis_url.replace("/0", "/3"), decode_responses=True), tmp_path)
-        direct.update(task_id, status=TaskStatus.PROCESSING, progress=40.0, message="Transcribing speech")
+        # Written as a worker writes it, straight to Redis and holding the task's lease (else the API's sweep
+        # would soon requeue it as a dead worker's): the stream opened before the stall carries it.
+        client = redis.Redis.from_url(redis_url.replace("/0", "/3"), decode_responses=True)
+        lease = Coordination(client).lease(task_id)
+        assert lease.acquire(blocking=False)
+        RedisTaskStore(client, tmp_path).update(
+            task_id, status=TaskStatus.PROCESSING, progress=40.0, message="Transcribing speech"
+        )
         deadline = time.monotonic() + 15
         while "event: processing" not in [line for _, line in lines] and time.monotonic() < deadline:
             time.sleep(0.1)
