@@ -21,7 +21,7 @@ from app.api.deps import (
 )
 from app.api.errors import UNAUTHORIZED, problem_response
 from app.api.schemas import TranscriptionResult, VoiceList, VoiceResponse, VoicesDeleted
-from app.api.upload_body import UploadDirRoute
+from app.api.upload_body import SampleUploadRoute
 from app.api.uploads import receive_upload
 from app.config import Settings
 from app.media import SUPPORTED_EXTENSIONS, MediaError
@@ -34,7 +34,7 @@ from app.voices.store import Voice
 MAX_NAME_CHARS = 100
 MAX_VOICES_PER_KEY = 200
 
-router = APIRouter(prefix="/api/v1", tags=["speakers"], responses=UNAUTHORIZED, route_class=UploadDirRoute)
+router = APIRouter(prefix="/api/v1", tags=["speakers"], responses=UNAUTHORIZED, route_class=SampleUploadRoute)
 
 _VOICE_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: problem_response("No voice with this id for this key")}
 _SAMPLE_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -107,7 +107,7 @@ async def _sample(
             raise not_found(task_id)
         return _task_speaker(task, speaker)
     assert file is not None  # noqa: S101 - checked above
-    path, _ = await receive_upload(file, settings)
+    path, _, _ = await receive_upload(file, settings)  # with a bucket, removed from it as the request ends
     try:
         return EMBEDDED_ENCODER, await embedder.embed(path)
     except SampleError as error:
