@@ -235,7 +235,8 @@ class MultipartWriter:
     async def write(self, data: bytes) -> None:
         self._buffer += data
         while len(self._buffer) >= PART_BYTES:
-            part = bytes(self._buffer[:PART_BYTES])
+            with memoryview(self._buffer) as view:
+                part = bytes(view[:PART_BYTES])  # one copy, not two
             del self._buffer[:PART_BYTES]
             await self._send(part)
 

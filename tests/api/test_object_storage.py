@@ -216,28 +216,13 @@ def test_a_worker_killed_mid_task_leaves_the_object_for_the_retry(
 def test_a_refused_upload_leaves_nothing_in_the_bucket(
     bucket: Bucket, redis_url: str, tmp_path: Path, short_speech: Path
 ) -> None:
-    """Aborted mid-body (over MAX_UPLOAD_MB, after a part had gone) or refused after it (not audio):
-    the multipart upload is aborted, or the object removed, before the answer."""
-    settings = make_settings(
-        tmp_path, redis_url=_database(redis_url, 6), max_upload_mb=12, **_storage_settings(bucket.endpoint)
-    )
+    """Refused once its body has arrived (not audio), after two parts had gone into the bucket:
+    the multipart upload is aborted before the answer."""
+    settings = make_settings(tmp_path, redis_url=_database(redis_url, 6), **_storage_settings(bucket.endpoint))
     with TestClient(create_app(settings)) as api:
-
-        def chunks() -> Iterator[bytes]:  # chunked: the limit is found while the body streams
-            yield b"--b\r\nContent-Disposition: form-data; name=file; filename=big.wav\r\n\r\n"
-            for _ in range(20):
-                yield b"\0" * MIB
-            yield b"\r\n--b--\r\n"
-
-        refused = api.post(
-            "/api/v1/transcribe/upload",
-            headers={**AUTH, "content-type": "multipart/form-data; boundary=b"},
-            content=chunks(),
-        )
-        assert refused.status_code == 413, refused.text
-        assert bucket.empty(), (bucket.objects(), bucket.unfinished())
-        not_audio = api.post("/api/v1/transcribe/upload", headers=AUTH, files={"file": ("a.wav", b"not audio" * 1000)})
-        assert not_audio.status_code == 415, not_audio.text
+        not_audio = b"not audio " * (2 * MIB)  # 20 MiB: two parts sent, the rest waiting in memory
+        refused = api.post("/api/v1/transcribe/upload", headers=AUTH, files={"file": ("a.wav", not_audio)})
+        assert refused.status_code == 415, refused.text
         assert bucket.empty(), (bucket.objects(), bucket.unfinished())
         assert _files(settings.upload_dir) == []
 
@@ -401,8 +386,11 @@ def test_the_api_memory_stays_bounded_while_200_mb_stream_into_the_bucket(
         task_id = response.json()["task_id"]
         stored = bucket.client.head_object(Bucket=BUCKET, Key=f"{PREFIX}/uploads/{_hashed(API_KEY)}/{task_id}")
         assert stored["ContentLength"] == size + 44
-        # Parts of 8 MiB, two in flight and one filling: tens of MiB, not the 200 MB upload.
-        assert grown < 80, f"the API's peak memory grew by {grown:.0f} MiB during a 200 MiB upload"
+        # Parts of 8 MiB: two in flight (each also in its socket's send buffer), one filling and its copy,
+        # and what the first upload imports: tens of MiB (about 60 measured here), not the 200 MiB upload
+        # (held whole, it grew by 406 MiB).
+        print(f"API peak memory grew by {grown:.0f} MiB while 200 MiB streamed into the bucket")
+        assert grown < 120, f"the API's peak memory grew by {grown:.0f} MiB during a 200 MiB upload"
     finally:
         api.terminate()
         api.wait(20)
