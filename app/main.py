@@ -125,7 +125,8 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     storage = make_storage(settings)
 
     def has_task(task_id: str) -> bool:
-        """Whether an upload of this name may still be needed: its task exists and has not ended."""
+        """Whether an object of this name may still be needed: its task exists and has not ended
+        (an ended task's object is one whose removal failed while the bucket was away)."""
         task = store.engine.get(task_id)
         return task is not None and task.status not in TERMINAL
 
@@ -135,7 +136,9 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
         await storage.open()
         grace = settings.orphan_upload_grace_hours * 3600
         # A walk of the directory: on a thread whatever the store (the stores' calls are thread-safe).
-        await asyncio.to_thread(sweep_orphans, settings.upload_dir, has_task, grace)
+        await asyncio.to_thread(
+            sweep_orphans, settings.upload_dir, lambda task_id: store.engine.get(task_id) is not None, grace
+        )
         sweeping: asyncio.Task[None] | None = None
         if settings.storage_url is not None:  # in the background: a bucket that is away must not stop the start
             sweeping = asyncio.create_task(_sweep_storage_forever(storage, has_task, grace), name="storage-sweep")

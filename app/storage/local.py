@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 from app.pipeline.base import Job
 from app.storage.base import ObjectWriter, UploadMissing
-from app.tasks.files import sweep_orphans
 
 NOT_SHARED = (
     "The worker cannot read this task's upload: UPLOAD_DIR must be a directory the API and every worker share "
@@ -53,5 +51,4 @@ class LocalStorage:
         pass  # the file is the upload itself, not a copy
 
     async def sweep(self, has_task: Callable[[str], bool], grace_seconds: float) -> int:
-        # A walk of the directory: on a thread whatever the store (the stores' calls are thread-safe).
-        return await asyncio.to_thread(sweep_orphans, self.upload_dir, has_task, grace_seconds)
+        return 0  # UPLOAD_DIR is swept once, as the service starts (app/tasks/files.py)
