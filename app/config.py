@@ -183,7 +183,7 @@ class Settings(BaseSettings):
     task_backend: Literal["local", "celery"] = "local"
     """`local`: this process queues tasks and runs them on its own worker processes. `celery`: tasks,
     progress and results live in Redis and run on workers started with `python -m app.tasks.celery_worker`, on any
-    machine that shares UPLOAD_DIR; API processes keep no state (TASK_STORE is then not used)."""
+    machine that shares UPLOAD_DIR or reaches STORAGE_URL; API processes keep no state (TASK_STORE is then not used)."""
 
     redis_url: str = "redis://localhost:6379/0"
     """Redis for TASK_BACKEND=celery: the Celery broker and the task store of API processes and workers."""
