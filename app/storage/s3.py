@@ -150,15 +150,16 @@ class S3Storage:
 
     async def _sweep(self, has_task: Callable[[str], bool], cutoff: datetime) -> int:
         removed = 0
-        async for page in self.client.get_paginator("list_multipart_uploads").paginate(
-            Bucket=self.bucket, Prefix=self.prefix
-        ):
-            for upload in page.get("Uploads", []):
-                if upload["Initiated"] < cutoff:
-                    await self.client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                    )
-                    removed += 1
+        for folder in FOLDERS:  # this service's folders only: the bucket may hold other things
+            async for page in self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + folder
+            ):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < cutoff:
+                        await self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        removed += 1
         for folder in FOLDERS:
             async for page in self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.prefix + folder

@@ -140,15 +140,6 @@ class RemoteRunner:
             self._fail(task.id, load_failure(self._state["error"]))
             self.storage.discard_sync(task.job)
             return
-        try:
-            self.storage.fetch_sync(task.job)  # from the bucket to a scratch file, when it waits there
-        except UploadMissing as error:
-            self._fail(task.id, str(error))
-            return
-        except StorageUnavailable as error:
-            self._fail(task.id, str(error))
-            self.storage.discard_sync(task.job)
-            return
         retried = self.coordination.starts(task.id) > 1
         # Progress carries on from an audio_url download; a retry starts it again.
         changes = started("Starting again after its worker stopped", progress=0.0) if retried else started()
@@ -169,9 +160,12 @@ class RemoteRunner:
         heartbeat = threading.Thread(
             target=self._heartbeat, args=(task, lease, progress.watch, lost, done), daemon=True
         )
-        heartbeat.start()
+        heartbeat.start()  # before the fetch: a large object takes longer than a lease lasts
         try:
+            self.storage.fetch_sync(task.job)  # from the bucket to a scratch file, when it waits there
             output = self._pipeline.run(task.job, on_progress)
+        except (UploadMissing, StorageUnavailable) as error:
+            self._fail(task.id, str(error))
         except JobCancelled:
             logger.info("Task %s stopped after deletion", task.id)
         except PipelineError as error:
