@@ -66,33 +66,42 @@ class Bucket:
         return not self.objects() and not self.unfinished()
 
 
-@pytest.fixture(scope="module")
-def bucket() -> Iterator[Bucket]:
-    """moto's S3 server in a process of its own, with an empty bucket; the credentials it accepts
-    are set in this process's environment, where the API and the worker find them (the AWS chain)."""
+@contextlib.contextmanager
+def _moto_server(**environment: str) -> Iterator[str]:
+    """`moto_server` in a process of its own; its endpoint, once it answers."""
     port = free_port("MOTO_PORTS")
-    saved = {name: os.environ.get(name) for name in CREDENTIALS}
-    os.environ.update(CREDENTIALS)
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **environment},
     )  # fmt: skip
-    endpoint = f"http://127.0.0.1:{port}"
-    client = botocore.session.get_session().create_client("s3", endpoint_url=endpoint)
     try:
         deadline = Deadline(30, "moto_server to answer")
         while True:
             assert server.poll() is None, "moto_server exited"
             try:
-                client.create_bucket(Bucket=BUCKET)
+                httpx.get(f"http://127.0.0.1:{port}/moto-api/")
                 break
-            except Exception as error:  # noqa: BLE001 - not listening yet
+            except httpx.TransportError as error:
                 deadline.check(error)
                 time.sleep(0.1)
-        yield Bucket(endpoint, client)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.fixture(scope="module")
+def bucket() -> Iterator[Bucket]:
+    """moto's S3 server with an empty bucket; the credentials it accepts are set in this process's
+    environment, where the API and the worker find them (the AWS chain)."""
+    saved = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    try:
+        with _moto_server() as endpoint:
+            client = botocore.session.get_session().create_client("s3", endpoint_url=endpoint)
+            client.create_bucket(Bucket=BUCKET)
+            yield Bucket(endpoint, client)
+    finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -344,6 +353,27 @@ def test_a_worker_that_cannot_reach_the_bucket_fails_the_task_with_the_reason(
         # Failed is an end: the object goes with it once the API's next try reaches the bucket.
         api.delete(f"/api/v1/transcribe/task/{task_id}", headers=AUTH)
         wait_until(bucket.empty)
+
+
+def test_refused_credentials_answer_503_naming_the_storage(
+    bucket: Bucket, redis_url: str, tmp_path: Path, short_speech: Path
+) -> None:
+    """A bucket that checks credentials (moto with its IAM checks on) and knows none of ours."""
+    with _moto_server(INITIAL_NO_AUTH_ACTION_COUNT="0") as endpoint:
+        settings = make_settings(tmp_path, redis_url=_database(redis_url, 10), **_storage_settings(endpoint))
+        with TestClient(create_app(settings)) as api:
+            with short_speech.open("rb") as audio:
+                refused = api.post("/api/v1/transcribe/upload", headers=AUTH, files={"file": ("a.wav", audio)})
+            assert refused.status_code == 503, refused.text
+            detail = refused.json()["detail"]
+            assert f"The upload storage (s3://{BUCKET}/{PREFIX}/ at {endpoint})" in detail
+            assert "InvalidAccessKeyId" in detail
+            assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in detail
+            ready = api.get("/ready", headers=AUTH)
+            assert ready.status_code == 503, ready.text
+            assert f"s3://{BUCKET}/{PREFIX}/" in ready.json()["detail"]
+            assert api.get("/api/v1/transcribe/tasks", headers=AUTH).json()["total"] == 0
+            assert _files(settings.upload_dir) == []
 
 
 def _peak_rss_kib(pid: int) -> int:
