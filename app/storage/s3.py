@@ -128,7 +128,7 @@ class S3Storage:
         return MultipartWriter(self, self.full_key(key))
 
     async def check(self) -> None:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(3):  # /ready answers probes that wait a few seconds at most
             await self.call(self.client.head_bucket(Bucket=self.bucket))
 
     async def discard(self, job: Job) -> None:

@@ -373,6 +373,13 @@ def test_refused_credentials_answer_503_naming_the_storage(
             assert ready.status_code == 503, ready.text
             assert f"s3://{BUCKET}/{PREFIX}/" in ready.json()["detail"]
             assert api.get("/api/v1/transcribe/tasks", headers=AUTH).json()["total"] == 0
+            # Enrolment samples go through the bucket too (under samples/), while they are embedded.
+            with short_speech.open("rb") as audio:
+                sample = api.post(
+                    "/api/v1/speakers", headers=AUTH, data={"name": "Alice"}, files={"file": ("a.wav", audio)}
+                )
+            assert sample.status_code == 503, sample.text
+            assert "InvalidAccessKeyId" in sample.json()["detail"]
             assert _files(settings.upload_dir) == []
 
 
