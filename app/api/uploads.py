@@ -106,7 +106,8 @@ def choose_model(requested: str | None, settings: Settings) -> str | None:
     allowed = allowed_whisper_models(settings)
     if requested.strip() not in allowed:
         raise HTTPException(
-            422, f"model: {requested.strip()!r} is not offered by this server; choose one of: "
+            # Shortened: the value is the client's and may be as long as a form field may be.
+            422, f"model: {requested.strip()[:60]!r} is not offered by this server; choose one of: "
             f"{', '.join(allowed)} (or leave it out for {allowed[0]}; the operator sets the list with WHISPER_MODELS)"
         )  # fmt: skip
     return requested.strip()
