@@ -5,7 +5,8 @@ No Docker engine runs these tests: each compose file is resolved by `docker-comp
 run outside a container (the image's entry command, the services' commands and their health checks)
 runs with the environment the container would get. Only what only a container has is replaced:
 the Dockerfile's paths (/data, /cache) by temporary folders, the listening address by a loopback
-port, the Redis host by the tests' redis-server, and `python` by this interpreter.
+port, the Redis host by the tests' redis-server, MinIO by moto's S3 server, and `python` by this
+interpreter.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import botocore.session
 import httpx
 import pytest
 import yaml
 
+from tests.api.test_object_storage import CREDENTIALS, _moto_server
 from tests.conftest import ROOT, Deadline, free_port
 
 SERVICE = "whisperx-api"
@@ -142,9 +146,15 @@ def test_single_container_commands_serve_and_pass_their_health_checks(tmp_path: 
 
 
 def test_scaled_commands_serve_and_pass_their_health_checks(tmp_path: Path, redis_url: str) -> None:
-    """The scale file's API and worker commands with their environments from `.env.example`, on a real Redis:
-    the API's health check and Redis's pass, and the worker's announcement makes the API ready."""
+    """The scale file's API and worker commands with their environments from `.env.example`, on a real Redis
+    and an S3 server (moto's, for MinIO): the API's health check and Redis's pass, and the worker's
+    announcement makes the API ready."""
     services = _services("docker-compose.scale.yml", tmp_path / "scale")
+    with _moto_server() as endpoint:
+        _scaled(services, tmp_path, redis_url, endpoint)
+
+
+def _scaled(services: dict[str, Any], tmp_path: Path, redis_url: str, s3_endpoint: str) -> None:
     api, worker, redis_service = services[SERVICE], services["worker-gpu0"], services["redis"]
     redis_port = redis_url.rsplit(":", 1)[1].split("/")[0]
     ping = redis_service["healthcheck"]["test"]
@@ -153,10 +163,17 @@ def test_scaled_commands_serve_and_pass_their_health_checks(tmp_path: Path, redi
     pong = subprocess.run([ping[1], "-p", redis_port, *ping[2:]], capture_output=True, text=True, timeout=10)
     assert pong.stdout.strip() == "PONG", pong.stdout + pong.stderr
 
+    # The bucket the minio-bucket service makes, and the credentials the compose file asks .env for.
+    bucket = urlsplit(api["environment"]["STORAGE_URL"]).netloc
+    botocore.session.get_session().create_client(
+        "s3", endpoint_url=s3_endpoint, aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
+    ).create_bucket(Bucket=bucket)  # fmt: skip
+    outside = {"REDIS_URL": redis_url, "S3_ENDPOINT_URL": s3_endpoint, **CREDENTIALS}
     port = free_port()
-    env = _environment(api, tmp_path, port, REDIS_URL=redis_url)
+    env = _environment(api, tmp_path, port, **outside)
     # large-v2 is a download (of ~3 GB): the worker runs the embedded model instead.
-    worker_env = _environment(worker, tmp_path, port, REDIS_URL=redis_url, WHISPER_MODEL="base")
+    worker_env = _environment(worker, tmp_path / "worker", port, WHISPER_MODEL="base", **outside)  # no shared folder
     api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
     with _running(_listen_on(api["command"], port), env, api_log) as server:
         assert "/live answered 200" in _until_healthy(api, env, server, api_log)
