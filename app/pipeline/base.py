@@ -79,6 +79,9 @@ class Job:
     stream: bool = False
     """Keep each piece of text on the task as soon as it is transcribed (`Task.transcribed`), for a
     streamed response; it changes nothing in the transcript."""
+    audio_object: str | None = None
+    """The upload's key in the object storage (STORAGE_URL), under its prefix; `audio_path` is then
+    a scratch copy in the UPLOAD_DIR of whichever process reads it. None: `audio_path` is the upload."""
 
     @property
     def stages(self) -> list[Stage]:
@@ -162,12 +165,3 @@ class Pipeline(Protocol):
 
 PipelineFactory = Callable[[Settings], Pipeline]
 """Builds a pipeline from `Settings`; must be importable by name, since worker processes are spawned."""
-
-
-def whisperx_pipeline(settings: Settings) -> Pipeline:
-    """The real pipeline, the default of both backends' workers.
-
-    Imported here, in the worker, so that a process which never runs a job never loads torch."""
-    from app.pipeline.whisperx_pipeline import WhisperXPipeline
-
-    return WhisperXPipeline(settings)

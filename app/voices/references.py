@@ -12,7 +12,8 @@ from pathlib import Path
 
 from app.media import MediaError
 from app.tasks.files import new_upload_path
-from app.voices.enrollment import SampleEmbedder, SampleError
+from app.voices.enrollment import SampleEmbedder
+from app.voices.errors import SampleError
 from app.voices.matching import EMBEDDED_ENCODER
 
 MAX_KNOWN_SPEAKERS = 4

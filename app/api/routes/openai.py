@@ -171,10 +171,11 @@ async def _submit(
     caller: str, settings: Settings, manager: TaskBackend, file: UploadFile, options: dict[str, Any]
 ) -> tuple[Task, Job]:
     """Queue the upload's job, with the limits of every upload."""
-    path, media = await receive_upload(file, settings)
+    path, media, audio_object = await receive_upload(file, settings)
     job = Job(
-        task_id=path.name, audio_path=path, duration=media.duration, file_name=display_name(file.filename), **options
-    )
+        task_id=path.name, audio_path=path, audio_object=audio_object, duration=media.duration,
+        file_name=display_name(file.filename), **options,
+    )  # fmt: skip
     try:
         return await manager.submit(job, caller), job
     except OverCapacity as error:
