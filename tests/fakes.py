@@ -12,6 +12,8 @@ worker processes inherit:
   FAKE_STUCK_NAME    a job for a file of this name hangs in transcription without reporting progress,
                      as a long transcription batch does; other jobs run as usual
   FAKE_ENGLISH_ONLY  "1": report an English-only model, as tiny.en would
+  FAKE_WARNING       a warning the result carries (as the real pipeline's second-language warning)
+  FAKE_NOTE          a note the result carries and the task's message ends in (as an aligner offline)
 With diarization, each speaker gets a fake voiceprint (a one-hot vector of FAKE_ENCODER), so
 enrolling from a task and naming speakers go through the service's real matching code.
 """
@@ -86,9 +88,13 @@ class FakePipeline:
             result["speakers"] = [{"speaker": label, "seconds": 3.0} for label in labels]
             one_hot = {label: [float(i == n) for i in range(4)] for n, label in enumerate(labels) if label}
             result["voiceprints"] = {"encoder": FAKE_ENCODER, "speakers": one_hot}
+        if warning := os.environ.get("FAKE_WARNING"):
+            result["warnings"] = [warning]
+        note = os.environ.get("FAKE_NOTE")
+        result["notes"] = [note] if note else []
         if job.identify_speakers:
             result = identify_speakers(result, job.known_voices)
-        return PipelineOutput(result=result, note=None)
+        return PipelineOutput(result=result, note=note)
 
     def release(self) -> None:
         pass

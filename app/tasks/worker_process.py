@@ -91,14 +91,13 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
         logger.exception("Could not load the pipeline")
         conn.send(("load_failed", public_message(str(error) or type(error).__name__)))
         return
-    # Ready as soon as the Whisper model is loaded; the rest (the diarizer) loads before the first
-    # job is read, and /health learns its name from the second report.
-    conn.send(("ready", pipeline.info()))
+    # Ready once everything the first job needs is loaded (the diarizer, the VAD, the English aligner):
+    # a worker that said so earlier would make the first task wait for it.
     try:
         pipeline.finish_loading()
     except Exception:  # a job will try again and fail with a message of its own
         logger.exception("Could not finish loading the pipeline")
-    conn.send(("info", pipeline.info()))
+    conn.send(("ready", pipeline.info()))
 
     def report(stage: Stage, fraction: float) -> None:
         # Checked at every progress step: raising here unwinds the pipeline cooperatively.

@@ -59,6 +59,20 @@ function progressText(task) {
   return parts.filter(Boolean).join(" · ");
 }
 
+// A completed task whose result carries warnings (or notes) is marked in the list, its words in the tooltip.
+function remarkMark(task) {
+  const warnings = task.warnings ?? [];
+  const notes = task.notes ?? [];
+  if (!warnings.length && !notes.length) return null;
+  const mark = document.createElement("span");
+  mark.className = "remark-mark";
+  const count = warnings.length || notes.length;
+  const kind = warnings.length ? "warning" : "note";
+  mark.textContent = `${warnings.length ? "⚠ " : ""}${count} ${kind}${count === 1 ? "" : "s"}`;
+  mark.title = [...warnings, ...notes].join("\n");
+  return mark;
+}
+
 function taskRow(id) {
   const task = tasks.get(id);
   const row = document.createElement("li");
@@ -79,7 +93,8 @@ function taskRow(id) {
   const status = document.createElement("span");
   status.className = "badge";
   status.textContent = task.stage && task.status === "processing" ? task.stage : task.status;
-  title.append(name, status);
+  const mark = remarkMark(task);
+  title.append(name, ...(mark ? [mark] : []), status);
 
   const bar = document.createElement("progress");
   bar.max = 100;
@@ -268,6 +283,7 @@ async function showResult(id) {
     `length ${length(duration)}`,
     speakers ? `${speakers} speaker${speakers === 1 ? "" : "s"}` : "no speaker labels",
   ].join(" · ");
+  renderRemarks(result);
   renderSpeakers(id, result);
   const local = localFiles.get(id);
   if (local) player.src = local.url;
@@ -276,6 +292,22 @@ async function showResult(id) {
   $("#player-note").hidden = Boolean(local);
   $("#result").hidden = false;
   $("#result").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+// A banner above the transcript: its warnings first (the transcript may be incomplete or wrong),
+// then its notes (what ran other than configured).
+function renderRemarks(result) {
+  const items = (texts) =>
+    texts.map((text) => {
+      const item = document.createElement("li");
+      item.textContent = text;
+      return item;
+    });
+  const warnings = result.warnings ?? [];
+  const notes = result.notes ?? [];
+  $("#result-warnings").replaceChildren(...items(warnings.map((text) => `Warning: ${text}`)));
+  $("#result-notes").replaceChildren(...items(notes.map((text) => `Note: ${text}`)));
+  $("#result-remarks").hidden = !warnings.length && !notes.length;
 }
 
 // --- speaker names ---------------------------------------------------------------------------

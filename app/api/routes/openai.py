@@ -89,7 +89,7 @@ async def create_transcription(
     if form.timestamp_granularities and form.response_format is not OpenAIFormat.VERBOSE_JSON:
         raise HTTPException(422, "timestamp_granularities[]: needs response_format=verbose_json")
     granularities = set(form.timestamp_granularities or [Granularity.SEGMENT])
-    chosen_model = choose_model(form.model, settings)
+    chosen_model = choose_model(form.model, settings, openai=True)
     if form.multilingual:
         check_multilingual(manager, language_code(form.language), chosen_model)
     # Speakers cost time and only diarized_json reports them.
@@ -122,7 +122,7 @@ async def create_translation(
     store: StoreDep,
     form: Annotated[TranslationForm, Form(media_type="multipart/form-data")],
 ) -> Response:
-    chosen_model = choose_model(form.model, settings)
+    chosen_model = choose_model(form.model, settings, openai=True)
     check_can_translate(manager, chosen_model)
     if form.multilingual:
         check_multilingual(manager, None, chosen_model)
