@@ -111,7 +111,7 @@ def fetch_snapshot(
     try:
         HfApi(token=token).model_info(repo_id, timeout=HUB_TIMEOUT_SECONDS)
     except (requests.ConnectionError, requests.Timeout) as error:
-        logger.info("The hub did not answer for %s: %s", repo_id, error)
+        logger.debug("The hub did not answer for %s: %s", repo_id, error)  # unavailable() logs the warning
         raise unavailable(
             kind, name, settings, f"the model hub ({ENDPOINT}) did not answer within {HUB_TIMEOUT_SECONDS:g} s"
         ) from None
