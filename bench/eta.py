@@ -8,7 +8,7 @@ the estimate shown at 20, 50 and 80 % of the task's real time (shown / really le
 long), and the share of the time after the first fifth with an estimate shown at all.
 With --real FOLDER, each audio file in it is measured as well.
 
-    .venv/bin/python -m bench.eta [--minutes 2] [--model base] [--real FOLDER]
+    .venv/bin/python -m bench.eta [--minutes 2] [--voices 2,3,4] [--model base] [--real FOLDER] [--events]
 """
 
 from __future__ import annotations
@@ -112,24 +112,39 @@ def _serve(port: int, model: str, folder: Path) -> subprocess.Popen[bytes]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=2.0, help="length of the meeting")
+    parser.add_argument("--minutes", type=float, default=2.0, help="length of the meeting (0: none)")
+    parser.add_argument(
+        "--voices", type=lambda text: [int(n) for n in text.split(",")], default=[2, 3, 4],
+        help="the dialogues, by their number of voices (default 2,3,4)",
+    )  # fmt: skip
     parser.add_argument("--model", default="base", help="WHISPER_MODEL for the service")
     parser.add_argument("--real", type=Path, help="a folder of recordings to measure as well")
+    parser.add_argument("--events", action="store_true", help="print each file's events too (stderr)")
     args = parser.parse_args()
     port = _free_port()
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
-        files = {f"espeak-{voices}v": folder / f"{dialogue(voices, 0.3, folder).name}.wav" for voices in (2, 3, 4)}
-        meeting = long_dialogue("meeting", BENCH_VOICES[:3], args.minutes, LINES, folder)
-        write_wav(folder / "meeting.wav", meeting.audio)
-        files[f"espeak-meeting-{args.minutes:g}min"] = folder / "meeting.wav"
+        files = {
+            f"espeak-{voices}v": folder / f"{dialogue(voices, 0.3, folder).name}.wav"
+            for voices in sorted({2, *args.voices})
+        }
+        if args.minutes:
+            meeting = long_dialogue("meeting", BENCH_VOICES[:3], args.minutes, LINES, folder)
+            write_wav(folder / "meeting.wav", meeting.audio)
+            files[f"espeak-meeting-{args.minutes:g}min"] = folder / "meeting.wav"
         if args.real:
             files |= {path.name: path for path in sorted(args.real.iterdir()) if path.is_file()}
         server = _serve(port, args.model, folder)
         try:
             url = f"http://127.0.0.1:{port}"
             _follow(url, files["espeak-2v"])  # the stage costs are measured on this one
-            report = {name: judge(_follow(url, path)) for name, path in files.items()}
+            report = {}
+            for name, path in files.items():
+                events = _follow(url, path)
+                report[name] = judge(events)
+                print(name, json.dumps(report[name]), file=sys.stderr)
+                if args.events:
+                    print(json.dumps([[round(e.at, 2), e.progress, e.eta] for e in events]), file=sys.stderr)
         finally:
             server.terminate()
             server.wait(30)

@@ -107,6 +107,7 @@ class StageCosts:
         stages = task.job.progress_stages
         if task.stage not in stages or task.status in TERMINAL or not duration:
             return None
+        now = time.monotonic()
         current = stages.index(task.stage)
         run = self._runs.get(task.id)
         # The costs as they were when this run began: its own finished stages do not move the scale.
@@ -114,14 +115,26 @@ class StageCosts:
         if any(stage not in cost for stage in stages[current:]):
             return None
         in_stage = ProgressTracker(stages).fraction_of(task.stage, task.progress)
-        left = duration * (sum(cost[stage] for stage in stages[current + 1 :]) + cost[task.stage] * (1.0 - in_stage))
+        running = self._running.get(task.id)
+        stage_cost = duration * cost[task.stage]
+        later = duration * sum(cost[stage] for stage in stages[current + 1 :])
         pace = 1.0  # how this run has gone against the costs, once a tenth of its work is done
         finished = stages[stages.index(run.first) : current] if run is not None and run.first in stages else None
         if run is not None and finished is not None and all(stage in cost for stage in finished):
-            done = duration * (sum(cost[stage] for stage in finished) + cost[task.stage] * in_stage)
-            if done > 0 and done >= self.PACE_AFTER * (done + left):
-                pace = (time.monotonic() - run.started) / done
-        return round(left * pace, 1)
+            before = duration * sum(cost[stage] for stage in finished)
+            done = before + stage_cost * in_stage
+            if done > 0 and done >= self.PACE_AFTER * (before + stage_cost + later):
+                pace = (now - run.started) / done
+            if before > 0 and running is not None and before >= self.PACE_AFTER * (before + stage_cost + later):
+                # A stage's progress can run ahead of its time (a transcription batch lands at once,
+                # a diarizer reports 100 % before its last steps): the finished stages' pace is
+                # the surer one, and the slower of the two is taken.
+                pace = max(pace, (running[1] - run.started) / before)
+        # The current stage's time left: by its progress, but never less than its predicted time
+        # less the time it has run, so a stage that has reported all its progress early still counts down.
+        in_stage_seconds = now - running[1] if running is not None and running[0] == task.stage else 0.0
+        stage_left = max(stage_cost * pace * (1.0 - in_stage), stage_cost * pace - in_stage_seconds)
+        return round(later * pace + stage_left, 1)
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,12 @@ async function guarded(action) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function eta(seconds) {
-  if (seconds === null || seconds === undefined) return "";
+// The estimate counts down between events (a long step sends none); once it has run out, the
+// page shows none rather than "about 1 s left" for a step that is taking longer.
+function eta(task) {
+  if (task.eta_until === undefined || task.eta_until === null) return "";
+  const seconds = (task.eta_until - Date.now()) / 1000;
+  if (seconds <= 0) return "";
   if (seconds < 60) return `about ${Math.max(1, Math.round(seconds))} s left`;
   return `about ${Math.round(seconds / 60)} min left`;
 }
@@ -55,7 +59,7 @@ function taskName(id) {
 function progressText(task) {
   if (task.status === "failed") return task.error ?? task.message;
   const parts = [task.message];
-  if (task.status === "processing") parts.push(`${task.progress.toFixed(0)}%`, eta(task.eta_seconds));
+  if (task.status === "processing") parts.push(`${task.progress.toFixed(0)}%`, eta(task));
   return parts.filter(Boolean).join(" · ");
 }
 
@@ -172,7 +176,9 @@ async function deleteTask(id) {
 // --- live progress ---------------------------------------------------------------------------
 
 function onUpdate(id, update) {
-  tasks.set(id, { ...tasks.get(id), ...update });
+  const etaUntil = update.eta_seconds === null || update.eta_seconds === undefined
+    ? null : Date.now() + update.eta_seconds * 1000;
+  tasks.set(id, { ...tasks.get(id), ...update, eta_until: etaUntil });
   renderTask(id);
   if (update.status === "failed" && openAfterUpload === id) showError(update.error ?? update.message);
   if (update.status === "completed" && openAfterUpload === id) {
@@ -180,6 +186,14 @@ function onUpdate(id, update) {
     guarded(() => showResult(id));
   }
 }
+
+// Each second, the running tasks' lines show the estimate counted down.
+setInterval(() => {
+  for (const row of document.querySelectorAll("#tasks li.status-processing")) {
+    const task = tasks.get(row.dataset.taskId);
+    if (task) row.querySelector(".task-text").textContent = progressText(task);
+  }
+}, 1000);
 
 // Follows a task's event stream until it ends; reconnects when the connection drops.
 async function follow(id) {
