@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from tempfile import gettempdir
@@ -12,6 +13,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from app.keys import ApiKey, parse_api_keys
+
+MIN_WEBHOOK_SECRET_BYTES = 16
+"""128 bits: too many to try offline from a signature or a key's derived secret."""
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 
 
 def _default_cache_dir() -> Path:
@@ -131,11 +136,35 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(100, ge=1)
     """Most tasks waiting for a worker; beyond it uploads get 503 with Retry-After."""
 
+    max_body_kb: float = Field(64.0, gt=0)
+    """Largest request body, in KiB, on every route that takes no audio file: JSON (a speaker rename) and
+    forms of short fields. A bigger body is refused with 413 before it is read, let alone parsed."""
+
+    # Per-key caps: what one API key may hold at once, so that one key cannot crowd out the others.
+    # Refused with 429 and a message naming the setting; streams, enrolments and uploads are counted
+    # per API process, stored tasks across all of them.
     max_tasks_per_key: int = Field(20, ge=1)
     """Most pending or processing tasks one API key may have; beyond it uploads get 429."""
 
+    max_stored_tasks_per_key: int = Field(5000, ge=1)
+    """Most tasks one API key may have stored in any state, failed and completed ones included (they are
+    kept TASK_TTL_HOURS); beyond it new tasks get 429 until some are deleted or expire."""
+
     max_uploads_per_key: int = Field(4, ge=1)
-    """Most uploads one API key may be sending at once (per API process); beyond it, 429 before the body."""
+    """Most uploads one API key may be sending at once; beyond it, 429 before the body."""
+
+    max_streams_per_key: int = Field(20, ge=1)
+    """Most event streams (`/api/v1/transcribe/events/…`) one API key may hold open at once; beyond it, 429.
+    Live sessions will count against the same cap."""
+
+    max_enrolments_per_key: int = Field(2, ge=1)
+    """Most voice enrolments (`POST /api/v1/speakers`, `…/samples`) one API key may have in flight at once;
+    beyond it, 429 before the sample is sent."""
+
+    max_sample_seconds: float = Field(120.0, gt=0, le=3600)
+    """Longest enrolment sample accepted, in seconds; longer is refused with 413 before it is embedded.
+    Samples from one process are embedded one at a time, so this bounds how long one key's sample can
+    hold up another key's."""
 
     body_min_rate_kb: float = Field(16.0, gt=0)
     """Slowest a request body may arrive on average, in KiB/s, after BODY_GRACE_SECONDS; slower gets 408."""
@@ -192,7 +221,8 @@ class Settings(BaseSettings):
     """Longest an `audio_url` download may take, start to end."""
 
     webhook_secret: SecretStr | None = None
-    """Standard Webhooks signing secret (`whsec_` + base64) for callbacks. Unset: `callback_url` is refused."""
+    """Standard Webhooks signing secret (`whsec_` + base64, at least 16 bytes once decoded) for callbacks.
+    Unset: `callback_url` is refused."""
 
     webhook_allow_private: bool = False
     """Allow callbacks to loopback, private and other non-public addresses (off: they would let callers
@@ -239,6 +269,13 @@ class Settings(BaseSettings):
                     "WEBHOOK_SECRET must be base64, optionally prefixed with whsec_; "
                     "make one with: openssl rand -base64 32"
                 ) from None
+            # Keys' own secrets are derived from it: a short one could be guessed offline from any of them.
+            decoded = base64.b64decode(value.get_secret_value().removeprefix(WEBHOOK_SECRET_PREFIX) + "==")
+            if len(decoded) < MIN_WEBHOOK_SECRET_BYTES:
+                raise ValueError(
+                    f"WEBHOOK_SECRET holds {len(decoded)} bytes; it needs at least {MIN_WEBHOOK_SECRET_BYTES} "
+                    "random bytes. Make one with: openssl rand -base64 32"
+                )
         return value
 
     @property
@@ -256,6 +293,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_kb * 1024)
 
     @property
     def task_db_file(self) -> Path:

@@ -18,10 +18,13 @@ from app.api.middleware.admission import UploadAdmissionMiddleware
 from app.api.middleware.api_key import ApiKeyMiddleware
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.body_pace import BodyPaceMiddleware
+from app.api.middleware.key_caps import KeyCapMiddleware
 from app.api.middleware.openai_errors import OpenAIErrorMiddleware
+from app.api.middleware.routes import RouteSet
 from app.api.openapi import install_openapi
 from app.api.routes import docs, events, health, models, openai, operations, page, speakers, transcribe, webhook_secret
 from app.api.schemas import TaskStatusResponse
+from app.caps import KeyCaps
 from app.config import Settings
 from app.keys import ApiKey, parse_api_keys
 from app.ops.metrics import Metrics
@@ -153,31 +156,39 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     app.state.stage_costs = StageCosts()  # measured stage costs, for the events' time estimates
     app.state.voices = AsyncVoiceStore(_voice_store(settings), threads)
     app.state.sample_embedder = sample_embedder
+    app.state.key_caps = key_caps = KeyCaps.from_settings(settings)
     install_error_handlers(app)
     install_openapi(app)
-    app.include_router(health.router)
-    app.include_router(transcribe.router)
-    app.include_router(speakers.router)
-    app.include_router(events.router)
-    app.include_router(openai.router)
-    app.include_router(models.router)
-    app.include_router(operations.router)
-    app.include_router(webhook_secret.router)
-    app.include_router(docs.router)
-    app.include_router(page.router)
+    routers = [
+        health.router, transcribe.router, speakers.router, events.router, openai.router, models.router,
+        operations.router, webhook_secret.router, docs.router, page.router,
+    ]  # fmt: skip
+    for router in routers:
+        app.include_router(router)
     # Before /static itself, which would otherwise take these paths.
     app.mount(docs.ASSETS_PREFIX, docs.asset_files, name="docs-assets")
     app.mount(page.STATIC_PREFIX, page.static_files, name="static")
-    # Added last runs first: the key is checked, then the body's size, its pace and the caller's
-    # admission, all before any route reads the body.
-    upload_paths = [app.url_path_for(name) for name in ("upload", "create_transcription", "create_translation")]
-    app.add_middleware(
-        UploadAdmissionMiddleware, upload_paths=upload_paths, max_uploads_per_key=settings.max_uploads_per_key
-    )
+    # Added last runs first: the key is checked, then the body's size, its pace, the key's caps and
+    # the caller's admission, all before any route reads the body.
+    upload_routes = RouteSet.named(routers, "upload", "create_transcription", "create_translation")
+    app.add_middleware(UploadAdmissionMiddleware, upload_routes=upload_routes, uploads=key_caps.uploads)
+    capped = [
+        (RouteSet.named(routers, "task_events"), key_caps.streams),
+        (RouteSet.named(routers, "enrol", "add_voice_sample"), key_caps.enrolments),
+    ]
+    app.add_middleware(KeyCapMiddleware, caps=capped)
     app.add_middleware(
         BodyPaceMiddleware, min_rate_kb=settings.body_min_rate_kb, grace_seconds=settings.body_grace_seconds
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    audio_routes = RouteSet.named(
+        routers, "upload", "create_transcription", "create_translation", "enrol", "add_voice_sample"
+    )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        upload_routes=audio_routes,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_body_bytes=settings.max_body_bytes,
+    )
     app.add_middleware(ApiKeyMiddleware, keys=_api_keys(settings))
     app.add_middleware(OpenAIErrorMiddleware)  # outermost: it sees the key check's refusals too
     return app

@@ -81,7 +81,9 @@ SampleEmbedderDep = Annotated[SampleEmbedder, Depends(_sample_embedder)]
 
 def not_found(task_id: str) -> HTTPException:
     return HTTPException(
-        404, f"No task with id {task_id!r} for this API key; it may have been deleted or have expired (TASK_TTL_HOURS)."
+        404,
+        f"No task with id {task_id[:60]!r} for this API key; it may have been deleted or have expired "
+        "(TASK_TTL_HOURS).",
     )
 
 

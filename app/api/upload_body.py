@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
@@ -42,6 +42,16 @@ class StoredUpload(UploadFile):
         self.path = path
 
 
+class _FieldTooLarge(MultiPartException):
+    """A field other than the file is over the form's part limit: 413, naming the field."""
+
+    def __init__(self, field: str, limit: int) -> None:
+        super().__init__(
+            f"{field[:40]}: this field is longer than the {limit // 1024} KB a form field may have "
+            "(only the file may be larger); shorten it."
+        )
+
+
 class _UploadDirParser(MultiPartParser):
     def __init__(self, headers: Headers, stream: Any, upload_dir: Path, **limits: Any) -> None:
         super().__init__(headers, stream, **limits)
@@ -58,6 +68,12 @@ class _UploadDirParser(MultiPartParser):
             self._files_to_close_on_error.append(stored.file)  # type: ignore[arg-type]
             self.stored.append(stored)
 
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._current_part
+        if part.file is None and len(part.data) + end - start > self.max_part_size:
+            raise _FieldTooLarge(part.field_name, self.max_part_size)
+        super().on_part_data(data, start, end)
+
 
 class _UploadDirRequest(Request):
     stored: list[StoredUpload]
@@ -71,6 +87,8 @@ class _UploadDirRequest(Request):
                 self.stored = parser.stored
                 try:
                     self._form = await parser.parse()
+                except _FieldTooLarge as error:
+                    raise HTTPException(413, error.message, {"Connection": "close"}) from None
                 except MultiPartException as error:
                     raise HTTPException(400, error.message) from None
                 except OSError as error:
@@ -81,11 +99,30 @@ class _UploadDirRequest(Request):
         return await super()._get_form(**limits)
 
 
+BeforeBody = Callable[[Request], Awaitable[None]]
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def before_body(check: BeforeBody) -> Callable[[_Endpoint], _Endpoint]:
+    """Marks an endpoint of an UploadDirRoute: `check` runs once the request is routed, before a byte of
+    its body is read or stored, and may refuse it by raising HTTPException (a path parameter that names
+    nothing, say: 404 before the upload, not after)."""
+
+    def mark(endpoint: _Endpoint) -> _Endpoint:
+        setattr(endpoint, "before_body", check)  # noqa: B010 - an attribute mypy does not know functions have
+        return endpoint
+
+    return mark
+
+
 class UploadDirRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
+        check: BeforeBody | None = getattr(self.endpoint, "before_body", None)
 
         async def handle_upload(request: Request) -> Response:
+            if check is not None:
+                await check(request)
             request = _UploadDirRequest(request.scope, request.receive)
             request.stored = []
             try:

@@ -102,7 +102,8 @@ def choose_model(requested: str | None, settings: Settings, *, openai: bool = Fa
         # OpenAI's clients must send a model: theirs is what means the default there.
         default = "send whisper-1" if openai else "leave it out"
         raise HTTPException(
-            422, f"model: {requested.strip()!r} is not offered by this server; choose one of: "
+            # Shortened: the value is the client's and may be as long as a form field may be.
+            422, f"model: {requested.strip()[:60]!r} is not offered by this server; choose one of: "
             f"{', '.join(allowed)} (or {default} for {allowed[0]}; the operator sets the list with WHISPER_MODELS)"
         )  # fmt: skip
     return requested.strip()

@@ -30,7 +30,7 @@ from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.coordination import LEASE_SECONDS, MAX_ATTEMPTS, STOPPED_TWICE, Coordination
 from app.tasks.events import TaskEvents
 from app.tasks.lifecycle import Lifecycle, Prepare, WorkerState, failed, requeued
-from app.tasks.limits import QueueFull, QueueUnreachable, TooManyTasks, check_limits
+from app.tasks.limits import QueueFull, QueueUnreachable, TooManyStoredTasks, TooManyTasks, check_limits
 from app.tasks.models import TERMINAL, Task, TaskStatus
 from app.tasks.progress import STAGE_MESSAGES
 from app.tasks.redis_store import Admission, RedisTaskStore
@@ -89,10 +89,13 @@ class CeleryDispatcher:
         task = Task(job=job, owner=owner)
         if prepare is not None:
             task.stage, task.message = Stage.DOWNLOAD, STAGE_MESSAGES[Stage.DOWNLOAD]
-        limits = (self._settings.max_queue_size, self._settings.max_tasks_per_key)
+        settings = self._settings
+        limits = (settings.max_queue_size, settings.max_tasks_per_key, settings.max_stored_tasks_per_key)
         match await self._threads.call(self._store.add_within_limits, task, *limits):
             case Admission.KEY_FULL:
                 raise TooManyTasks(self._settings.max_tasks_per_key)
+            case Admission.KEY_STORE_FULL:
+                raise TooManyStoredTasks(self._settings.max_stored_tasks_per_key)
             case Admission.QUEUE_FULL:
                 raise QueueFull(self._settings.max_queue_size)
         if prepare is not None:
