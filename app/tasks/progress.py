@@ -74,6 +74,8 @@ class StageCosts:
     """Weight of the newest measurement in the running average: recent tasks count most."""
     PACE_AFTER = 0.1
     """Share of a task's predicted work done before its own pace corrects the estimate."""
+    AHEAD = 0.1
+    """Share of a stage by which its progress must lead its time before the time counts instead."""
 
     def __init__(self) -> None:
         self.per_audio_second: dict[Stage, float] = {}
@@ -130,10 +132,13 @@ class StageCosts:
                 # a diarizer reports 100 % before its last steps): the finished stages' pace is
                 # the surer one, and the slower of the two is taken.
                 pace = max(pace, (running[1] - run.started) / before)
-        # The current stage's time left: by its progress, but never less than its predicted time
-        # less the time it has run, so a stage that has reported all its progress early still counts down.
+        # The current stage's time left: by its progress, unless that is ahead of the stage's time by
+        # more than a tenth of the stage (a stage that reported all its progress early): then its
+        # predicted time less the time it has run, so the estimate still counts down.
         in_stage_seconds = now - running[1] if running is not None and running[0] == task.stage else 0.0
-        stage_left = max(stage_cost * pace * (1.0 - in_stage), stage_cost * pace - in_stage_seconds)
+        stage_left = stage_cost * pace * (1.0 - in_stage)
+        if stage_cost * pace - in_stage_seconds > stage_left + self.AHEAD * stage_cost * pace:
+            stage_left = stage_cost * pace - in_stage_seconds
         return round(later * pace + stage_left, 1)
 
 
