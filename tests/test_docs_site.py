@@ -45,7 +45,10 @@ def test_readme_link_resolves(target: str, anchor: str) -> None:
 
 
 # Environment variables the docs name besides the service's settings (app/config.py).
-OTHER_VARIABLES = {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PYANNOTE_METRICS_ENABLED", "TORCH_HOME"}
+OTHER_VARIABLES = {
+    "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PYANNOTE_METRICS_ENABLED", "TORCH_HOME",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_REGION",  # the AWS credential chain
+}  # fmt: skip
 
 
 def _prose(text: str) -> str:
