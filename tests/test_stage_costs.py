@@ -112,4 +112,5 @@ def test_a_stage_that_reports_all_its_progress_early_still_counts_down(clock: Cl
     costs.task_changed(task, False)
     clock.now += 5.0
     really_left = SECONDS[Stage.DIARIZE] - 5.0 + SECONDS[Stage.ASSIGN]
-    assert costs.eta_seconds(task) == pytest.approx(really_left, rel=0.05)
+    # Within a tenth (the lead a stage's progress may have over its time), where progress alone said ~1 s.
+    assert costs.eta_seconds(task) == pytest.approx(really_left, rel=0.1)

@@ -76,6 +76,8 @@ class StageCosts:
     """Share of a task's predicted work done before its own pace corrects the estimate."""
     AHEAD = 0.1
     """Share of a stage by which its progress must lead its time before the time counts instead."""
+    AHEAD_SECONDS = 1.0
+    """The least lead that counts: below it, a progress report's timing noise would move the estimate."""
 
     def __init__(self) -> None:
         self.per_audio_second: dict[Stage, float] = {}
@@ -124,20 +126,23 @@ class StageCosts:
         finished = stages[stages.index(run.first) : current] if run is not None and run.first in stages else None
         if run is not None and finished is not None and all(stage in cost for stage in finished):
             before = duration * sum(cost[stage] for stage in finished)
-            done = before + stage_cost * in_stage
+            credit = stage_cost * in_stage
+            if before > 0 and running is not None and running[1] > run.started:
+                # A stage's progress can run ahead of its time (a transcription batch lands at once, a
+                # diarizer reports 100 % before its last steps): it is credited with no more work than
+                # its time allows at the finished stages' pace, give or take a tenth (a second at least).
+                finished_pace = (running[1] - run.started) / before
+                lead = max(self.AHEAD * stage_cost, self.AHEAD_SECONDS / finished_pace)
+                credit = min(credit, (now - running[1]) / finished_pace + lead)
+            done = before + credit
             if done > 0 and done >= self.PACE_AFTER * (before + stage_cost + later):
                 pace = (now - run.started) / done
-            if before > 0 and running is not None and before >= self.PACE_AFTER * (before + stage_cost + later):
-                # A stage's progress can run ahead of its time (a transcription batch lands at once,
-                # a diarizer reports 100 % before its last steps): the finished stages' pace is
-                # the surer one, and the slower of the two is taken.
-                pace = max(pace, (running[1] - run.started) / before)
         # The current stage's time left: by its progress, unless that is ahead of the stage's time by
-        # more than a tenth of the stage (a stage that reported all its progress early): then its
+        # more than a tenth of the stage and a second (a stage that reported all its progress early): then its
         # predicted time less the time it has run, so the estimate still counts down.
         in_stage_seconds = now - running[1] if running is not None and running[0] == task.stage else 0.0
         stage_left = stage_cost * pace * (1.0 - in_stage)
-        if stage_cost * pace - in_stage_seconds > stage_left + self.AHEAD * stage_cost * pace:
+        if stage_cost * pace - in_stage_seconds > stage_left + max(self.AHEAD * stage_cost * pace, self.AHEAD_SECONDS):
             stage_left = stage_cost * pace - in_stage_seconds
         return round(later * pace + stage_left, 1)
 
