@@ -23,6 +23,7 @@ from app.tasks.limits import check_limits
 from app.tasks.models import Task
 from app.tasks.progress import STAGE_MESSAGES
 from app.tasks.standby import StandbyWorkers
+from app.tasks.streams import CallbackQueue
 from app.tasks.worker_process import JobCancelled, JobFailed, WorkerDied, WorkerProcess
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class TaskManager:
         self._store = store
         # Every write is also published here: SSE streams, metrics and webhooks follow it.
         self.events = events or TaskEvents()
+        self.callbacks: CallbackQueue | None = None  # callbacks follow `events`
         self._lifecycle = Lifecycle(store, settings, self.events)
         self._settings = settings
         self._queue: asyncio.Queue[str] = asyncio.Queue()
