@@ -12,6 +12,8 @@ worker processes inherit:
   FAKE_STUCK_NAME    a job for a file of this name hangs in transcription without reporting progress,
                      as a long transcription batch does; other jobs run as usual
   FAKE_ENGLISH_ONLY  "1": report an English-only model, as tiny.en would
+  FAKE_GATE_DIR      a job waits in transcription until a file named as its upload (file_name) exists
+                     in this directory: a test decides when each task finishes
 With diarization, each speaker gets a fake voiceprint (a one-hot vector of FAKE_ENCODER), so
 enrolling from a task and naming speakers go through the service's real matching code.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from app.media import MediaError, decode
@@ -66,6 +69,11 @@ class FakePipeline:
             if stage is Stage.TRANSCRIBE and stuck is not None and job.file_name == stuck:
                 progress(stage, 0.0)  # as the real pipeline does before its first batch
                 time.sleep(3600)
+            gate = os.environ.get("FAKE_GATE_DIR")
+            if stage is Stage.TRANSCRIBE and gate is not None:
+                progress(stage, 0.0)
+                while not (Path(gate) / str(job.file_name)).exists():
+                    time.sleep(0.05)
             for step in range(1, steps + 1):
                 time.sleep(self._step)
                 progress(stage, step / steps)
@@ -113,6 +121,14 @@ def fake_app() -> Any:
     from app.main import create_app
 
     return create_app(Settings(_env_file=None), FakePipeline)  # type: ignore[call-arg]
+
+
+def celery_worker() -> None:
+    """A Celery worker (TASK_BACKEND=celery) whose pool processes run FakePipeline, configured from the
+    environment: `python -c "from tests.fakes import celery_worker; celery_worker()"`."""
+    from app.tasks.celery_worker import main as worker_main
+
+    worker_main(FakePipeline)
 
 
 def main() -> None:
