@@ -97,7 +97,7 @@ class CeleryDispatcher:
         for loop in [*self._loops, *self._stopping]:
             loop.cancel()
         await asyncio.gather(*self._loops, *self._stopping, return_exceptions=True)
-        for task_id in await self._lifecycle.stop_downloads():  # no other process can take over a download
+        for task_id in await self._lifecycle.stop_background():  # no other process can take over a download
             await self._lifecycle.fail(task_id, "The server restarted while downloading audio_url; submit it again.")
         with contextlib.suppress(Exception):  # the others take over this process's tasks at once, not in API_SECONDS
             await self._threads.call(self._store.client.delete, self._store.key("api", self._me))

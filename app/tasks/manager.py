@@ -28,6 +28,10 @@ from app.tasks.worker_process import JobCancelled, JobFailed, WorkerDied, Worker
 
 logger = logging.getLogger(__name__)
 
+STORE_RETRY_SECONDS = 1.0
+"""How long a slot waits before its next task when the store could not be read."""
+STORE_FAILED = "The server's task store failed while this task ran (see the server's log); upload the file again."
+
 
 class TaskManager:
     def __init__(
@@ -59,7 +63,7 @@ class TaskManager:
     async def stop(self) -> None:
         for slot in self._slots:
             slot.cancel()
-        await asyncio.gather(*self._slots, self._lifecycle.stop_downloads(), return_exceptions=True)
+        await asyncio.gather(*self._slots, self._lifecycle.stop_background(), return_exceptions=True)
         await asyncio.gather(*(worker.stop() for worker in self._workers), self._standby.stop())
         if self._store.durable:
             return  # waiting uploads stay on disk: the next start requeues their tasks
@@ -143,7 +147,14 @@ class TaskManager:
             self._standby.start(loaded.device)
         while True:
             task_id = await self._queue.get()
-            task = await self._store.get(task_id)
+            try:
+                task = await self._store.get(task_id)
+            except Exception:
+                # The store away: the task waits its turn again, and this slot carries on.
+                logger.warning("Could not read task %s; requeued", task_id, exc_info=True)
+                self._queue.put_nowait(task_id)
+                await asyncio.sleep(STORE_RETRY_SECONDS)
+                continue
             if task is None:  # deleted while pending
                 continue
             worker = self._workers[slot]
@@ -154,6 +165,14 @@ class TaskManager:
             except asyncio.CancelledError:
                 shutting_down = True
                 raise
+            except Exception:
+                # A store write failed mid-task. The slot lives on: the task fails once the store takes it,
+                # and the worker, which may still be running the job, is replaced so that nothing of it
+                # reaches the next task.
+                logger.exception("Task %s: the task store failed while it ran", task_id)
+                self._lifecycle.fail_when_stored(task_id, STORE_FAILED)
+                worker.kill()
+                await self._replace(slot)
             finally:
                 del self._running[task_id]
                 # A durable store requeues a task interrupted by shutdown, so its upload must stay.
