@@ -158,6 +158,7 @@ class TaskManager:
             if task is None:  # deleted while pending
                 continue
             worker = self._workers[slot]
+            worker.take_next()
             self._running[task_id] = worker
             shutting_down = False
             try:

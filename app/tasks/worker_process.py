@@ -199,7 +199,8 @@ class WorkerProcess:
     async def run(self, job: Job, on_progress: Callable[[Stage, float], Awaitable[None]]) -> PipelineOutput:
         if self._conn is None:
             raise RuntimeError(f"{self.name} is not started")
-        self._cancel.clear()
+        # The stop request is not cleared here: a delete that came while the task was being started
+        # must still stop it (`take_next` cleared what the previous task left).
         try:
             self._conn.send(job)
         except OSError:  # the process died while it waited for work
@@ -217,6 +218,10 @@ class WorkerProcess:
                     raise JobCancelled
                 case _:
                     raise WorkerDied
+
+    def take_next(self) -> None:
+        """Forget a stop request left for the previous task: called before the next one is named this worker's."""
+        self._cancel.clear()
 
     def cancel(self) -> None:
         """Ask the running job to stop at its next progress step."""
