@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,27 +201,35 @@ def fetch_aligner(language: str, settings: Settings, tqdm_class: Any = None) -> 
 
 
 def download_file(url: str, target: Path, *, kind: str, name: str, settings: Settings, tqdm_class: Any) -> None:
-    """One file over HTTPS into the cache, with a timeout (torch.hub's own download has none)."""
+    """One file over HTTPS into the cache, with a timeout (torch.hub's own download has none).
+
+    Written under a name of its own (several workers may fetch the same file at once) and moved into
+    place whole, so a cut download never looks cached and one download never writes into another's."""
     import httpx
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
+    handle, partial_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    partial = Path(partial_name)
     try:
-        with httpx.stream("GET", url, timeout=HUB_TIMEOUT_SECONDS, follow_redirects=True) as response:
+        with (
+            os.fdopen(handle, "wb") as out,
+            httpx.stream("GET", url, timeout=HUB_TIMEOUT_SECONDS, follow_redirects=True) as response,
+        ):
             response.raise_for_status()
             total = int(response.headers.get("content-length", 0)) or None
             bar = tqdm_class(total=total, unit="B", unit_scale=True, desc=target.name) if tqdm_class else None
-            with partial.open("wb") as out:
-                for chunk in response.iter_bytes(1 << 20):
-                    out.write(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
+            for chunk in response.iter_bytes(1 << 20):
+                out.write(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
             if bar is not None:
                 bar.close()
+        partial.chmod(0o644)  # as a download by any other means would be (mkstemp makes it private)
+        partial.replace(target)  # whole or not at all; a copy another worker finished first is the same file
     except httpx.HTTPError as error:
-        partial.unlink(missing_ok=True)
         raise unavailable(kind, name, settings, f"{url} could not be fetched ({error})") from None
-    partial.rename(target)  # complete or absent: a cut download never looks cached
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def diarization_repos(config: Path) -> list[str]:
