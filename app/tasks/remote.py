@@ -75,15 +75,26 @@ class RemoteRunner:
             )
             logger.info("%s ready: model %s on %s", self.name, info.model, info.device)
         threading.Thread(target=self._announce_forever, name="announce", daemon=True).start()
+        if self._pipeline is not None:
+            threading.Thread(target=self._follow_models, args=(self._pipeline,), name="models", daemon=True).start()
 
     def _announce_forever(self) -> None:
+        # Never waits on the pipeline: a model loading or downloading for a request holds the model
+        # manager's lock for minutes, and a worker that stopped announcing would vanish from /health.
         while True:
             with contextlib.suppress(Exception):  # Redis away for a moment: try again next round
-                if self._pipeline is not None:
-                    self._pipeline.unload_idle()
-                    info = self._pipeline.info()
-                    self._state.update(loaded_models=list(info.loaded_models), model_errors=list(info.model_errors))
-                self.coordination.announce(self.name, self._state)
+                self.coordination.announce(self.name, dict(self._state))
+            time.sleep(RENEW_SECONDS)
+
+    def _follow_models(self, pipeline: Pipeline) -> None:
+        """Unload idle models, and keep what the announcements say about the loaded ones."""
+        while True:
+            with contextlib.suppress(Exception):  # a failure here must not end the thread
+                pipeline.unload_idle()
+                info = pipeline.info()
+                self._state = {
+                    **self._state, "loaded_models": list(info.loaded_models), "model_errors": list(info.model_errors),
+                }  # fmt: skip
             time.sleep(RENEW_SECONDS)
 
     def run(self, task_id: str) -> None:

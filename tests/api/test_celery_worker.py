@@ -1,7 +1,7 @@
 """TASK_BACKEND=celery: a worker writes only while the task is its own (its lease) and in the state it
 expects. A worker whose lease lapsed while the API's sweep requeued its task writes nothing over that,
 and leaves the upload for the retry (the Celery task runner on a real Redis, with the fake pipeline);
-a requeue whose message cannot be sent is tried again."""
+a requeue whose message cannot be sent is tried again; a worker busy loading a model still announces itself."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import re
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.pipeline.base import Job, Stage
+from app.pipeline.base import Job, PipelineInfo, Stage
+from app.tasks import remote
 from app.tasks.coordination import Coordination
 from app.tasks.lifecycle import requeued
 from app.tasks.models import Task, TaskStatus
@@ -90,3 +92,40 @@ def test_a_requeue_whose_message_cannot_be_sent_is_tried_again(
         dispatcher._sweep()
         assert store.get(task_id).status is TaskStatus.PENDING
         assert sent == [task_id]
+
+
+class _DownloadingPipeline(FakePipeline):
+    """A pipeline whose model manager is busy (a model downloading for a request) once `busy` is set."""
+
+    busy = threading.Event()
+    done = threading.Event()
+
+    def info(self) -> PipelineInfo:
+        if self.busy.is_set():
+            self.done.wait(30)
+        return super().info()
+
+
+def test_a_worker_goes_on_announcing_itself_while_a_model_downloads(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = re.sub(r"/\d+$", "/6", redis_url)
+    redis.Redis.from_url(url).flushdb()
+    monkeypatch.setattr(os, "nice", lambda _increment: 0)
+    monkeypatch.setattr(remote, "RENEW_SECONDS", 0.05)
+    announced = threading.Semaphore(0)
+    announce = Coordination.announce
+
+    def counted(self: Coordination, worker: str, state: dict[str, Any]) -> None:
+        announce(self, worker, state)
+        announced.release()
+
+    monkeypatch.setattr(Coordination, "announce", counted)
+    RemoteRunner(make_settings(tmp_path, task_backend="celery", redis_url=url), _DownloadingPipeline)
+    try:
+        assert announced.acquire(timeout=10)
+        _DownloadingPipeline.busy.set()
+        for _ in range(5):  # many rounds of announcements while the pipeline cannot answer
+            assert announced.acquire(timeout=10), "the worker stopped announcing itself"
+    finally:
+        _DownloadingPipeline.done.set()
