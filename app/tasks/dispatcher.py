@@ -136,7 +136,7 @@ class CeleryDispatcher:
         except Exception:
             logger.exception("Could not queue task %s", task_id)
             await self._lifecycle.fail(
-                task_id, "The task queue (Redis) could not be reached after the download; try again."
+                task_id, "The task queue (Redis) could not be reached after the download; try again.", server_fault=True
             )
             job.audio_path.unlink(missing_ok=True)
 
@@ -275,7 +275,12 @@ class CeleryDispatcher:
                 continue
             unleased = (self._coordination.lease_key(task.id), None)
             if self._coordination.starts(task.id) >= MAX_ATTEMPTS:
-                if self._store.update_if(task.id, TaskStatus.PROCESSING, unleased, **failed(STOPPED_TWICE)) is not None:
+                if (
+                    self._store.update_if(
+                        task.id, TaskStatus.PROCESSING, unleased, **failed(STOPPED_TWICE, server_fault=True)
+                    )
+                    is not None
+                ):
                     task.job.audio_path.unlink(missing_ok=True)
                 continue
             retry = requeued("Its worker stopped unexpectedly; waiting to be retried on another worker")

@@ -113,8 +113,12 @@ def completed(output: PipelineOutput) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def failed(error: str) -> dict[str, Any]:
-    return {"status": TaskStatus.FAILED, "message": "Transcription failed", "error": error, "completed_at": utcnow()}
+def failed(error: str, server_fault: bool = False) -> dict[str, Any]:
+    """`server_fault`: the server failed (a worker died, an unexpected error), not the input."""
+    return {
+        "status": TaskStatus.FAILED, "message": "Transcription failed", "error": error, "completed_at": utcnow(),
+        "server_fault": server_fault,
+    }  # fmt: skip
 
 
 def load_failure(load_error: str) -> str:
@@ -162,9 +166,9 @@ class Lifecycle:
     async def complete(self, task_id: str, output: PipelineOutput) -> None:
         await self.update(task_id, **completed(output))
 
-    async def fail(self, task_id: str, error: str) -> None:
+    async def fail(self, task_id: str, error: str, server_fault: bool = False) -> None:
         logger.info("Task %s failed: %s", task_id, error)
-        await self.update(task_id, **failed(error))
+        await self.update(task_id, **failed(error, server_fault))
 
     def fail_when_stored(self, task_id: str, error: str) -> None:
         """Fail the task in the background, trying until the store takes the write: a store that failed
@@ -174,7 +178,7 @@ class Lifecycle:
             delay = 0.5
             while True:
                 try:
-                    await self.fail(task_id, error)
+                    await self.fail(task_id, error, server_fault=True)
                     return
                 except Exception as failure:  # noqa: BLE001 - the store away: try again
                     logger.warning("Could not fail task %s yet (%s); trying again in %.1f s", task_id, failure, delay)
@@ -186,7 +190,7 @@ class Lifecycle:
         failing.add_done_callback(self._failing.discard)
 
     async def fail_to_load(self, task_id: str, load_error: str) -> None:
-        await self.fail(task_id, load_failure(load_error))
+        await self.fail(task_id, load_failure(load_error), server_fault=True)
 
     async def time_out(self, task_id: str, stage: Stage) -> None:
         await self.fail(task_id, timeout_failure(stage, self._settings))

@@ -198,13 +198,15 @@ class TaskManager:
         except JobCancelled:
             logger.info("Task %s stopped after deletion", task.id)
         except JobFailed as error:
-            await self._lifecycle.fail(task.id, str(error))
+            await self._lifecycle.fail(task.id, str(error), error.server_fault)
         except WorkerDied:
             if progress.watch.timed_out is not None:
                 await self._lifecycle.time_out(task.id, progress.watch.timed_out)
             elif await self._store.get(task.id) is not None:
                 await self._lifecycle.fail(
-                    task.id, "The worker process stopped unexpectedly (out of memory?); try a shorter file."
+                    task.id,
+                    "The worker process stopped unexpectedly (out of memory?); try a shorter file.",
+                    server_fault=True,
                 )
             task.job.audio_path.unlink(missing_ok=True)  # now, not after the models reload
             await self._replace(slot)

@@ -114,7 +114,7 @@ class RemoteRunner:
         try:
             keep = self._settings.task_ttl_hours * 3600
             if self.coordination.count_start(task_id, keep) > MAX_ATTEMPTS:
-                self._end(task, held, failed(STOPPED_TWICE))
+                self._end(task, held, failed(STOPPED_TWICE, server_fault=True))
                 return
             self._execute(task, lease, held)
         finally:
@@ -150,7 +150,7 @@ class RemoteRunner:
 
     def _execute(self, task: Task, lease: Lock, held: tuple[str, str]) -> None:
         if self._pipeline is None:
-            self._end(task, held, failed(load_failure(self._state["error"])))
+            self._end(task, held, failed(load_failure(self._state["error"]), server_fault=True))
             return
         if not task.job.audio_path.exists():
             self._end(
@@ -158,7 +158,8 @@ class RemoteRunner:
                 held,
                 failed(
                     "The worker cannot read this task's upload: UPLOAD_DIR must be a directory the API and every "
-                    "worker share; tell the server's operator."
+                    "worker share; tell the server's operator.",
+                    server_fault=True,
                 ),
             )
             return
@@ -194,7 +195,8 @@ class RemoteRunner:
                 held,
                 failed(
                     f"Transcription failed unexpectedly ({type(error).__name__}). Upload the file again; if it fails "
-                    f"again, give the server's operator the task id {task.id} (the cause is in the worker's log)."
+                    f"again, give the server's operator the task id {task.id} (the cause is in the worker's log).",
+                    server_fault=True,
                 ),
             )
         else:

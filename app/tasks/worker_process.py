@@ -51,6 +51,11 @@ class JobCancelled(Exception):
 class JobFailed(Exception):
     """The job failed; the message is meant for the user."""
 
+    def __init__(self, message: str, server_fault: bool = False) -> None:
+        super().__init__(message)
+        self.server_fault = server_fault
+        """An unexpected error in the worker, rather than input it could not use."""
+
 
 class WorkerDied(Exception):
     """The worker process ended in the middle of a job (killed, or out of memory)."""
@@ -127,7 +132,7 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
             logger.error("Job %s failed:\n%s", job.task_id, traceback.format_exc())
             conn.send(
                 (
-                    "failed",
+                    "crashed",
                     f"Transcription failed unexpectedly ({type(error).__name__}). Upload the file again; if it "
                     f"fails again, give the server's operator the task id {job.task_id} (the cause is in its log).",
                 )
@@ -214,6 +219,8 @@ class WorkerProcess:
                     return cast(PipelineOutput, output)
                 case ("failed", error):
                     raise JobFailed(error)
+                case ("crashed", error):
+                    raise JobFailed(error, server_fault=True)
                 case ("cancelled",):
                     raise JobCancelled
                 case _:
