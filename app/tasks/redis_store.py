@@ -119,7 +119,7 @@ class RedisTaskStore:
         """Run `change` on the current task and store what it returns, atomically; (before, after)."""
 
         def write(pipe: Any, fields: dict[str, str]) -> tuple[Task | None, Task | None]:
-            before = self.load(fields)
+            before = self._own(task_id, self.load(fields))
             if fields and before is None:
                 pipe.unwatch()
                 return None, None  # a refused record is left as it is
@@ -219,7 +219,7 @@ class RedisTaskStore:
 
     def delete(self, task_id: str) -> Task | None:
         def remove(pipe: Any, fields: dict[str, str]) -> Task | None:
-            task = self.load(fields)
+            task = self._own(task_id, self.load(fields))
             if task is None:
                 pipe.unwatch()
                 return None
@@ -237,14 +237,26 @@ class RedisTaskStore:
     # Reads
 
     def get(self, task_id: str) -> Task | None:
-        return self.load(self._redis.hgetall(self._task_key(task_id)))
+        return self._own(task_id, self.load(self._redis.hgetall(self._task_key(task_id))))
+
+    @staticmethod
+    def _own(task_id: str, task: Task | None) -> Task | None:
+        """The task stored under this id, if it is the task of that id (a record copied under another
+        key would lead to that task's upload)."""
+        if task is not None and task.id != task_id:
+            logger.warning("stored task %r is a record of task %r; ignored", task_id, task.id)
+            return None
+        return task
 
     def _get_many(self, task_ids: list[str]) -> list[Task]:
         with self._redis.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
                 pipe.hgetall(self._task_key(task_id))
             # A task deleted between the index read and this one is skipped.
-            return [task for fields in pipe.execute() if (task := self.load(fields)) is not None]
+            loaded = [
+                self._own(task_id, self.load(fields)) for task_id, fields in zip(task_ids, pipe.execute(), strict=True)
+            ]
+            return [task for task in loaded if task is not None]
 
     def count_by_status(self) -> Counter[TaskStatus]:
         with self._redis.pipeline(transaction=False) as pipe:

@@ -188,3 +188,15 @@ def test_webhook_deliveries_are_kept_and_taken_once(store: TaskStore) -> None:
     store.drop_delivery("b.failed")
     store.drop_delivery("never-there")
     assert store.pending_deliveries() == {}
+
+
+def test_redis_ignores_a_record_copied_under_another_tasks_id(redis_url: str) -> None:
+    """Its upload is the other task's: read, updated or deleted by this id, it must not be acted on."""
+    store = _redis_store(redis_url)
+    store.add(_task("a"))
+    store.client.hset(store.key("task", "b"), mapping=store.client.hgetall(store.key("task", "a")))
+    store.client.zadd(store.key("owner", "alice"), {"b": 0})
+    assert store.get("b") is None
+    assert store.update("b", progress=50.0) is None
+    assert store.delete("b") is None
+    assert [task.id for task in store.page("alice", None, 10, 0)[0]] == ["a"]
