@@ -99,12 +99,20 @@ class CallbackQueue:
                 raise
         self._group_made = True
 
+    def _group_lost(self, error: redis.exceptions.ResponseError) -> None:
+        if "NOGROUP" in str(error):  # the stream was removed (Redis emptied): made again on the next call
+            self._group_made = False
+
     async def take(self) -> list[tuple[str, Task, str]]:
         """New callbacks for this process, waiting a while for some: (entry id, task as it ended, status)."""
         await self._group()
-        answer: Any = await self._redis.xreadgroup(
-            GROUP, self._consumer, {self._store.callbacks: ">"}, count=20, block=int(READ_BLOCK_SECONDS * 1000)
-        )
+        try:
+            answer: Any = await self._redis.xreadgroup(
+                GROUP, self._consumer, {self._store.callbacks: ">"}, count=20, block=int(READ_BLOCK_SECONDS * 1000)
+            )
+        except redis.exceptions.ResponseError as error:
+            self._group_lost(error)
+            raise
         return await self._held([entry for _stream, entries in answer or [] for entry in entries])
 
     async def claim_lapsed(self) -> list[tuple[str, Task, str]]:
@@ -113,9 +121,13 @@ class CallbackQueue:
         lapsed: list[tuple[str, dict[str, str]]] = []
         start = "0-0"
         while True:
-            answer: Any = await self._redis.xautoclaim(
-                self._store.callbacks, GROUP, self._consumer, int(CALLBACK_LEASE_SECONDS * 1000), start, count=50
-            )
+            try:
+                answer: Any = await self._redis.xautoclaim(
+                    self._store.callbacks, GROUP, self._consumer, int(CALLBACK_LEASE_SECONDS * 1000), start, count=50
+                )
+            except redis.exceptions.ResponseError as error:
+                self._group_lost(error)
+                raise
             start, entries = answer[0], answer[1]
             lapsed += [entry for entry in entries if entry[1] is not None]
             if start == "0-0":
