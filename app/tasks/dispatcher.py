@@ -81,7 +81,7 @@ class CeleryDispatcher:
         # Connects on first use, on the event loop that uses it.
         self._async_redis = async_client(settings.redis_url)
         self._claim_listeners = self._async_redis.register_script(_CLAIM_LISTENERS)
-        self._changes = ChangeFeed(self._async_redis, self._store)
+        self._changes = ChangeFeed(settings.redis_url, self._store)
         self.callbacks: CallbackQueue | None = CallbackQueue(async_client(settings.redis_url), self._store, self._me)
         """Callbacks owed, shared with the other API processes (app/outbound/webhooks.py takes them)."""
 
@@ -101,6 +101,7 @@ class CeleryDispatcher:
             await self._lifecycle.fail(task_id, "The server restarted while downloading audio_url; submit it again.")
         with contextlib.suppress(Exception):  # the others take over this process's tasks at once, not in API_SECONDS
             await self._threads.call(self._store.client.delete, self._store.key("api", self._me))
+        await self._changes.close()
         await self._async_redis.aclose()
         self._celery.close()
 
@@ -205,23 +206,31 @@ class CeleryDispatcher:
         )  # fmt: skip
 
     async def _follow_changes(self) -> None:
-        reconnected = False
+        gap = False  # some change may not have reached this process's followers: Redis was out of reach
         while True:
             try:
                 changes = await self._changes.read()
-                if reconnected:
-                    logger.info("Reading task changes again; re-reading the tasks followed here")
-                    await self._reread_followed()
-                    reconnected = False
-                for task, deleted in changes:
-                    await self._pass_on(task, deleted)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                if not reconnected:
+                if not gap:
                     logger.warning("Lost the task change stream; reconnecting", exc_info=True)
-                reconnected = True
+                gap = True
                 await asyncio.sleep(1.0)
+                continue
+            for task, deleted in changes:
+                try:
+                    await self._pass_on(task, deleted)
+                except Exception:  # Redis away for a moment: the re-read below covers the followers
+                    logger.warning("Could not pass on a change of task %s", task.id, exc_info=True)
+                    gap = True
+            if gap:
+                try:
+                    await self._reread_followed()
+                    logger.info("Reading task changes again; re-read the tasks followed here")
+                    gap = False
+                except Exception:  # tried again after the next read
+                    logger.warning("Could not re-read the tasks followed here", exc_info=True)
 
     async def _reread_followed(self) -> None:
         """After a gap: what each followed task is now, in case the stream no longer holds all it missed."""
@@ -235,7 +244,11 @@ class CeleryDispatcher:
             if current is None:
                 return  # deleted since: that change follows
             task.result = current.result
-        mine = await self._handles_listeners(task.id)
+        try:
+            mine = await self._handles_listeners(task.id)
+        except Exception:  # the followers must not miss the change for it
+            logger.warning("Could not tell who keeps the listeners of task %s", task.id, exc_info=True)
+            mine = False
         if deleted or task.status in TERMINAL:
             self._mine.discard(task.id)
             self._others.pop(task.id, None)

@@ -53,14 +53,25 @@ def async_client(url: str) -> redis.asyncio.Redis:
 class ChangeFeed:
     """Every task change, in order, from where this reader left off."""
 
-    def __init__(self, client: redis.asyncio.Redis, store: RedisTaskStore) -> None:
-        self._redis = client
+    def __init__(self, url: str, store: RedisTaskStore) -> None:
+        self._url = url
+        self._redis: redis.asyncio.Redis | None = None
         self._store = store
         self._last: str | None = None
 
     async def read(self) -> list[tuple[Task, bool]]:
         """The next changes as (task without its result, deleted), waiting a while for some; raises
         when Redis cannot be reached (call again: it carries on where it left off)."""
+        try:
+            return await self._read()
+        except BaseException:
+            # A read cut short may leave its answer on the way: the next read starts on a new connection.
+            await self.close()
+            raise
+
+    async def _read(self) -> list[tuple[Task, bool]]:
+        if self._redis is None:
+            self._redis = async_client(self._url)
         if self._last is None:
             # Where the stream ends now: a new reader starts there (followers read the store first).
             newest: Any = await self._redis.xrevrange(self._store.changes, count=1)
@@ -76,6 +87,11 @@ class ChangeFeed:
                 if task is not None:
                     changes.append((task, fields["deleted"] == "1"))
         return changes
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            client, self._redis = self._redis, None
+            await client.aclose()
 
 
 class CallbackQueue:

@@ -152,7 +152,11 @@ def test_a_stalled_redis_stalls_neither_live_nor_an_event_stream(
 
         proxy.resume()
         # Written as a worker writes it, straight to Redis: the stream opened before the stall carries it.
-        direct = RedisTaskStore(redis.Redis.from_url(redis_url.replace("/0", "/3"), decode_responses=True), tmp_path)
+        direct = RedisTaskStore(
+            redis.Redis.from_url(redis_url.replace("/0", "/3"), decode_responses=True), tmp_path / "uploads"
+        )
+        # Holding the task's lease, as a worker does: else the API's sweep requeues a task left processing.
+        direct.client.set(f"whisperx:lease:{task_id}", "a worker", ex=60)
         direct.update(task_id, status=TaskStatus.PROCESSING, progress=40.0, message="Transcribing speech")
         deadline = time.monotonic() + 15
         while "event: processing" not in [line for _, line in lines] and time.monotonic() < deadline:
