@@ -126,9 +126,10 @@ def fake_app() -> Any:
 def celery_worker() -> None:
     """A Celery worker (TASK_BACKEND=celery) whose pool processes run FakePipeline, configured from the
     environment: `python -c "from tests.fakes import celery_worker; celery_worker()"`."""
-    from app.tasks.celery_worker import main as worker_main
+    import app.tasks.celery_worker as worker
 
-    worker_main(FakePipeline)
+    worker.whisperx_pipeline = FakePipeline  # what each pool process loads, read as it starts
+    worker.main()
 
 
 def main() -> None:

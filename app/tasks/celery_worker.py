@@ -1,5 +1,5 @@
 """`python -m app.tasks.celery_worker`: a Celery worker for TASK_BACKEND=celery, on any machine that shares
-UPLOAD_DIR and reaches REDIS_URL.
+UPLOAD_DIR (or reaches the bucket of STORAGE_URL) and reaches REDIS_URL.
 
 It runs MAX_CONCURRENT_TASKS pool processes (or `--concurrency N`); each loads the models
 once and keeps them. Further arguments go to `celery worker`. The same worker starts with
@@ -18,22 +18,20 @@ from celery.signals import worker_process_init
 from app.config import Settings
 from app.ops.preflight import log_preflight
 from app.ops.telemetry import disable_telemetry
-from app.pipeline.base import PipelineFactory, whisperx_pipeline
+from app.pipeline.base import whisperx_pipeline
 from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.remote import RemoteRunner
 
 settings = Settings()
 celery = make_celery(settings)
 _runner: RemoteRunner | None = None
-pipeline_factory: PipelineFactory = whisperx_pipeline
-"""What each pool process loads; `main` takes another (the tests' named fake pipeline)."""
 
 
 @worker_process_init.connect
 def _load_models(**_: Any) -> None:
     # In each pool process after it starts: the parent never loads torch, so CUDA starts clean here.
     global _runner
-    _runner = RemoteRunner(settings, pipeline_factory)
+    _runner = RemoteRunner(settings, whisperx_pipeline)
 
 
 @celery.task(name=TASK_NAME)
@@ -43,9 +41,7 @@ def transcribe(task_id: str) -> None:
     _runner.run(task_id)
 
 
-def main(factory: PipelineFactory = whisperx_pipeline) -> None:
-    global pipeline_factory
-    pipeline_factory = factory  # the pool processes are forked from this one: they inherit it
+def main() -> None:
     disable_telemetry()
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     log_preflight(settings)

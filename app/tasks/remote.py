@@ -32,7 +32,9 @@ from redis.lock import Lock
 
 from app.config import Settings
 from app.pipeline.base import Pipeline, PipelineError, PipelineFactory, Stage
+from app.storage import StorageUnavailable, UploadMissing, make_storage
 from app.tasks.coordination import MAX_ATTEMPTS, RENEW_SECONDS, STOPPED_TWICE, Coordination
+from app.tasks.files import sweep_orphans
 from app.tasks.lifecycle import (
     RunProgress,
     StageWatch,
@@ -55,6 +57,10 @@ class RemoteRunner:
         os.nice(WORKER_NICENESS)
         self._settings = settings
         self.store = RedisTaskStore.from_url(settings.redis_url, settings.upload_dir)
+        self.storage = make_storage(settings)
+        if settings.storage_url is not None:
+            # Scratch copies of objects that an earlier process on this machine was killed holding.
+            sweep_orphans(settings.upload_dir, self._live, 0.0)
         self.coordination = Coordination(self.store.client)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._state: dict[str, Any] = {
@@ -128,8 +134,12 @@ class RemoteRunner:
         if self.store.update_if(task.id, ACTIVE, held, **changes) is None:
             logger.warning("Task %s is no longer this worker's (deleted, or retried after its lease lapsed)", task.id)
             return False
-        task.job.audio_path.unlink(missing_ok=True)
+        self.storage.discard_sync(task.job)
         return True
+
+    def _live(self, task_id: str) -> bool:
+        task = self.store.get(task_id)
+        return task is not None and task.status not in TERMINAL
 
     def _holder_is_dead(self, task_id: str) -> bool:
         """Celery redelivers at once when a pool process dies; on the same host its lease need not
@@ -152,17 +162,6 @@ class RemoteRunner:
         if self._pipeline is None:
             self._end(task, held, failed(load_failure(self._state["error"]), server_fault=True))
             return
-        if not task.job.audio_path.exists():
-            self._end(
-                task,
-                held,
-                failed(
-                    "The worker cannot read this task's upload: UPLOAD_DIR must be a directory the API and every "
-                    "worker share; tell the server's operator.",
-                    server_fault=True,
-                ),
-            )
-            return
         retried = self.coordination.starts(task.id) > 1
         # Progress carries on from an audio_url download; a retry starts it again.
         changes = started("Starting again after its worker stopped", progress=0.0) if retried else started()
@@ -181,9 +180,12 @@ class RemoteRunner:
         heartbeat = threading.Thread(
             target=self._heartbeat, args=(task, lease, held, progress.watch, lost, done), daemon=True
         )
-        heartbeat.start()
+        heartbeat.start()  # before the fetch: a large object takes longer than a lease lasts
         try:
+            self.storage.fetch_sync(task.job)  # from the bucket to a scratch file, when it waits there
             output = self._pipeline.run(task.job, on_progress)
+        except (UploadMissing, StorageUnavailable) as error:
+            self._end(task, held, failed(str(error), server_fault=True))
         except JobCancelled:
             logger.info("Task %s stopped: deleted, or no longer this worker's", task.id)
         except PipelineError as error:
@@ -205,6 +207,7 @@ class RemoteRunner:
             done.set()
             self._pipeline.release()
             gc.collect()
+            self.storage.release_scratch(task.job)  # the scratch copy goes whatever became of the task
 
     def _heartbeat(
         self,
