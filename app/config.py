@@ -202,8 +202,9 @@ class Settings(BaseSettings):
     """`memory` (tasks are lost on restart) or `sqlite` (tasks survive restarts and crashes)."""
 
     data_dir: Path = Field(default_factory=_default_data_dir)
-    """Where the service keeps its own data (the SQLite task database), apart from the uploads.
-    Unset: `whisperx-api` in `$XDG_DATA_HOME`, or in `~/.local/share`."""
+    """Where the service keeps its own data (the SQLite database of tasks and voices), apart from the uploads;
+    made private to the service's user (0700, the database 0600). Unset: `whisperx-api` in `$XDG_DATA_HOME`,
+    or in `~/.local/share`."""
 
     task_db_path: Path | None = None
     """SQLite file for TASK_STORE=sqlite. Unset: `tasks.db` in DATA_DIR."""

@@ -31,7 +31,9 @@ from app.ops.metrics import Metrics
 from app.ops.preflight import log_preflight
 from app.ops.telemetry import disable_telemetry
 from app.outbound.webhooks import WebhookSender
-from app.pipeline.base import PipelineFactory, whisperx_pipeline
+from app.pipeline.base import PipelineFactory
+from app.pipeline.whisperx_pipeline import whisperx_pipeline
+from app.private_files import private_directory
 from app.storage import Storage, make_storage
 from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore, StoreThreads
 from app.tasks.backend import TaskBackend
@@ -69,6 +71,8 @@ def _store(settings: Settings) -> TaskStore:
     if settings.task_store == "sqlite":
         from app.tasks.sqlite_store import SqliteTaskStore
 
+        if settings.task_db_path is None:  # the database is in DATA_DIR: private, as the uploads are
+            private_directory(settings.data_dir, "DATA_DIR")
         return SqliteTaskStore(settings.task_db_file, settings.upload_dir)
     return MemoryTaskStore()
 
