@@ -78,7 +78,8 @@ class FakePipeline:
         pass  # the fake has nothing heavy to load
 
     def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
-        if self._mode == "crash" or job.file_name == os.environ.get("FAKE_CRASH_NAME"):
+        crash_name = os.environ.get("FAKE_CRASH_NAME")
+        if self._mode == "crash" or (crash_name is not None and job.file_name == crash_name):
             os._exit(1)
         if self._mode == "stubborn":
             time.sleep(3600)
