@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from tempfile import gettempdir
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -121,7 +122,19 @@ class Settings(BaseSettings):
 
     orphan_upload_grace_hours: float = Field(1.0, ge=0)
     """At start, files in UPLOAD_DIR that no task refers to and that are older than this are deleted
-    (left by a crash). Keep it above the longest upload when several processes share UPLOAD_DIR."""
+    (left by a crash). Keep it above the longest upload when several processes share UPLOAD_DIR.
+    With STORAGE_URL, the bucket is swept the same way at start and then every quarter of this
+    (at most hourly): unfinished multipart uploads are aborted, objects no live task refers to removed."""
+
+    storage_url: str | None = None
+    """Where uploads wait for their worker: `s3://bucket/prefix` for an S3-compatible bucket, so API
+    processes and workers share no filesystem (TASK_BACKEND=celery). Credentials come from the
+    standard AWS chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a role), never from
+    here. Unset: UPLOAD_DIR alone (one machine, or a filesystem every machine mounts)."""
+
+    s3_endpoint_url: str | None = None
+    """The S3 API's address for services other than AWS (MinIO, Ceph, R2, Google Cloud Storage), such
+    as `http://minio:9000`. Unset: AWS, in the region of AWS_REGION or the AWS config."""
 
     cancel_grace_seconds: float = Field(1.0, gt=0)
     """How long a deleted running task may take to stop at its next progress step before its worker
@@ -202,8 +215,9 @@ class Settings(BaseSettings):
     """`memory` (tasks are lost on restart) or `sqlite` (tasks survive restarts and crashes)."""
 
     data_dir: Path = Field(default_factory=_default_data_dir)
-    """Where the service keeps its own data (the SQLite task database), apart from the uploads.
-    Unset: `whisperx-api` in `$XDG_DATA_HOME`, or in `~/.local/share`."""
+    """Where the service keeps its own data (the SQLite database of tasks and voices), apart from the uploads;
+    made private to the service's user (0700, the database 0600). Unset: `whisperx-api` in `$XDG_DATA_HOME`,
+    or in `~/.local/share`."""
 
     task_db_path: Path | None = None
     """SQLite file for TASK_STORE=sqlite. Unset: `tasks.db` in DATA_DIR."""
@@ -212,7 +226,7 @@ class Settings(BaseSettings):
     task_backend: Literal["local", "celery"] = "local"
     """`local`: this process queues tasks and runs them on its own worker processes. `celery`: tasks,
     progress and results live in Redis and run on workers started with `python -m app.tasks.celery_worker`, on any
-    machine that shares UPLOAD_DIR; API processes keep no state (TASK_STORE is then not used)."""
+    machine that shares UPLOAD_DIR or reaches STORAGE_URL; API processes keep no state (TASK_STORE is then not used)."""
 
     redis_url: str = "redis://localhost:6379/0"
     """Redis for TASK_BACKEND=celery: the Celery broker and the task store of API processes and workers."""
@@ -260,6 +274,8 @@ class Settings(BaseSettings):
         "align_languages",
         "whisper_models",
         "webhook_secret",
+        "storage_url",
+        "s3_endpoint_url",
         mode="before",
     )
     @classmethod
@@ -270,6 +286,40 @@ class Settings(BaseSettings):
     def _keys_not_empty(self) -> Settings:
         if self.api_keys is not None and not self.api_key_entries:
             raise ValueError("API_KEYS holds no key: give one or more comma-separated keys, or unset it")
+        return self
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_is_a_bucket(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlsplit(value)
+            if parsed.scheme != "s3" or not parsed.hostname or parsed.query or parsed.fragment:
+                raise ValueError("STORAGE_URL must be s3://bucket or s3://bucket/prefix, or unset for UPLOAD_DIR")
+            if "@" in parsed.netloc:
+                raise ValueError(
+                    "STORAGE_URL must not hold credentials: give them as AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY, a profile or a role"
+                )
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint_is_http(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlsplit(value)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError("S3_ENDPOINT_URL must be an http:// or https:// address, such as http://minio:9000")
+            if "@" in parsed.netloc:
+                raise ValueError("S3_ENDPOINT_URL must not hold credentials: give them as AWS_ACCESS_KEY_ID and so on")
+        return value
+
+    @model_validator(mode="after")
+    def _bucket_needs_celery(self) -> Settings:
+        if self.storage_url is not None and self.task_backend != "celery":
+            raise ValueError(
+                "STORAGE_URL is for TASK_BACKEND=celery (workers on other machines); with the local "
+                "backend uploads stay in UPLOAD_DIR: unset STORAGE_URL"
+            )
         return self
 
     @field_validator("webhook_secret")

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -31,11 +31,15 @@ from app.ops.metrics import Metrics
 from app.ops.preflight import log_preflight
 from app.ops.telemetry import disable_telemetry
 from app.outbound.webhooks import WebhookSender
-from app.pipeline.base import PipelineFactory, whisperx_pipeline
+from app.pipeline.base import PipelineFactory
+from app.pipeline.whisperx_pipeline import whisperx_pipeline
+from app.private_files import private_directory
+from app.storage import Storage, make_storage
 from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore, StoreThreads
 from app.tasks.backend import TaskBackend
 from app.tasks.files import prepare_upload_dir, sweep_orphans
 from app.tasks.manager import TaskManager
+from app.tasks.models import TERMINAL
 from app.tasks.progress import StageCosts
 from app.tasks.store import MemoryTaskStore, TaskStore
 from app.voices.enrollment import SampleEmbedder
@@ -67,6 +71,8 @@ def _store(settings: Settings) -> TaskStore:
     if settings.task_store == "sqlite":
         from app.tasks.sqlite_store import SqliteTaskStore
 
+        if settings.task_db_path is None:  # the database is in DATA_DIR: private, as the uploads are
+            private_directory(settings.data_dir, "DATA_DIR")
         return SqliteTaskStore(settings.task_db_file, settings.upload_dir)
     return MemoryTaskStore()
 
@@ -95,12 +101,24 @@ def _store_threads(settings: Settings) -> StoreThreads:
     return StoreThreads(0, "memory")
 
 
-def _backend(settings: Settings, store: AsyncTaskStore, factory: PipelineFactory) -> TaskBackend:
+def _backend(settings: Settings, store: AsyncTaskStore, factory: PipelineFactory, storage: Storage) -> TaskBackend:
     if settings.task_backend == "celery":
         from app.tasks.dispatcher import CeleryDispatcher
 
-        return CeleryDispatcher(store, settings)
+        return CeleryDispatcher(store, settings, storage=storage)
     return TaskManager(store, factory, settings)
+
+
+async def _sweep_storage_forever(storage: Storage, has_task: Callable[[str], bool], grace: float) -> None:
+    """The bucket's sweep, again and again: an API process killed mid-upload leaves an unfinished
+    multipart upload (stored, and billed, until aborted) that no restart of its own need clean."""
+    interval = min(max(grace / 4, 1.0), 3600.0)
+    while True:
+        try:
+            await storage.sweep(has_task, grace)
+        except Exception as error:  # noqa: BLE001 - the bucket away for a moment: next round
+            logger.warning("Sweeping %s failed: %s", storage.description, error)
+        await asyncio.sleep(interval)
 
 
 def create_app(settings: Settings | None = None, pipeline_factory: PipelineFactory | None = None) -> FastAPI:
@@ -111,18 +129,29 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     store = AsyncTaskStore(_store(settings), threads)
     metrics = Metrics(store)
     sample_embedder = SampleEmbedder(settings)
+    storage = make_storage(settings)
+
+    def has_task(task_id: str) -> bool:
+        """Whether an object of this name may still be needed: its task exists and has not ended
+        (an ended task's object is one whose removal failed while the bucket was away)."""
+        task = store.engine.get(task_id)
+        return task is not None and task.status not in TERMINAL
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         prepare_upload_dir(settings.upload_dir)
+        await storage.open()
         grace = settings.orphan_upload_grace_hours * 3600
         # A walk of the directory: on a thread whatever the store (the stores' calls are thread-safe).
         await asyncio.to_thread(
             sweep_orphans, settings.upload_dir, lambda task_id: store.engine.get(task_id) is not None, grace
         )
+        sweeping: asyncio.Task[None] | None = None
+        if settings.storage_url is not None:  # in the background: a bucket that is away must not stop the start
+            sweeping = asyncio.create_task(_sweep_storage_forever(storage, has_task, grace), name="storage-sweep")
         if settings.task_backend == "local":  # with celery, the workers load the models and check them
             log_preflight(settings)
-        manager = _backend(settings, store, factory)
+        manager = _backend(settings, store, factory, storage)
         manager.events.add_listener(metrics.task_changed)
         manager.events.add_listener(app.state.stage_costs.task_changed)
         webhooks = WebhookSender(
@@ -135,8 +164,11 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
         try:
             yield
         finally:
+            if sweeping is not None:
+                sweeping.cancel()
             await manager.stop()
             await webhooks.aclose()
+            await storage.close()
             sample_embedder.close()
             threads.close()
 
@@ -152,6 +184,7 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.storage = storage
     app.state.metrics = metrics
     app.state.stage_costs = StageCosts()  # measured stage costs, for the events' time estimates
     app.state.voices = AsyncVoiceStore(_voice_store(settings), threads)

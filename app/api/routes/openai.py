@@ -146,10 +146,11 @@ async def _answer(
     granularities: set[Granularity],
 ) -> Response:
     """Run one job through the queue and answer as OpenAI does, once it has finished."""
-    path, media = await receive_upload(file, settings)
+    path, media, audio_object = await receive_upload(file, settings)
     job = Job(
-        task_id=path.name, audio_path=path, duration=media.duration, file_name=display_name(file.filename), **options
-    )
+        task_id=path.name, audio_path=path, audio_object=audio_object, duration=media.duration,
+        file_name=display_name(file.filename), **options,
+    )  # fmt: skip
     try:
         task = await manager.submit(job, caller)
     except OverCapacity as error:

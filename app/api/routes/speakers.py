@@ -22,20 +22,21 @@ from app.api.deps import (
 from app.api.errors import UNAUTHORIZED, problem_response
 from app.api.filenames import one_line
 from app.api.schemas import TranscriptionResult, VoiceList, VoiceResponse, VoicesDeleted
-from app.api.upload_body import UploadDirRoute, before_body
+from app.api.upload_body import SampleUploadRoute, before_body
 from app.api.uploads import receive_upload
 from app.config import Settings
 from app.media import SUPPORTED_EXTENSIONS, MediaError
 from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore
 from app.tasks.models import Task, TaskStatus
-from app.voices.enrollment import SampleEmbedder, SampleError
+from app.voices.enrollment import SampleEmbedder
+from app.voices.errors import SampleError
 from app.voices.matching import EMBEDDED_ENCODER, add_sample, rename_speakers
 from app.voices.store import NameTaken, TooManyVoices, Voice
 
 MAX_NAME_CHARS = 100
 MAX_VOICES_PER_KEY = 200
 
-router = APIRouter(prefix="/api/v1", tags=["speakers"], responses=UNAUTHORIZED, route_class=UploadDirRoute)
+router = APIRouter(prefix="/api/v1", tags=["speakers"], responses=UNAUTHORIZED, route_class=SampleUploadRoute)
 
 _VOICE_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: problem_response("No voice with this id for this key")}
 _SAMPLE_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -137,7 +138,7 @@ async def _sample(
             raise not_found(task_id)
         return _task_speaker(task, speaker)
     assert file is not None  # noqa: S101 - checked above
-    path, info = await receive_upload(file, settings)
+    path, info, _ = await receive_upload(file, settings)  # with a bucket, removed from it as the request ends
     try:
         if info.duration is not None and info.duration > settings.max_sample_seconds:
             raise HTTPException(
