@@ -167,10 +167,10 @@ class Aligner:
 def align_model_name(language: str, settings: Settings) -> str | None:
     """The aligner for a language: ALIGN_MODEL, else whisperX's default; None when whisperX has none,
     or ALIGN_LANGUAGES leaves the language out (then nothing is fetched for it)."""
-    from whisperx.alignment import DEFAULT_ALIGN_MODELS_HF, DEFAULT_ALIGN_MODELS_TORCH
-
     if not settings.aligns(language):
         return None
+    from whisperx.alignment import DEFAULT_ALIGN_MODELS_HF, DEFAULT_ALIGN_MODELS_TORCH
+
     return settings.align_model or DEFAULT_ALIGN_MODELS_TORCH.get(language) or DEFAULT_ALIGN_MODELS_HF.get(language)
 
 
