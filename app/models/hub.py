@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
+from app.models.locks import download_lock
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,19 @@ def fetch_snapshot(
     repo_id: str, cache_dir: Path, settings: Settings, *, kind: str, name: str,
     patterns: list[str] | None = None, required: tuple[str, ...] = (), tqdm_class: Any = None,
 ) -> Path:  # fmt: skip
-    """The repo's files from the cache, or downloaded into it when downloads are allowed."""
+    """The repo's files from the cache, or downloaded into it when downloads are allowed: once, however
+    many ask at a time (the others wait, then find it cached, also while it is half written)."""
+    with download_lock(cache_dir, repo_id):
+        return _fetch_snapshot(
+            repo_id, cache_dir, settings, kind=kind, name=name, patterns=patterns, required=required,
+            tqdm_class=tqdm_class,
+        )  # fmt: skip
+
+
+def _fetch_snapshot(
+    repo_id: str, cache_dir: Path, settings: Settings, *, kind: str, name: str,
+    patterns: list[str] | None, required: tuple[str, ...], tqdm_class: Any,
+) -> Path:  # fmt: skip
     if (path := cached_snapshot(repo_id, cache_dir, patterns, list(required))) is not None:
         return path
     if not settings.downloads_allowed:
@@ -154,7 +167,10 @@ class Aligner:
 
 
 def align_model_name(language: str, settings: Settings) -> str | None:
-    """The aligner for a language: ALIGN_MODEL, else whisperX's default; None when whisperX has none."""
+    """The aligner for a language: ALIGN_MODEL, else whisperX's default; None when whisperX has none,
+    or ALIGN_LANGUAGES leaves the language out (then nothing is fetched for it)."""
+    if not settings.aligns(language):
+        return None
     from whisperx.alignment import DEFAULT_ALIGN_MODELS_HF, DEFAULT_ALIGN_MODELS_TORCH
 
     return settings.align_model or DEFAULT_ALIGN_MODELS_TORCH.get(language) or DEFAULT_ALIGN_MODELS_HF.get(language)
@@ -188,15 +204,16 @@ def fetch_aligner(language: str, settings: Settings, tqdm_class: Any = None) -> 
         return Aligner(str(path), None)
     import torch.hub
 
-    # The service's cache first, then torch's own (TORCH_HOME), where whisperX alone would have put it.
-    for folder in (cache_subdir(settings, "align"), Path(torch.hub.get_dir()) / "checkpoints"):
-        if (folder / checkpoint).is_file():
-            return Aligner(model_name, str(folder))
-    if not settings.downloads_allowed:
-        raise unavailable("alignment model", name, settings, "downloads are off (OFFLINE=true or HF_HUB_OFFLINE=1)")
-    target = cache_subdir(settings, "align") / checkpoint
-    download_file(TORCHAUDIO_MODELS_URL + checkpoint, target, kind="alignment model", name=name, settings=settings,
-                  tqdm_class=tqdm_class)  # fmt: skip
+    with download_lock(cache_subdir(settings, "align"), checkpoint):  # one download, as for the hub's
+        # The service's cache first, then torch's own (TORCH_HOME), where whisperX alone would have put it.
+        for folder in (cache_subdir(settings, "align"), Path(torch.hub.get_dir()) / "checkpoints"):
+            if (folder / checkpoint).is_file():
+                return Aligner(model_name, str(folder))
+        if not settings.downloads_allowed:
+            raise unavailable("alignment model", name, settings, "downloads are off (OFFLINE=true or HF_HUB_OFFLINE=1)")
+        target = cache_subdir(settings, "align") / checkpoint
+        download_file(TORCHAUDIO_MODELS_URL + checkpoint, target, kind="alignment model", name=name,
+                      settings=settings, tqdm_class=tqdm_class)  # fmt: skip
     return Aligner(model_name, str(target.parent))
 
 

@@ -69,8 +69,9 @@ class WhisperXPipeline:
 
         self.model_name = default_whisper_model(settings, cuda)
         self._whisper = ModelManager(
-            self._load_whisper, settings.max_loaded_models, settings.model_idle_seconds, keep=self.model_name
-        )
+            self._load_whisper, settings.max_loaded_models, settings.model_idle_seconds, keep=self.model_name,
+            fetch=lambda name: resolve_whisper_model(name, settings),
+        )  # fmt: skip
         with self._whisper.use(self.model_name) as default:
             self._multilingual = default.multilingual
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | None] = {}
@@ -176,7 +177,9 @@ class WhisperXPipeline:
             self._aligner_notes[language] = f"words timed by Whisper: {error}"
             return None
         if aligner is None:
-            return None  # whisperX has no aligner for the language: Whisper times the words
+            # Not offered (ALIGN_LANGUAGES), or whisperX has none for the language: nothing was fetched.
+            self._aligner_notes[language] = _not_offered_note(language, self._settings)
+            return None
         import whisperx
 
         try:
@@ -408,6 +411,12 @@ class WhisperXPipeline:
 
             torch.cuda.empty_cache()
         _trim_heap()
+
+
+def _not_offered_note(language: str, settings: Settings) -> str:
+    """The result's note when no aligner is tried for the language."""
+    why = "" if settings.aligns(language) else " (ALIGN_LANGUAGES)"
+    return f"words timed by Whisper; no alignment model is offered for {language}{why}"
 
 
 def _require_multilingual_model(job: Job, whisper: LoadedWhisper) -> None:
