@@ -72,8 +72,9 @@ class WhisperXPipeline:
         self.loads: list[str] = []
         """Every model this worker has loaded, in order: what its reports show (a reload counts again)."""
         self._whisper = ModelManager(
-            self._load_whisper, settings.max_loaded_models, settings.model_idle_seconds, keep=self.model_name
-        )
+            self._load_whisper, settings.max_loaded_models, settings.model_idle_seconds, keep=self.model_name,
+            fetch=lambda name: resolve_whisper_model(name, settings),
+        )  # fmt: skip
         with self._whisper.use(self.model_name) as default:
             self._multilingual = default.multilingual
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | None] = {}
@@ -201,7 +202,9 @@ class WhisperXPipeline:
         self._aligner_notes.pop(language, None)
         self._aligners[language] = None  # unless it loads below
         if aligner is None:
-            return None  # whisperX has no aligner for the language: Whisper times the words
+            # Not offered (ALIGN_LANGUAGES), or whisperX has none for the language: nothing was fetched.
+            self._aligner_notes[language] = _not_offered_note(language, self._settings)
+            return None
         import whisperx
 
         try:
@@ -437,6 +440,12 @@ class WhisperXPipeline:
 
             torch.cuda.empty_cache()
         _trim_heap()
+
+
+def _not_offered_note(language: str, settings: Settings) -> str:
+    """The result's note when no aligner is tried for the language."""
+    why = "" if settings.aligns(language) else " (ALIGN_LANGUAGES)"
+    return f"words timed by Whisper; no alignment model is offered for {language}{why}"
 
 
 def _require_multilingual_model(job: Job, whisper: LoadedWhisper) -> None:
