@@ -166,7 +166,9 @@ def test_an_upload_over_the_limit_is_reported_as_the_server_words_it(
     with socket.create_connection(("127.0.0.1", port)) as connection:
         connection.sendall(
             b"POST /api/v1/transcribe/upload HTTP/1.1\r\nHost: localhost\r\n"
-            + f"X-API-Key: {API_KEY}\r\nContent-Length: {2 * 1024 * 1024}\r\n\r\n".encode()
+            + f"X-API-Key: {API_KEY}\r\nContent-Length: {2 * 1024 * 1024}\r\n".encode()
+            # A multipart body, as the CLI sends: other bodies meet the smaller MAX_BODY_KB.
+            + b"Content-Type: multipart/form-data; boundary=x\r\n\r\n"
         )
         answer = b"".join(iter(lambda: connection.recv(65536), b""))
     head, _, body = answer.partition(b"\r\n\r\n")
