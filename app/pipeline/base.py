@@ -136,7 +136,10 @@ class PipelineInfo:
     loaded_models: tuple[str, ...] = ()
     """Whisper models loaded in the worker now, least recently used first."""
     model_errors: tuple[tuple[str, str], ...] = ()
-    """Whisper models a request asked for that could not be loaded, with why."""
+    """Models a task needed that could not be had (Whisper models requests chose, aligners), with why."""
+    loads: tuple[str, ...] = ()
+    """Every model the worker has loaded since it started, in order (`whisper:base`, `align:en`, …): a
+    task that finds all it needs loaded adds none."""
 
 
 class PipelineError(Exception):
@@ -149,7 +152,7 @@ class Pipeline(Protocol):
     def info(self) -> PipelineInfo: ...
 
     def finish_loading(self) -> None:
-        """Load what jobs need but readiness need not wait for; called once the worker reports ready."""
+        """Load the rest of what jobs need (the diarizer, aligners); called before the worker reports ready."""
         ...
 
     def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput: ...

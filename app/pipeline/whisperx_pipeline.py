@@ -16,6 +16,7 @@ from typing import Any
 from app.config import Settings
 from app.media import SAMPLE_RATE, MediaError, decode
 from app.models.hub import ModelUnavailable, fetch_aligner, fetch_punkt, hub_offline, untrained_punkt_dir
+from app.models.misses import Misses
 from app.ops.telemetry import disable_onnxruntime_telemetry, disable_telemetry
 from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
 from app.pipeline.languages import detect, detect_runs, mixed_language_warning, most_spoken, probe_spans, run_spans
@@ -68,13 +69,18 @@ class WhisperXPipeline:
         self._threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // settings.max_concurrent_tasks)
 
         self.model_name = default_whisper_model(settings, cuda)
+        self.loads: list[str] = []
+        """Every model this worker has loaded, in order: what its reports show (a reload counts again)."""
         self._whisper = ModelManager(
-            self._load_whisper, settings.max_loaded_models, settings.model_idle_seconds, keep=self.model_name
-        )
+            self._load_whisper, settings.max_loaded_models, settings.model_idle_seconds, keep=self.model_name,
+            fetch=lambda name: resolve_whisper_model(name, settings),
+        )  # fmt: skip
         with self._whisper.use(self.model_name) as default:
             self._multilingual = default.multilingual
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | None] = {}
         self._aligner_notes: dict[str, str] = {}
+        self._aligner_errors: dict[str, str] = {}  # for /health: align:LANG -> why it could not be had
+        self._misses = Misses(settings.model_cache_dir / "unavailable")
         self._loaded = False
         self._diarizer: Any = None
         self.diarizer_name: str | None = None
@@ -83,6 +89,7 @@ class WhisperXPipeline:
     def _load_whisper(self, name: str) -> LoadedWhisper:
         import faster_whisper
 
+        self.loads.append(f"whisper:{name}")
         # faster-whisper's own model and batched pipeline, with its packaged ONNX silero VAD:
         # whisperx.load_model would also load a pyannote VAD (torch) that runs ~15x slower here.
         model = faster_whisper.WhisperModel(
@@ -102,13 +109,22 @@ class WhisperXPipeline:
         return True
 
     def finish_loading(self) -> None:
-        """Import torch and load the diarizer: most of a worker's start-up, done once, after it is ready."""
+        """Load everything else a task needs, once, before the worker says it is ready: torch, the
+        diarizer, faster-whisper's VAD, whisperX's alignment code and the English aligner (the
+        language most tasks speak), so that the first task starts as fast as the tenth."""
         if self._loaded:
             return
         import torch
+        import whisperx  # noqa: F401 - alignment and speaker assignment: seconds of imports (transformers, pandas)
+        from faster_whisper.vad import get_vad_model
 
         torch.set_num_threads(self._threads)
         self._diarizer, self.diarizer_name, self._diarizer_note = self._load_diarizer()
+        if self._diarizer is not None:
+            self.loads.append(f"diarizer:{self.diarizer_name}")
+        get_vad_model()  # cached by faster-whisper: its ONNX session is built once a process
+        self.loads.append("vad:silero")
+        self._aligner("en")
         self._loaded = True
 
     def info(self) -> PipelineInfo:
@@ -119,7 +135,8 @@ class WhisperXPipeline:
                 # Only this service's own messages: others may quote server paths (the log has them).
                 (name, str(error) if isinstance(error, ModelUnavailable) else f"{type(error).__name__}; see the log")
                 for name, error in self._whisper.failures.items()
-            ),
+            ) + tuple(self._aligner_errors.items()),
+            loads=tuple(self.loads),
         )  # fmt: skip
 
     def _load_diarizer(self) -> tuple[Any, str | None, str | None]:
@@ -163,20 +180,31 @@ class WhisperXPipeline:
         return embedded, EMBEDDED_DIARIZER, note
 
     def _aligner(self, language: str) -> tuple[Any, dict[str, Any]] | None:
-        """The wav2vec2 model for a language, loaded once; None when it cannot be had (a note says why)."""
+        """The wav2vec2 model for a language, loaded once; None when it cannot be had (a note says why).
+
+        One that cannot be fetched is asked for again only after `misses.RETRY_SECONDS`, and its
+        details go to the log (once) and /health, not to each task: the task's note is one line.
+        """
         if language in self._aligners:
             return self._aligners[language]
-        self._aligners[language] = None  # unless it loads below
+        name = f"align:{language}"
         try:
             # Cache first; a miss is fetched before whisperx builds the model, so a load that cannot
             # succeed never costs a torchaudio aligner's ~350 MB peak.
-            aligner = fetch_aligner(language, self._settings)
+            aligner = self._misses.fetch(name, lambda: fetch_aligner(language, self._settings))
         except ModelUnavailable as error:
-            logger.warning("%s Words are timed by Whisper.", error)
-            self._aligner_notes[language] = f"words timed by Whisper: {error}"
+            self._aligner_errors[name] = str(error)
+            self._aligner_notes[language] = (
+                f"words timed by Whisper; the wav2vec2 alignment model for {language} is not cached"
+            )
             return None
+        self._aligner_errors.pop(name, None)
+        self._aligner_notes.pop(language, None)
+        self._aligners[language] = None  # unless it loads below
         if aligner is None:
-            return None  # whisperX has no aligner for the language: Whisper times the words
+            # Not offered (ALIGN_LANGUAGES), or whisperX has none for the language: nothing was fetched.
+            self._aligner_notes[language] = _not_offered_note(language, self._settings)
+            return None
         import whisperx
 
         try:
@@ -186,8 +214,12 @@ class WhisperXPipeline:
                 )
         except Exception as error:  # noqa: BLE001 - fall back to Whisper's own word times
             logger.warning("The alignment model for %r did not load (%s); words are timed by Whisper", language, error)
-            self._aligner_notes[language] = f"words timed by Whisper: the alignment model did not load ({error})"
+            self._aligner_errors[name] = f"did not load ({type(error).__name__}; see the log)"
+            self._aligner_notes[language] = (
+                f"words timed by Whisper; the wav2vec2 alignment model for {language} did not load"
+            )
         else:
+            self.loads.append(name)
             self._ensure_sentence_splitter(language)
         return self._aligners[language]
 
@@ -408,6 +440,12 @@ class WhisperXPipeline:
 
             torch.cuda.empty_cache()
         _trim_heap()
+
+
+def _not_offered_note(language: str, settings: Settings) -> str:
+    """The result's note when no aligner is tried for the language."""
+    why = "" if settings.aligns(language) else " (ALIGN_LANGUAGES)"
+    return f"words timed by Whisper; no alignment model is offered for {language}{why}"
 
 
 def _require_multilingual_model(job: Job, whisper: LoadedWhisper) -> None:

@@ -38,6 +38,8 @@ class Task:
     started_at: datetime | None = None
     completed_at: datetime | None = None
     error: str | None = None
+    server_fault: bool = False
+    """The failure was the server's (a worker that died, an unexpected error, the store), not the input's."""
     result: dict[str, Any] | None = None
     transcribed: list[str] = field(default_factory=list)
     """With `job.stream`: each piece of text so far, as the worker transcribed it (the result comes later)."""
