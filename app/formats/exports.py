@@ -58,26 +58,28 @@ def _vtt_time(seconds: float) -> str:
 
 
 def _cue_text(cue: Cue, layout: Layout, fmt: ExportFormat, highlight: int | None = None) -> str:
-    """The cue's lines; in VTT the speaker is a voice tag (`<v SPEAKER_00>`), in SRT a `[SPEAKER_00]: ` label."""
+    """The cue's lines; in VTT the speaker is a voice tag (`<v SPEAKER_00>`), in SRT a `[SPEAKER_00]: ` label.
+
+    A cue holding two speakers' turns opens each line with its speaker's label (in VTT, a voice span each)."""
 
     def escape(text: str) -> str:  # WebVTT cue text is HTML-like: & < > must be escaped there
         return html.escape(text, quote=False) if fmt is ExportFormat.VTT else text
 
     lines: list[str] = []
     index = 0
-    for line in cue.lines:
+    for line, speaker in zip(cue.lines, cue.labels, strict=True):
         shown = []
         for word in line:
             text = escape(_cue_safe(word))
             shown.append(f"<u>{text}</u>" if index == highlight else text)
             index += 1
-        lines.append(layout.joiner.join(shown))
-    text = "\n".join(lines)
-    if cue.speaker is None:
-        return text
-    if fmt is ExportFormat.VTT:
-        return f"<v {escape(cue.speaker)}>{text}"
-    return f"{layout.label(cue.speaker)}{text}"
+        text = layout.joiner.join(shown)
+        if speaker is not None and fmt is ExportFormat.VTT:
+            text = f"<v {escape(speaker)}>{text}</v>" if cue.turns else f"<v {escape(speaker)}>{text}"
+        elif speaker is not None:
+            text = layout.label(speaker) + text
+        lines.append(text)
+    return "\n".join(lines)
 
 
 def _timed_texts(cue: Cue, layout: Layout, fmt: ExportFormat, highlight: bool) -> list[tuple[float, float, str]]:
