@@ -16,6 +16,7 @@ from typing import Any
 from whisperx.utils import WriteTXT, format_timestamp
 
 from app.formats.cues import LANGUAGES_WITHOUT_SPACES, Cue, Layout, build_cues
+from app.pipeline.base import NO_SPEECH
 
 
 class ExportFormat(StrEnum):
@@ -25,6 +26,9 @@ class ExportFormat(StrEnum):
     TXT = "txt"
     TSV = "tsv"
 
+
+NO_SPEECH_CUE_SECONDS = 2.0
+"""How long the one cue of an SRT file in which no speech was found is shown."""
 
 MEDIA_TYPES = {
     ExportFormat.JSON: "application/json",
@@ -95,6 +99,15 @@ def _timed_texts(cue: Cue, layout: Layout, fmt: ExportFormat, highlight: bool) -
     return spans or [(cue.start, cue.end, _cue_text(cue, layout, fmt))]
 
 
+def _no_speech(fmt: ExportFormat) -> str:
+    """What a file says when no speech was found: not an empty file, which reads as a failed export."""
+    if fmt is ExportFormat.SRT:  # SRT has no comments: one cue says it
+        return f"1\n{_srt_time(0)} --> {_srt_time(NO_SPEECH_CUE_SECONDS)}\n({NO_SPEECH})\n\n"
+    if fmt is ExportFormat.VTT:  # a WebVTT comment, never shown over the video
+        return f"WEBVTT\n\nNOTE {NO_SPEECH}\n\n"
+    return f"({NO_SPEECH})\n"
+
+
 def _subtitles(result: dict[str, Any], fmt: ExportFormat, options: SubtitleOptions) -> str:
     joiner = "" if result.get("language") in LANGUAGES_WITHOUT_SPACES else " "
     layout = Layout(options.max_line_width, options.max_line_count, joiner)
@@ -123,6 +136,8 @@ def render(result: dict[str, Any], fmt: ExportFormat, options: SubtitleOptions |
     """A completed task's result (the API's JSON shape) in a text format."""
     if fmt is ExportFormat.JSON:
         raise ValueError("JSON is the result itself; render only text formats")
+    if not result["segments"] and fmt is not ExportFormat.TSV:  # a table keeps its header and no rows
+        return _no_speech(fmt)
     if fmt in (ExportFormat.SRT, ExportFormat.VTT):
         return _subtitles(result, fmt, options or SubtitleOptions())
     if fmt is ExportFormat.TSV:
