@@ -1,5 +1,5 @@
 """With no `language`: the language, and any second one, read from the windows the transcription
-encodes anyway; and a file without speech. Embedded `base` model, called in-process and over HTTP.
+encodes anyway; and a file without speech. Embedded `base` model, called in-process.
 
 The calls into the CTranslate2 model are counted through the speed bench's forwarding proxy
 (bench/speed.py `model_timed`), the one the bench reports encoder time with.
@@ -7,20 +7,24 @@ The calls into the CTranslate2 model are counted through the speed bench's forwa
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+import srt
 
+from app.api.schemas import TranscriptionResult
 from app.config import Settings
+from app.formats.exports import ExportFormat, render
+from app.formats.openai import OpenAIFormat, openai_response
 from app.pipeline.base import NO_SPEECH, Job
 from app.pipeline.whisperx_pipeline import WhisperXPipeline
 from bench.diarization import make_dialogue
 from bench.language_check import mixed_clips
 from bench.speed import MODEL_CALLS, model_timed
-from tests.real.conftest import AUTH, KNOWN_TEXT, Server, submit, transcript_text, wait_done, word_error_rate
+from tests.real.conftest import KNOWN_TEXT, transcript_text, word_error_rate
 from tests.real.test_subtitles import TURNS
 
 
@@ -109,24 +113,18 @@ def test_silence_has_no_language_and_says_no_speech_was_found(
     assert "encode" not in calls, "nothing to transcribe, nothing encoded"
 
 
-def test_a_silent_upload_says_no_speech_found_in_its_result_and_exports(server: Server, clips: dict[str, Path]) -> None:
-    task_id = submit(clips["silence"])
-    doc = wait_done(task_id)
-    assert doc["status"] == "completed", doc
-    assert doc["result"]["language"] is None
-    assert doc["result"]["segments"] == []
-    assert NO_SPEECH in doc["message"]
-    assert doc["result"]["speakers"] == []
-    for fmt in ("srt", "vtt", "txt"):
-        response = httpx.get(f"{server.url}/api/v1/transcribe/result/{task_id}", headers=AUTH, params={"format": fmt})
-        assert response.status_code == 200
-        assert NO_SPEECH in response.text, (fmt, response.text)
-    with clips["silence"].open("rb") as audio:
-        response = httpx.post(
-            f"{server.url}/v1/audio/transcriptions", headers={"Authorization": f"Bearer {AUTH['X-API-Key']}"},
-            files={"file": ("silence.wav", audio)}, data={"model": "whisper-1", "response_format": "verbose_json"},
-            timeout=120,
-        )  # fmt: skip
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert (body["language"], body["text"]) == ("", ""), "OpenAI's types: a string language, even when none"
+def test_a_silent_file_says_no_speech_found_in_its_message_and_exports(
+    pipeline: WhisperXPipeline, clips: dict[str, Path]
+) -> None:
+    """Diarization on, as an upload has it by default; the exports as the result and OpenAI routes render them."""
+    output = pipeline.run(Job("t", clips["silence"]), lambda *_: None)
+    assert output.note == NO_SPEECH, "the task's message: 'Transcription completed; no speech found'"
+    result = output.result
+    assert (result["language"], result["segments"], result["speakers"]) == (None, [], [])
+    TranscriptionResult.model_validate(result)
+    for fmt in (ExportFormat.SRT, ExportFormat.VTT, ExportFormat.TXT):
+        assert NO_SPEECH in render(result, fmt), fmt
+    assert [cue.content for cue in srt.parse(render(result, ExportFormat.SRT))] == [f"({NO_SPEECH})"]
+    assert render(result, ExportFormat.TSV) == "start\tend\ttext\tspeaker\n"
+    verbose = json.loads(bytes(openai_response(result, OpenAIFormat.VERBOSE_JSON, set(), 20.0).body))
+    assert (verbose["language"], verbose["text"]) == ("", ""), "OpenAI's types: a string language, even when none"
