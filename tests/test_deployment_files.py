@@ -90,13 +90,17 @@ def test_scale_file_runs_stateless_apis_and_one_worker_per_gpu() -> None:
     workers = {name: service for name, service in services.items() if name.startswith("worker")}
     assert len(workers) >= 2
     assert "redis-server" in services["redis"]["command"]
+    assert services["minio"]["command"][0] == "server"
     gpus = []
     for service in [api, *workers.values()]:
         environment = service["environment"]
         assert environment["TASK_BACKEND"] == "celery"
         assert environment["REDIS_URL"].startswith("redis://redis:")
-        # API and workers read uploads from one volume, at the path UPLOAD_DIR names.
-        assert f"uploads:{environment['UPLOAD_DIR']}" in service["volumes"]
+        # Uploads wait in the bucket: API and workers share no volume for them.
+        assert environment["STORAGE_URL"] == "${STORAGE_URL:-s3://whisperx-uploads/}"
+        assert environment["S3_ENDPOINT_URL"] == "${S3_ENDPOINT_URL:-http://minio:9000}"
+        assert not any(environment["UPLOAD_DIR"] in volume for volume in service.get("volumes", []))
+        assert "minio-bucket" in service["depends_on"]
     for worker in workers.values():
         assert worker["command"] == ["python", "-m", "app.tasks.celery_worker"]
         assert any(volume.split(":")[1] == _cache_dir() for volume in worker["volumes"])

@@ -76,6 +76,9 @@ class Job:
     """The Whisper model the request chose (one of WHISPER_MODELS); None: the worker's default."""
     multilingual: bool = False
     """Detect the language of each stretch of speech and transcribe each in its own language."""
+    audio_object: str | None = None
+    """The upload's key in the object storage (STORAGE_URL), under its prefix; `audio_path` is then
+    a scratch copy in the UPLOAD_DIR of whichever process reads it. None: `audio_path` is the upload."""
 
     @property
     def stages(self) -> list[Stage]:

@@ -118,6 +118,9 @@ class SqliteTaskStore:
         rows = self._query("SELECT COUNT(*) AS n FROM tasks WHERE owner = ? AND status IN (?, ?)", (owner, *active))
         return int(rows[0]["n"])
 
+    def count_stored(self, owner: str) -> int:
+        return int(self._query("SELECT COUNT(*) AS n FROM tasks WHERE owner = ?", (owner,))[0]["n"])
+
     def page(self, owner: str, status: TaskStatus | None, limit: int, offset: int) -> tuple[list[Task], int]:
         where, params = "owner = ?", [owner]
         if status is not None:

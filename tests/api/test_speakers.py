@@ -132,7 +132,7 @@ def test_deleting_voices(client: TestClient, short_speech: Path) -> None:
         ({"name": "Alice", "task_id": "TASK"}, 422, "speaker: give the speaker's label"),
         ({"name": "Alice", "task_id": "TASK", "speaker": "SPEAKER_09"}, 422, "has no speaker 'SPEAKER_09'"),
         ({"name": "Alice", "task_id": "no-such-task", "speaker": "SPEAKER_00"}, 404, "No task with id"),
-        ({"name": "  ", "task_id": "TASK", "speaker": "SPEAKER_00"}, 422, "name: give the speaker's name"),
+        ({"name": "  ", "task_id": "TASK", "speaker": "SPEAKER_00"}, 422, "name: give a name of 1 to 100 characters"),
     ],
 )
 def test_enrolment_mistakes_are_explained(

@@ -233,6 +233,13 @@ def test_bad_secret_is_refused_at_start(tmp_path: Path) -> None:
         make_settings(tmp_path, webhook_secret="whsec_")
 
 
+def test_a_short_secret_is_refused_at_start(tmp_path: Path) -> None:
+    """Every key's secret derives from it: 15 bytes could be searched offline from one of them."""
+    with pytest.raises(ValueError, match="WEBHOOK_SECRET holds 15 bytes; it needs at least 16 random bytes"):
+        make_settings(tmp_path, webhook_secret="whsec_" + base64.b64encode(b"s" * 15).decode())
+    assert make_settings(tmp_path, webhook_secret=base64.b64encode(b"s" * 16).decode()).webhook_secret is not None
+
+
 def test_payload_has_the_seed_status_fields(hook_client: TestClient, receiver: Receiver, short_speech: Path) -> None:
     upload(hook_client, short_speech, callback_url=receiver.url)
     wait_until(lambda: receiver.calls)
