@@ -108,7 +108,10 @@ def main() -> None:
             for clip in clips:
                 print(f"{clip.name} ({clip.seconds:.1f} s): {args.repeat} rounds…", file=sys.stderr, flush=True)
                 with pipeline._whisper.use(pipeline.model_name) as whisper:
-                    rounds = [_one_round(clip, plain, pipeline, whisper, service) for _ in range(args.repeat)]
+                    rounds = []
+                    for _ in range(args.repeat):
+                        rounds.append(_one_round(clip, plain, pipeline, whisper, service))
+                        print(f"  {rounds[-1]['seconds']}", file=sys.stderr, flush=True)  # progress, and figures so far
                 times = {side: [one["seconds"][side] for one in rounds] for side in SIDES}
                 calls = rounds[-1]["calls"]
                 pairs = {
