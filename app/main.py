@@ -31,7 +31,9 @@ from app.ops.metrics import Metrics
 from app.ops.preflight import log_preflight
 from app.ops.telemetry import disable_telemetry
 from app.outbound.webhooks import WebhookSender
-from app.pipeline.base import PipelineFactory, whisperx_pipeline
+from app.pipeline.base import PipelineFactory
+from app.pipeline.whisperx_pipeline import whisperx_pipeline
+from app.private_files import private_directory
 from app.storage import Storage, make_storage
 from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore, StoreThreads
 from app.tasks.backend import TaskBackend
@@ -69,6 +71,8 @@ def _store(settings: Settings) -> TaskStore:
     if settings.task_store == "sqlite":
         from app.tasks.sqlite_store import SqliteTaskStore
 
+        if settings.task_db_path is None:  # the database is in DATA_DIR: private, as the uploads are
+            private_directory(settings.data_dir, "DATA_DIR")
         return SqliteTaskStore(settings.task_db_file, settings.upload_dir)
     return MemoryTaskStore()
 
@@ -153,10 +157,14 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
         webhooks = WebhookSender(
             settings, store, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode()
         )
-        manager.events.add_listener(webhooks.task_changed)
+        if manager.callbacks is None:  # the local backend: callbacks follow the task events
+            manager.events.add_listener(webhooks.task_changed)
         app.state.manager = manager
         await manager.start()
-        await webhooks.resume()
+        if manager.callbacks is None:
+            await webhooks.resume()
+        else:  # Celery: the store queues them with the changes that owe them; the API processes share the queue
+            webhooks.consume(manager.callbacks)
         try:
             yield
         finally:

@@ -162,12 +162,3 @@ class Pipeline(Protocol):
 
 PipelineFactory = Callable[[Settings], Pipeline]
 """Builds a pipeline from `Settings`; must be importable by name, since worker processes are spawned."""
-
-
-def whisperx_pipeline(settings: Settings) -> Pipeline:
-    """The real pipeline, the default of both backends' workers.
-
-    Imported here, in the worker, so that a process which never runs a job never loads torch."""
-    from app.pipeline.whisperx_pipeline import WhisperXPipeline
-
-    return WhisperXPipeline(settings)

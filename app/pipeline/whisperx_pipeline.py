@@ -73,8 +73,9 @@ class WhisperXPipeline:
 
         self.model_name = default_whisper_model(settings, cuda)
         self._whisper = ModelManager(
-            self._load_whisper, settings.max_loaded_models, settings.model_idle_seconds, keep=self.model_name
-        )
+            self._load_whisper, settings.max_loaded_models, settings.model_idle_seconds, keep=self.model_name,
+            fetch=lambda name: resolve_whisper_model(name, settings),
+        )  # fmt: skip
         with self._whisper.use(self.model_name) as default:
             self._multilingual = default.multilingual
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | None] = {}
@@ -180,7 +181,9 @@ class WhisperXPipeline:
             self._aligner_notes[language] = f"words timed by Whisper: {error}"
             return None
         if aligner is None:
-            return None  # whisperX has no aligner for the language: Whisper times the words
+            # Not offered (ALIGN_LANGUAGES), or whisperX has none for the language: nothing was fetched.
+            self._aligner_notes[language] = _not_offered_note(language, self._settings)
+            return None
         import whisperx
 
         try:
@@ -222,6 +225,8 @@ class WhisperXPipeline:
         try:
             with self._whisper.use(job.model or self.model_name) as whisper:
                 return self._run(job, whisper, progress)
+        except ModelUnavailable as error:  # a model this task needs (its Whisper model, an aligner): say how to get it
+            raise PipelineError(str(error)) from error
         except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
             # torch raises OutOfMemoryError; CTranslate2 a RuntimeError saying "out of memory".
             if "out of memory" not in str(error).lower():
@@ -438,6 +443,12 @@ class WhisperXPipeline:
         _trim_heap()
 
 
+def _not_offered_note(language: str, settings: Settings) -> str:
+    """The result's note when no aligner is tried for the language."""
+    why = "" if settings.aligns(language) else " (ALIGN_LANGUAGES)"
+    return f"words timed by Whisper; no alignment model is offered for {language}{why}"
+
+
 def _require_multilingual_model(job: Job, whisper: LoadedWhisper) -> None:
     if whisper.multilingual:
         return
@@ -547,3 +558,10 @@ def _segment(segment: dict[str, Any], with_chars: bool, with_language: bool = Fa
             for char in segment["chars"]
         ]
     return shaped
+
+
+def whisperx_pipeline(settings: Settings) -> WhisperXPipeline:
+    """The real pipeline, the default of both backends' workers (a PipelineFactory: importable by name).
+
+    Importing this module loads no torch: a process that never runs a job never does."""
+    return WhisperXPipeline(settings)

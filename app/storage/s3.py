@@ -34,8 +34,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.pipeline.base import Job
+from app.private_files import DIRECTORY_MODE, FILE_MODE
 from app.storage.base import StorageUnavailable, UploadMissing
-from app.tasks.files import DIRECTORY_MODE, FILE_MODE
 
 logger = logging.getLogger(__name__)
 

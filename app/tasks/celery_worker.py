@@ -18,7 +18,7 @@ from celery.signals import worker_process_init
 from app.config import Settings
 from app.ops.preflight import log_preflight
 from app.ops.telemetry import disable_telemetry
-from app.pipeline.base import whisperx_pipeline
+from app.pipeline.whisperx_pipeline import whisperx_pipeline
 from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.remote import RemoteRunner
 

@@ -25,6 +25,7 @@ from typing import Any, cast
 from tqdm import tqdm
 
 from app.config import Settings
+from app.ops.orphans import end_with_parent
 from app.ops.telemetry import disable_telemetry
 from app.pipeline.base import (
     Job,
@@ -51,6 +52,11 @@ class JobCancelled(Exception):
 class JobFailed(Exception):
     """The job failed; the message is meant for the user."""
 
+    def __init__(self, message: str, server_fault: bool = False) -> None:
+        super().__init__(message)
+        self.server_fault = server_fault
+        """An unexpected error in the worker, rather than input it could not use."""
+
 
 class WorkerDied(Exception):
     """The worker process ended in the middle of a job (killed, or out of memory)."""
@@ -70,6 +76,7 @@ def _exit_on_terminate(signum: int, frame: object) -> None:
 
 
 def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Settings) -> None:
+    end_with_parent()  # a worker never outlives the API, even one killed outright
     # The parent decides when a worker stops: Ctrl+C in a terminal reaches the whole process group,
     # and must not break a worker mid-job with a KeyboardInterrupt. SIGTERM ends it as an exit, not
     # a kill, so multiprocessing's exit handlers run: a killed process leaves the semaphores it made
@@ -127,7 +134,7 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
             logger.error("Job %s failed:\n%s", job.task_id, traceback.format_exc())
             conn.send(
                 (
-                    "failed",
+                    "crashed",
                     f"Transcription failed unexpectedly ({type(error).__name__}). Upload the file again; if it "
                     f"fails again, give the server's operator the task id {job.task_id} (the cause is in its log).",
                 )
@@ -199,7 +206,8 @@ class WorkerProcess:
     async def run(self, job: Job, on_progress: Callable[[Stage, float], Awaitable[None]]) -> PipelineOutput:
         if self._conn is None:
             raise RuntimeError(f"{self.name} is not started")
-        self._cancel.clear()
+        # The stop request is not cleared here: a delete that came while the task was being started
+        # must still stop it (`take_next` cleared what the previous task left).
         try:
             self._conn.send(job)
         except OSError:  # the process died while it waited for work
@@ -213,10 +221,16 @@ class WorkerProcess:
                     return cast(PipelineOutput, output)
                 case ("failed", error):
                     raise JobFailed(error)
+                case ("crashed", error):
+                    raise JobFailed(error, server_fault=True)
                 case ("cancelled",):
                     raise JobCancelled
                 case _:
                     raise WorkerDied
+
+    def take_next(self) -> None:
+        """Forget a stop request left for the previous task: called before the next one is named this worker's."""
+        self._cancel.clear()
 
     def cancel(self) -> None:
         """Ask the running job to stop at its next progress step."""

@@ -18,10 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from app.config import Settings
-
-
-class SampleError(ValueError):
-    """An enrolment sample that cannot be used; the message says why (a 422 for the client)."""
+from app.ops.orphans import end_with_parent
 
 
 def _embed_sample(path: Path, ffmpeg_timeout: float, max_seconds: float) -> list[float]:
@@ -78,10 +75,14 @@ class SampleEmbedder:
         self._turns = FairTurns()
 
     async def embed(self, path: Path, owner: str) -> list[float]:
-        """The sample's unit-length embedding, in the owner's turn; SampleError when it has too little speech."""
+        """The sample's unit-length embedding, in the owner's turn; SampleError (app.voices.errors) when it has
+        too little speech."""
         if self._pool is None:
             # spawn, as the worker processes are: a forked copy of a running event loop is unsafe.
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            # It ends with the API process, even one killed outright (it holds the encoder's memory).
+            self._pool = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=end_with_parent
+            )
         settings = self._settings
         loop = asyncio.get_running_loop()
         async with self._turns.turn(owner):

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import redis
 
+from app.private_files import private_file
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -136,7 +138,7 @@ class SqliteVoiceStore:
     """A `voices` table in the tasks' SQLite file, with the same journal settings."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path, "TASK_DB_PATH")  # voices are private, as the tasks beside them are
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -197,12 +197,14 @@ def test_every_audio_route_refuses_a_key_at_its_task_limit_before_the_body(
 
 
 def test_uploads_in_progress_per_key_are_capped_before_the_body(
-    live_server: Callable[..., int], short_speech: Path
+    live_server: Callable[..., int], short_speech: Path, tmp_path: Path
 ) -> None:
     port = live_server(max_uploads_per_key=1)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sending:
-        sending.sendall(_large_upload_headers(AUDIO_ROUTES[1]) + b"--xyz\r\n")  # and then nothing more, yet
-        time.sleep(0.3)
+        # The file part begins, and then nothing more, yet: once its file is in UPLOAD_DIR, it was admitted.
+        file_part = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF'
+        sending.sendall(_large_upload_headers(AUDIO_ROUTES[1]) + file_part)
+        wait_until(lambda: any((tmp_path / "uploads").iterdir()))
         for path in AUDIO_ROUTES:
             reply = _announce_large_upload(port, path)
             assert reply.startswith("HTTP/1.1 429"), (path, reply)

@@ -29,6 +29,8 @@ async def live(_caller: CallerDep) -> LiveResponse:
     summary="Whether the workers have their models loaded and the upload storage answers",
 )
 async def ready(_caller: CallerDep, manager: ManagerDep, storage: StorageDep, response: Response) -> ReadyResponse:
+    """The workers: every worker of this process (TASK_BACKEND=local); at least one live worker with
+    TASK_BACKEND=celery, where the API cannot know how many there should be."""
     state = manager.worker_state()
     try:
         await storage.check()

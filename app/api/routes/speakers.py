@@ -28,7 +28,8 @@ from app.config import Settings
 from app.media import SUPPORTED_EXTENSIONS, MediaError
 from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore
 from app.tasks.models import Task, TaskStatus
-from app.voices.enrollment import SampleEmbedder, SampleError
+from app.voices.enrollment import SampleEmbedder
+from app.voices.errors import SampleError
 from app.voices.matching import EMBEDDED_ENCODER, add_sample, rename_speakers
 from app.voices.store import NameTaken, TooManyVoices, Voice
 
