@@ -23,6 +23,9 @@ class Stage(StrEnum):
     ASSIGN = "assigning speakers"
 
 
+NO_SPEECH = "no speech found"
+"""The note of a result in which no speech was found: no segments, and `language` null unless it was given."""
+
 ProgressCallback = Callable[[Stage, float], object]
 """Called with a stage and the fraction (0–1) of that stage's own work done; what it returns is ignored."""
 
