@@ -59,7 +59,10 @@ class SpeakerTime(BaseModel):
 
 
 class TranscriptionResult(BaseModel):
-    language: str = Field(description="The language spoken (given, or detected); with `translate`, the text is English")
+    language: str | None = Field(
+        description="The language spoken (given, or detected); with `translate`, the text is English; null when "
+        "no language was given and no speech was found (the notes then say `no speech found`)"
+    )
     segments: list[Segment]
     task: TranscriptionTask = Field(TranscriptionTask.TRANSCRIBE, description="`transcribe` or `translate`")
     model: str | None = Field(None, description="Whisper model that transcribed the audio")

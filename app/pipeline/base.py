@@ -23,6 +23,10 @@ class Stage(StrEnum):
     ASSIGN = "assigning speakers"
 
 
+NO_SPEECH = "no speech found"
+"""The note of a result in which no speech was found: no segments, and `language` null unless it was given."""
+
+
 class ProgressCallback(Protocol):
     """Called with a stage and the fraction (0–1) of that stage's own work done; while transcribing, also
     with each piece of text as soon as it is transcribed (for streamed responses). What it returns is ignored."""

@@ -293,7 +293,7 @@ async function showResult(id) {
   const duration = tasks.get(id)?.duration ?? result.segments.at(-1)?.end ?? 0;
   $("#result-heading").textContent = `Transcript of ${taskName(id)}`;
   $("#result-meta").textContent = [
-    `Language: ${result.language}`,
+    result.language ? `Language: ${result.language}` : "no speech found",
     `length ${length(duration)}`,
     speakers ? `${speakers} speaker${speakers === 1 ? "" : "s"}` : "no speaker labels",
   ].join(" · ");
