@@ -78,5 +78,6 @@ RUN --mount=type=secret,id=hf_token,uid=10001 \
 
 EXPOSE 8000
 
-# GET /health needs an API key, so the health check lives in the compose files, which know it.
+# The health check (python -m app.ops.healthcheck) is in the compose files: whether it asks for /ready
+# or /live depends on where the workers run.
 CMD ["python", "-m", "app.main"]

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from tempfile import gettempdir
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from app.keys import ApiKey, parse_api_keys
+
+MIN_WEBHOOK_SECRET_BYTES = 16
+"""128 bits: too many to try offline from a signature or a key's derived secret."""
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 
 
 def _default_cache_dir() -> Path:
@@ -103,7 +109,19 @@ class Settings(BaseSettings):
 
     orphan_upload_grace_hours: float = Field(1.0, ge=0)
     """At start, files in UPLOAD_DIR that no task refers to and that are older than this are deleted
-    (left by a crash). Keep it above the longest upload when several processes share UPLOAD_DIR."""
+    (left by a crash). Keep it above the longest upload when several processes share UPLOAD_DIR.
+    With STORAGE_URL, the bucket is swept the same way at start and then every quarter of this
+    (at most hourly): unfinished multipart uploads are aborted, objects no live task refers to removed."""
+
+    storage_url: str | None = None
+    """Where uploads wait for their worker: `s3://bucket/prefix` for an S3-compatible bucket, so API
+    processes and workers share no filesystem (TASK_BACKEND=celery). Credentials come from the
+    standard AWS chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a role), never from
+    here. Unset: UPLOAD_DIR alone (one machine, or a filesystem every machine mounts)."""
+
+    s3_endpoint_url: str | None = None
+    """The S3 API's address for services other than AWS (MinIO, Ceph, R2, Google Cloud Storage), such
+    as `http://minio:9000`. Unset: AWS, in the region of AWS_REGION or the AWS config."""
 
     cancel_grace_seconds: float = Field(1.0, gt=0)
     """How long a deleted running task may take to stop at its next progress step before its worker
@@ -131,11 +149,35 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(100, ge=1)
     """Most tasks waiting for a worker; beyond it uploads get 503 with Retry-After."""
 
+    max_body_kb: float = Field(64.0, gt=0)
+    """Largest request body, in KiB, on every route that takes no audio file: JSON (a speaker rename) and
+    forms of short fields. A bigger body is refused with 413 before it is read, let alone parsed."""
+
+    # Per-key caps: what one API key may hold at once, so that one key cannot crowd out the others.
+    # Refused with 429 and a message naming the setting; streams, enrolments and uploads are counted
+    # per API process, stored tasks across all of them.
     max_tasks_per_key: int = Field(20, ge=1)
     """Most pending or processing tasks one API key may have; beyond it uploads get 429."""
 
+    max_stored_tasks_per_key: int = Field(5000, ge=1)
+    """Most tasks one API key may have stored in any state, failed and completed ones included (they are
+    kept TASK_TTL_HOURS); beyond it new tasks get 429 until some are deleted or expire."""
+
     max_uploads_per_key: int = Field(4, ge=1)
-    """Most uploads one API key may be sending at once (per API process); beyond it, 429 before the body."""
+    """Most uploads one API key may be sending at once; beyond it, 429 before the body."""
+
+    max_streams_per_key: int = Field(20, ge=1)
+    """Most event streams (`/api/v1/transcribe/events/…`) one API key may hold open at once; beyond it, 429.
+    Live sessions will count against the same cap."""
+
+    max_enrolments_per_key: int = Field(2, ge=1)
+    """Most voice enrolments (`POST /api/v1/speakers`, `…/samples`) one API key may have in flight at once;
+    beyond it, 429 before the sample is sent."""
+
+    max_sample_seconds: float = Field(120.0, gt=0, le=3600)
+    """Longest enrolment sample accepted, in seconds; longer is refused with 413 before it is embedded.
+    Samples from one process are embedded one at a time, so this bounds how long one key's sample can
+    hold up another key's."""
 
     body_min_rate_kb: float = Field(16.0, gt=0)
     """Slowest a request body may arrive on average, in KiB/s, after BODY_GRACE_SECONDS; slower gets 408."""
@@ -160,8 +202,9 @@ class Settings(BaseSettings):
     """`memory` (tasks are lost on restart) or `sqlite` (tasks survive restarts and crashes)."""
 
     data_dir: Path = Field(default_factory=_default_data_dir)
-    """Where the service keeps its own data (the SQLite task database), apart from the uploads.
-    Unset: `whisperx-api` in `$XDG_DATA_HOME`, or in `~/.local/share`."""
+    """Where the service keeps its own data (the SQLite database of tasks and voices), apart from the uploads;
+    made private to the service's user (0700, the database 0600). Unset: `whisperx-api` in `$XDG_DATA_HOME`,
+    or in `~/.local/share`."""
 
     task_db_path: Path | None = None
     """SQLite file for TASK_STORE=sqlite. Unset: `tasks.db` in DATA_DIR."""
@@ -170,7 +213,7 @@ class Settings(BaseSettings):
     task_backend: Literal["local", "celery"] = "local"
     """`local`: this process queues tasks and runs them on its own worker processes. `celery`: tasks,
     progress and results live in Redis and run on workers started with `python -m app.tasks.celery_worker`, on any
-    machine that shares UPLOAD_DIR; API processes keep no state (TASK_STORE is then not used)."""
+    machine that shares UPLOAD_DIR or reaches STORAGE_URL; API processes keep no state (TASK_STORE is then not used)."""
 
     redis_url: str = "redis://localhost:6379/0"
     """Redis for TASK_BACKEND=celery: the Celery broker and the task store of API processes and workers."""
@@ -192,7 +235,8 @@ class Settings(BaseSettings):
     """Longest an `audio_url` download may take, start to end."""
 
     webhook_secret: SecretStr | None = None
-    """Standard Webhooks signing secret (`whsec_` + base64) for callbacks. Unset: `callback_url` is refused."""
+    """Standard Webhooks signing secret (`whsec_` + base64, at least 16 bytes once decoded) for callbacks.
+    Unset: `callback_url` is refused."""
 
     webhook_allow_private: bool = False
     """Allow callbacks to loopback, private and other non-public addresses (off: they would let callers
@@ -216,6 +260,8 @@ class Settings(BaseSettings):
         "align_model",
         "whisper_models",
         "webhook_secret",
+        "storage_url",
+        "s3_endpoint_url",
         mode="before",
     )
     @classmethod
@@ -226,6 +272,40 @@ class Settings(BaseSettings):
     def _keys_not_empty(self) -> Settings:
         if self.api_keys is not None and not self.api_key_entries:
             raise ValueError("API_KEYS holds no key: give one or more comma-separated keys, or unset it")
+        return self
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_is_a_bucket(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlsplit(value)
+            if parsed.scheme != "s3" or not parsed.hostname or parsed.query or parsed.fragment:
+                raise ValueError("STORAGE_URL must be s3://bucket or s3://bucket/prefix, or unset for UPLOAD_DIR")
+            if "@" in parsed.netloc:
+                raise ValueError(
+                    "STORAGE_URL must not hold credentials: give them as AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY, a profile or a role"
+                )
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint_is_http(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlsplit(value)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError("S3_ENDPOINT_URL must be an http:// or https:// address, such as http://minio:9000")
+            if "@" in parsed.netloc:
+                raise ValueError("S3_ENDPOINT_URL must not hold credentials: give them as AWS_ACCESS_KEY_ID and so on")
+        return value
+
+    @model_validator(mode="after")
+    def _bucket_needs_celery(self) -> Settings:
+        if self.storage_url is not None and self.task_backend != "celery":
+            raise ValueError(
+                "STORAGE_URL is for TASK_BACKEND=celery (workers on other machines); with the local "
+                "backend uploads stay in UPLOAD_DIR: unset STORAGE_URL"
+            )
         return self
 
     @field_validator("webhook_secret")
@@ -239,6 +319,13 @@ class Settings(BaseSettings):
                     "WEBHOOK_SECRET must be base64, optionally prefixed with whsec_; "
                     "make one with: openssl rand -base64 32"
                 ) from None
+            # Keys' own secrets are derived from it: a short one could be guessed offline from any of them.
+            decoded = base64.b64decode(value.get_secret_value().removeprefix(WEBHOOK_SECRET_PREFIX) + "==")
+            if len(decoded) < MIN_WEBHOOK_SECRET_BYTES:
+                raise ValueError(
+                    f"WEBHOOK_SECRET holds {len(decoded)} bytes; it needs at least {MIN_WEBHOOK_SECRET_BYTES} "
+                    "random bytes. Make one with: openssl rand -base64 32"
+                )
         return value
 
     @property
@@ -256,6 +343,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_kb * 1024)
 
     @property
     def task_db_file(self) -> Path:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import secrets
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -18,21 +18,28 @@ from app.api.middleware.admission import UploadAdmissionMiddleware
 from app.api.middleware.api_key import ApiKeyMiddleware
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.body_pace import BodyPaceMiddleware
+from app.api.middleware.key_caps import KeyCapMiddleware
 from app.api.middleware.openai_errors import OpenAIErrorMiddleware
+from app.api.middleware.routes import RouteSet
 from app.api.openapi import install_openapi
 from app.api.routes import docs, events, health, models, openai, operations, page, speakers, transcribe, webhook_secret
 from app.api.schemas import TaskStatusResponse
+from app.caps import KeyCaps
 from app.config import Settings
 from app.keys import ApiKey, parse_api_keys
 from app.ops.metrics import Metrics
 from app.ops.preflight import log_preflight
 from app.ops.telemetry import disable_telemetry
 from app.outbound.webhooks import WebhookSender
-from app.pipeline.base import PipelineFactory, whisperx_pipeline
+from app.pipeline.base import PipelineFactory
+from app.pipeline.whisperx_pipeline import whisperx_pipeline
+from app.private_files import private_directory
+from app.storage import Storage, make_storage
 from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore, StoreThreads
 from app.tasks.backend import TaskBackend
 from app.tasks.files import prepare_upload_dir, sweep_orphans
 from app.tasks.manager import TaskManager
+from app.tasks.models import TERMINAL
 from app.tasks.progress import StageCosts
 from app.tasks.store import MemoryTaskStore, TaskStore
 from app.voices.enrollment import SampleEmbedder
@@ -64,6 +71,8 @@ def _store(settings: Settings) -> TaskStore:
     if settings.task_store == "sqlite":
         from app.tasks.sqlite_store import SqliteTaskStore
 
+        if settings.task_db_path is None:  # the database is in DATA_DIR: private, as the uploads are
+            private_directory(settings.data_dir, "DATA_DIR")
         return SqliteTaskStore(settings.task_db_file, settings.upload_dir)
     return MemoryTaskStore()
 
@@ -92,12 +101,24 @@ def _store_threads(settings: Settings) -> StoreThreads:
     return StoreThreads(0, "memory")
 
 
-def _backend(settings: Settings, store: AsyncTaskStore, factory: PipelineFactory) -> TaskBackend:
+def _backend(settings: Settings, store: AsyncTaskStore, factory: PipelineFactory, storage: Storage) -> TaskBackend:
     if settings.task_backend == "celery":
         from app.tasks.dispatcher import CeleryDispatcher
 
-        return CeleryDispatcher(store, settings)
+        return CeleryDispatcher(store, settings, storage=storage)
     return TaskManager(store, factory, settings)
+
+
+async def _sweep_storage_forever(storage: Storage, has_task: Callable[[str], bool], grace: float) -> None:
+    """The bucket's sweep, again and again: an API process killed mid-upload leaves an unfinished
+    multipart upload (stored, and billed, until aborted) that no restart of its own need clean."""
+    interval = min(max(grace / 4, 1.0), 3600.0)
+    while True:
+        try:
+            await storage.sweep(has_task, grace)
+        except Exception as error:  # noqa: BLE001 - the bucket away for a moment: next round
+            logger.warning("Sweeping %s failed: %s", storage.description, error)
+        await asyncio.sleep(interval)
 
 
 def create_app(settings: Settings | None = None, pipeline_factory: PipelineFactory | None = None) -> FastAPI:
@@ -108,18 +129,29 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     store = AsyncTaskStore(_store(settings), threads)
     metrics = Metrics(store)
     sample_embedder = SampleEmbedder(settings)
+    storage = make_storage(settings)
+
+    def has_task(task_id: str) -> bool:
+        """Whether an object of this name may still be needed: its task exists and has not ended
+        (an ended task's object is one whose removal failed while the bucket was away)."""
+        task = store.engine.get(task_id)
+        return task is not None and task.status not in TERMINAL
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         prepare_upload_dir(settings.upload_dir)
+        await storage.open()
         grace = settings.orphan_upload_grace_hours * 3600
         # A walk of the directory: on a thread whatever the store (the stores' calls are thread-safe).
         await asyncio.to_thread(
             sweep_orphans, settings.upload_dir, lambda task_id: store.engine.get(task_id) is not None, grace
         )
+        sweeping: asyncio.Task[None] | None = None
+        if settings.storage_url is not None:  # in the background: a bucket that is away must not stop the start
+            sweeping = asyncio.create_task(_sweep_storage_forever(storage, has_task, grace), name="storage-sweep")
         if settings.task_backend == "local":  # with celery, the workers load the models and check them
             log_preflight(settings)
-        manager = _backend(settings, store, factory)
+        manager = _backend(settings, store, factory, storage)
         manager.events.add_listener(metrics.task_changed)
         manager.events.add_listener(app.state.stage_costs.task_changed)
         webhooks = WebhookSender(
@@ -132,8 +164,11 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
         try:
             yield
         finally:
+            if sweeping is not None:
+                sweeping.cancel()
             await manager.stop()
             await webhooks.aclose()
+            await storage.close()
             sample_embedder.close()
             threads.close()
 
@@ -149,35 +184,44 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.storage = storage
     app.state.metrics = metrics
     app.state.stage_costs = StageCosts()  # measured stage costs, for the events' time estimates
     app.state.voices = AsyncVoiceStore(_voice_store(settings), threads)
     app.state.sample_embedder = sample_embedder
+    app.state.key_caps = key_caps = KeyCaps.from_settings(settings)
     install_error_handlers(app)
     install_openapi(app)
-    app.include_router(health.router)
-    app.include_router(transcribe.router)
-    app.include_router(speakers.router)
-    app.include_router(events.router)
-    app.include_router(openai.router)
-    app.include_router(models.router)
-    app.include_router(operations.router)
-    app.include_router(webhook_secret.router)
-    app.include_router(docs.router)
-    app.include_router(page.router)
+    routers = [
+        health.router, transcribe.router, speakers.router, events.router, openai.router, models.router,
+        operations.router, webhook_secret.router, docs.router, page.router,
+    ]  # fmt: skip
+    for router in routers:
+        app.include_router(router)
     # Before /static itself, which would otherwise take these paths.
     app.mount(docs.ASSETS_PREFIX, docs.asset_files, name="docs-assets")
     app.mount(page.STATIC_PREFIX, page.static_files, name="static")
-    # Added last runs first: the key is checked, then the body's size, its pace and the caller's
-    # admission, all before any route reads the body.
-    upload_paths = [app.url_path_for(name) for name in ("upload", "create_transcription", "create_translation")]
-    app.add_middleware(
-        UploadAdmissionMiddleware, upload_paths=upload_paths, max_uploads_per_key=settings.max_uploads_per_key
-    )
+    # Added last runs first: the key is checked, then the body's size, its pace, the key's caps and
+    # the caller's admission, all before any route reads the body.
+    upload_routes = RouteSet.named(routers, "upload", "create_transcription", "create_translation")
+    app.add_middleware(UploadAdmissionMiddleware, upload_routes=upload_routes, uploads=key_caps.uploads)
+    capped = [
+        (RouteSet.named(routers, "task_events"), key_caps.streams),
+        (RouteSet.named(routers, "enrol", "add_voice_sample"), key_caps.enrolments),
+    ]
+    app.add_middleware(KeyCapMiddleware, caps=capped)
     app.add_middleware(
         BodyPaceMiddleware, min_rate_kb=settings.body_min_rate_kb, grace_seconds=settings.body_grace_seconds
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    audio_routes = RouteSet.named(
+        routers, "upload", "create_transcription", "create_translation", "enrol", "add_voice_sample"
+    )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        upload_routes=audio_routes,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_body_bytes=settings.max_body_bytes,
+    )
     app.add_middleware(ApiKeyMiddleware, keys=_api_keys(settings))
     app.add_middleware(OpenAIErrorMiddleware)  # outermost: it sees the key check's refusals too
     return app

@@ -11,19 +11,29 @@ worker processes inherit:
                      "unloadable" (fails while loading, as a missing model would)
   FAKE_STUCK_NAME    a job for a file of this name hangs in transcription without reporting progress,
                      as a long transcription batch does; other jobs run as usual
+  FAKE_CRASH_NAME    a job for a file of this name makes its worker process die, as an out-of-memory
+                     kill would; other jobs run as usual
   FAKE_ENGLISH_ONLY  "1": report an English-only model, as tiny.en would
-With diarization, each speaker gets a fake voiceprint (a one-hot vector of FAKE_ENCODER), so
-enrolling from a task and naming speakers go through the service's real matching code.
+With diarization, each speaker gets a fake voiceprint of FAKE_ENCODER made the way a real encoder's
+behave: the voice's own direction plus a smaller part that depends on the recording, so the same
+speaker scores high but below 1 across two recordings, two speakers score near 0, and one recording
+always gives the same voiceprints. Enrolling from a task and naming speakers go through the service's
+real matching code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from app.media import MediaError, decode
 from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
+from app.pipeline.model_manager import ModelManager
 from app.voices.matching import identify_speakers
 
 STEPS_PER_STAGE = 5
@@ -31,6 +41,14 @@ FAKE_TEXT = "fake transcript"
 # A second, longer segment by another speaker, so subtitle exports have lines to split.
 FAKE_LONG_TEXT = "this fake sentence is long enough that a subtitle has to split it over more than one line"
 FAKE_ENCODER = "fake-encoder"
+FAKE_MODEL = "fake"
+"""The Whisper model the fake says it runs by default."""
+VOICES = 2
+"""Dimensions of the fake voiceprints that are the voices' own, one each (SPEAKER_00, SPEAKER_01)."""
+RECORDING_DIMENSIONS = 14
+RECORDING_WEIGHT = 0.4
+"""Length of a voiceprint's part that depends on the recording (the voice's part is 1): one voice in two
+recordings scores (1 + 0.16 cos a) / 1.16, between 0.72 and 1; two voices at most 0.14."""
 
 
 class FakePipeline:
@@ -40,19 +58,25 @@ class FakePipeline:
         self._mode = os.environ.get("FAKE_MODE", "ok")
         if self._mode == "unloadable":
             raise RuntimeError("The fake pipeline was told not to load.")
-        self._loaded = ["fake"]  # the models requests named, as a real worker would have loaded them
+        # The real pipeline's model manager, over "models" that are only their names: what a worker holds,
+        # and what /health reports, comes from the service's own loading and unloading rules.
+        self._models: ModelManager[str] = ModelManager(
+            str, settings.max_loaded_models, settings.model_idle_seconds, keep=FAKE_MODEL
+        )
+        with self._models.use(FAKE_MODEL):
+            pass
 
     def info(self) -> PipelineInfo:
         english_only = os.environ.get("FAKE_ENGLISH_ONLY") == "1"
         return PipelineInfo(
-            model="fake", device="cpu", multilingual=not english_only, loaded_models=tuple(self._loaded)
+            model=FAKE_MODEL, device="cpu", multilingual=not english_only, loaded_models=tuple(self._models.loaded())
         )
 
     def finish_loading(self) -> None:
         pass  # the fake has nothing heavy to load
 
     def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
-        if self._mode == "crash":
+        if self._mode == "crash" or job.file_name == os.environ.get("FAKE_CRASH_NAME"):
             os._exit(1)
         if self._mode == "stubborn":
             time.sleep(3600)
@@ -71,21 +95,21 @@ class FakePipeline:
                 progress(stage, step / steps)
         if self._mode == "fail":
             raise PipelineError("The fake pipeline was told to fail.")
-        if job.model is not None and job.model not in self._loaded:
-            self._loaded.append(job.model)
+        with self._models.use(job.model or FAKE_MODEL):
+            pass
         labels = ("SPEAKER_00", "SPEAKER_01") if job.enable_diarization else (None, None)
         segments = [_segment(FAKE_TEXT, 0.0, labels[0]), _segment(FAKE_LONG_TEXT, 3.0, labels[1])]
         result = {
             "language": job.language or "en",
             "segments": segments,
-            "model": job.model or "fake",
+            "model": job.model or FAKE_MODEL,
             "task": job.task,
             "options": job.chosen_options(),
         }
         if job.enable_diarization:
             result["speakers"] = [{"speaker": label, "seconds": 3.0} for label in labels]
-            one_hot = {label: [float(i == n) for i in range(4)] for n, label in enumerate(labels) if label}
-            result["voiceprints"] = {"encoder": FAKE_ENCODER, "speakers": one_hot}
+            prints = {label: voiceprint(n, job.audio_path) for n, label in enumerate(labels) if label}
+            result["voiceprints"] = {"encoder": FAKE_ENCODER, "speakers": prints}
         if job.identify_speakers:
             result = identify_speakers(result, job.known_voices)
         return PipelineOutput(result=result, note=None)
@@ -94,7 +118,16 @@ class FakePipeline:
         pass
 
     def unload_idle(self) -> bool:
-        return False
+        return bool(self._models.unload_idle())
+
+
+def voiceprint(voice: int, recording: Path) -> list[float]:
+    """The unit-length fake voiceprint of a voice in a recording: its own direction, and a direction drawn
+    from the recording's bytes, in dimensions no voice uses."""
+    seed = hashlib.sha256(recording.read_bytes() + bytes([voice])).digest()
+    direction = np.random.default_rng(int.from_bytes(seed[:8], "big")).standard_normal(RECORDING_DIMENSIONS)
+    vector = np.concatenate([np.eye(VOICES)[voice], RECORDING_WEIGHT * direction / np.linalg.norm(direction)])
+    return [float(value) for value in vector / np.linalg.norm(vector)]
 
 
 def _segment(text: str, start: float, speaker: str | None) -> dict[str, Any]:

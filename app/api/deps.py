@@ -11,6 +11,7 @@ from app.api.middleware.api_key import API_KEY_HEADER
 from app.config import Settings
 from app.formats.exports import SubtitleOptions
 from app.ops.metrics import Metrics
+from app.storage import Storage
 from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore
 from app.tasks.backend import TaskBackend
 from app.tasks.models import Task
@@ -56,6 +57,11 @@ def _sample_embedder(request: Request) -> SampleEmbedder:
     return embedder
 
 
+def _storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
 def _metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -77,11 +83,14 @@ SubtitleOptionsDep = Annotated[SubtitleOptions, Depends(_subtitle_options)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 VoiceStoreDep = Annotated[AsyncVoiceStore, Depends(_voices)]
 SampleEmbedderDep = Annotated[SampleEmbedder, Depends(_sample_embedder)]
+StorageDep = Annotated[Storage, Depends(_storage)]
 
 
 def not_found(task_id: str) -> HTTPException:
     return HTTPException(
-        404, f"No task with id {task_id!r} for this API key; it may have been deleted or have expired (TASK_TTL_HOURS)."
+        404,
+        f"No task with id {task_id[:60]!r} for this API key; it may have been deleted or have expired "
+        "(TASK_TTL_HOURS).",
     )
 
 

@@ -17,6 +17,7 @@ from starlette.routing import Match
 from starlette.types import Send
 
 from app.api.schemas import Problem
+from app.storage import StorageUnavailable
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -99,6 +100,10 @@ async def _store_unreachable(request: Request, exc: Exception) -> JSONResponse:
     return problem(503, STORE_UNREACHABLE_DETAIL, {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
 
 
+async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return problem(503, str(exc), {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # The traceback goes to the log (Starlette logs it); the client gets no internals.
     return problem(500, "Internal server error; the details are in the server log.")
@@ -109,4 +114,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     for unreachable in STORE_UNREACHABLE:
         app.add_exception_handler(unreachable, _store_unreachable)
+    app.add_exception_handler(StorageUnavailable, _storage_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -1,8 +1,10 @@
-"""The names people gave their files: kept as display data, given back in download headers.
+"""The names people give: of their files, kept as display data and given back in download headers,
+and of speakers, written into transcripts and every export.
 
 A client-chosen name never reaches the file system (uploads are stored under the task id); it is
-still cleaned, because it is shown in pages and sent back in headers: only the last path part,
-no control characters, bounded in length.
+still cleaned, because it is shown in pages, sent back in headers and written into SRT cues and TSV
+rows: no control characters (line breaks and tabs included), bounded in length; of a file name,
+only the last path part.
 """
 
 from __future__ import annotations
@@ -19,12 +21,18 @@ def display_name(raw: str | None) -> str | None:
     if not raw:
         return None
     last_part = raw.replace("\\", "/").rsplit("/", 1)[-1]  # some browsers send the client's whole path
-    printable = "".join(" " if unicodedata.category(char).startswith("C") else char for char in last_part)
-    name = " ".join(printable.split())
+    name = one_line(last_part)
     if len(name) > MAX_NAME_CHARS:
         suffix = PurePosixPath(name).suffix[:16]
         name = name[: MAX_NAME_CHARS - len(suffix) - 1] + "…" + suffix
     return name or None
+
+
+def one_line(raw: str) -> str:
+    """The text on one line: control and format characters (line breaks, tabs, …) become spaces, and
+    runs of spaces one."""
+    printable = "".join(" " if unicodedata.category(char).startswith("C") else char for char in raw)
+    return " ".join(printable.split())
 
 
 def name_from_url(url: str) -> str | None:

@@ -14,6 +14,7 @@ from app.outbound.downloads import AUDIO_URL
 from app.outbound.guard import TargetRefused, check_target
 from app.outbound.webhooks import CALLBACK
 from app.pipeline.models import allowed_whisper_models
+from app.storage import StorageUnavailable
 from app.tasks.backend import TaskBackend
 from app.tasks.files import new_upload_path as new_path_in
 from app.tasks.limits import RETRY_AFTER_SECONDS, OverCapacity
@@ -44,9 +45,10 @@ def new_upload_path(settings: Settings) -> Path:
     return new_path_in(settings.upload_dir)
 
 
-async def receive_upload(file: UploadFile, settings: Settings) -> tuple[Path, MediaInfo]:
+async def receive_upload(file: UploadFile, settings: Settings) -> tuple[Path, MediaInfo, str | None]:
     """Check what the upload is (already in UPLOAD_DIR under a fresh task id, see app/api/upload_body.py);
-    415/422 when it cannot be used."""
+    415/422 when it cannot be used. With a bucket, the upload is then made whole there (503 when the
+    bucket cannot be reached); the key in it comes third."""
     if not isinstance(file, StoredUpload):
         raise TypeError("upload routes must use UploadDirRoute, which stores file parts in UPLOAD_DIR")
     path = file.path
@@ -56,7 +58,11 @@ async def receive_upload(file: UploadFile, settings: Settings) -> tuple[Path, Me
         info = await probe(path, settings.ffmpeg_timeout_seconds)
         if (too_long := too_long_message(info, settings.max_audio_seconds)) is not None:
             raise HTTPException(413, too_long)
-        return path, info
+        await file.finish()
+        return path, info, file.audio_object
+    except StorageUnavailable as error:
+        path.unlink(missing_ok=True)
+        raise HTTPException(503, str(error)) from None
     except UnsupportedMediaError as error:
         path.unlink(missing_ok=True)
         raise HTTPException(415, str(error)) from None
@@ -100,7 +106,8 @@ def choose_model(requested: str | None, settings: Settings) -> str | None:
     allowed = allowed_whisper_models(settings)
     if requested.strip() not in allowed:
         raise HTTPException(
-            422, f"model: {requested.strip()!r} is not offered by this server; choose one of: "
+            # Shortened: the value is the client's and may be as long as a form field may be.
+            422, f"model: {requested.strip()[:60]!r} is not offered by this server; choose one of: "
             f"{', '.join(allowed)} (or leave it out for {allowed[0]}; the operator sets the list with WHISPER_MODELS)"
         )  # fmt: skip
     return requested.strip()

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
-from app.pipeline.base import PipelineError
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +38,9 @@ ALIGN_FILES = ["*.json", "*.txt", "model.safetensors", "pytorch_model.bin"]
 """What a transformers wav2vec2 CTC model needs: config, processor, tokenizer vocabulary and weights."""
 
 
-class ModelUnavailable(PipelineError):
-    """A model that is neither embedded nor cached, and cannot be downloaded now."""
+class ModelUnavailable(Exception):
+    """A model that is neither embedded nor cached, and cannot be downloaded now; the message, meant for
+    the user, says how to provide it (the pipeline passes it on as its own error)."""
 
 
 def pull_command(name: str) -> str:

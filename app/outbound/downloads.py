@@ -22,6 +22,7 @@ from app.config import Settings
 from app.media import MediaError, probe, too_large_message, too_long_message
 from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from app.pipeline.base import Job
+from app.storage import ObjectWriter, Storage, StorageUnavailable
 from app.tasks.files import create_private
 from app.tasks.lifecycle import PrepareFailed
 
@@ -37,17 +38,22 @@ _NO_COMPRESSION = "identity"
 _REQUEST_HEADERS = {"accept": "audio/*, video/*;q=0.9, */*;q=0.5", "accept-encoding": _NO_COMPRESSION}
 
 
-async def download_audio(job: Job, settings: Settings, on_progress: Callable[[float], Awaitable[None]]) -> Job:
+async def download_audio(
+    job: Job, settings: Settings, storage: Storage, key: str, on_progress: Callable[[float], Awaitable[None]]
+) -> Job:
     """Fetch `job.audio_url` to `job.audio_path` and check it; the job with its duration.
 
-    Whatever goes wrong (or a cancel, when the task is deleted), nothing is left on disk.
+    With a bucket, the bytes also go there as they arrive, under `key`, and the local file is a
+    scratch copy for ffprobe, removed at the end. Whatever goes wrong (or a cancel, when the task
+    is deleted), nothing is left on disk or in the bucket.
     """
     if job.audio_url is None:
         raise ValueError("the job has no audio_url")
+    copy = storage.writer(key)
     try:
         try:
             async with asyncio.timeout(settings.audio_url_timeout_seconds):
-                await _fetch(job.audio_url, job.audio_path, settings, on_progress)
+                await _fetch(job.audio_url, job.audio_path, settings, on_progress, copy)
             info = await probe(job.audio_path, settings.ffmpeg_timeout_seconds)
         except TimeoutError:
             raise PrepareFailed(
@@ -64,13 +70,30 @@ async def download_audio(job: Job, settings: Settings, on_progress: Callable[[fl
             raise PrepareFailed(f"audio_url: the downloaded content is not usable: {error}") from None
         if (too_long := too_long_message(info, settings.max_audio_seconds)) is not None:
             raise PrepareFailed(f"audio_url: {too_long}")
+        if copy is None:
+            return dataclasses.replace(job, duration=info.duration)
+        await copy.complete()
+        job.audio_path.unlink(missing_ok=True)  # the scratch copy: the bucket holds the audio now
+        return dataclasses.replace(job, duration=info.duration, audio_object=key)
+    except StorageUnavailable as error:
+        job.audio_path.unlink(missing_ok=True)
+        if copy is not None:
+            await copy.discard()
+        raise PrepareFailed(f"audio_url: the download could not be stored. {error}") from None
     except BaseException:
         job.audio_path.unlink(missing_ok=True)
+        if copy is not None:
+            await copy.discard()
         raise
-    return dataclasses.replace(job, duration=info.duration)
 
 
-async def _fetch(url: str, path: Path, settings: Settings, on_progress: Callable[[float], Awaitable[None]]) -> None:
+async def _fetch(
+    url: str,
+    path: Path,
+    settings: Settings,
+    on_progress: Callable[[float], Awaitable[None]],
+    copy: ObjectWriter | None,
+) -> None:
     limit = settings.max_upload_bytes
     transport = GuardedTransport(settings.audio_url_allow_private, AUDIO_URL)
     async with httpx.AsyncClient(transport=transport, follow_redirects=False, timeout=_STEP_TIMEOUT_SECONDS) as client:
@@ -104,13 +127,18 @@ async def _fetch(url: str, path: Path, settings: Settings, on_progress: Callable
                 total = int(declared) if declared.isdigit() else None
                 if total is not None and total > limit:
                     raise PrepareFailed(f"audio_url: {too_large_message(limit)}")
-                await _save(response, path, limit, total, on_progress)
+                await _save(response, path, limit, total, on_progress, copy)
                 return
     raise PrepareFailed(f"audio_url: more than {MAX_REDIRECTS} redirects; give the final URL of the file.")
 
 
 async def _save(
-    response: httpx.Response, path: Path, limit: int, total: int | None, on_progress: Callable[[float], Awaitable[None]]
+    response: httpx.Response,
+    path: Path,
+    limit: int,
+    total: int | None,
+    on_progress: Callable[[float], Awaitable[None]],
+    copy: ObjectWriter | None,
 ) -> None:
     received = 0
     with create_private(path) as out:
@@ -121,6 +149,8 @@ async def _save(
             if received > limit:
                 raise PrepareFailed(f"audio_url: {too_large_message(limit)}")
             out.write(chunk)
+            if copy is not None:
+                await copy.write(chunk)
             if total:
                 await on_progress(received / total)
     if received == 0:

@@ -73,6 +73,9 @@ class Job:
     """The Whisper model the request chose (one of WHISPER_MODELS); None: the worker's default."""
     multilingual: bool = False
     """Detect the language of each stretch of speech and transcribe each in its own language."""
+    audio_object: str | None = None
+    """The upload's key in the object storage (STORAGE_URL), under its prefix; `audio_path` is then
+    a scratch copy in the UPLOAD_DIR of whichever process reads it. None: `audio_path` is the upload."""
 
     @property
     def stages(self) -> list[Stage]:
@@ -156,12 +159,3 @@ class Pipeline(Protocol):
 
 PipelineFactory = Callable[[Settings], Pipeline]
 """Builds a pipeline from `Settings`; must be importable by name, since worker processes are spawned."""
-
-
-def whisperx_pipeline(settings: Settings) -> Pipeline:
-    """The real pipeline, the default of both backends' workers.
-
-    Imported here, in the worker, so that a process which never runs a job never loads torch."""
-    from app.pipeline.whisperx_pipeline import WhisperXPipeline
-
-    return WhisperXPipeline(settings)

@@ -13,7 +13,8 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+
+from app.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def embedded_whisper_model(name: str, cache_dir: Path) -> Path | None:
     return locate(cache_dir) if locate is not None else None
 
 
-def resolve_whisper_model(name: str, settings: Any) -> str:
+def resolve_whisper_model(name: str, settings: Settings) -> str:
     """A local directory holding the model: a path as given, an embedded model, or the hub's, cache-first."""
     from app.models.hub import fetch_whisper
 
@@ -77,23 +78,23 @@ def resolve_whisper_model(name: str, settings: Any) -> str:
     return str(fetch_whisper(name, settings))
 
 
-def cuda_available(settings: Any) -> bool:
+def cuda_available(settings: Settings) -> bool:
     """Whether inference runs on CUDA; CTranslate2 answers without importing torch (seconds saved)."""
     if settings.device != "auto":
-        return bool(settings.device == "cuda")
+        return settings.device == "cuda"
     import ctranslate2
 
     return bool(ctranslate2.get_cuda_device_count() > 0)
 
 
-def default_whisper_model(settings: Any, cuda: bool | None = None) -> str:
+def default_whisper_model(settings: Settings, cuda: bool | None = None) -> str:
     """WHISPER_MODEL, else `large-v2` on CUDA and the embedded `base` on a CPU."""
     if settings.whisper_model:
-        return str(settings.whisper_model)
+        return settings.whisper_model
     return "large-v2" if (cuda_available(settings) if cuda is None else cuda) else "base"
 
 
-def allowed_whisper_models(settings: Any) -> list[str]:
+def allowed_whisper_models(settings: Settings) -> list[str]:
     """The models a request may choose: the default, then WHISPER_MODELS."""
     default = default_whisper_model(settings)
     return [default, *(name for name in settings.whisper_model_list if name != default)]

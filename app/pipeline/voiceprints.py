@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from app.media import SAMPLE_RATE, decode
-from app.voices.enrollment import SampleError
+from app.voices.errors import SampleError
 
 if TYPE_CHECKING:  # torch and pyannote load only once a sample has passed the checks
     import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs in the dev requirements

@@ -218,6 +218,8 @@ class WhisperXPipeline:
         try:
             with self._whisper.use(job.model or self.model_name) as whisper:
                 return self._run(job, whisper, progress)
+        except ModelUnavailable as error:  # a model this task needs (its Whisper model, an aligner): say how to get it
+            raise PipelineError(str(error)) from error
         except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
             # torch raises OutOfMemoryError; CTranslate2 a RuntimeError saying "out of memory".
             if "out of memory" not in str(error).lower():
@@ -512,3 +514,10 @@ def _segment(segment: dict[str, Any], with_chars: bool, with_language: bool = Fa
             for char in segment["chars"]
         ]
     return shaped
+
+
+def whisperx_pipeline(settings: Settings) -> WhisperXPipeline:
+    """The real pipeline, the default of both backends' workers (a PipelineFactory: importable by name).
+
+    Importing this module loads no torch: a process that never runs a job never does."""
+    return WhisperXPipeline(settings)

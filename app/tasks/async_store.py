@@ -75,6 +75,9 @@ class AsyncTaskStore:
     async def count_active(self, owner: str) -> int:
         return await self.threads.call(self.engine.count_active, owner)
 
+    async def count_stored(self, owner: str) -> int:
+        return await self.threads.call(self.engine.count_stored, owner)
+
     async def page(self, owner: str, status: TaskStatus | None, limit: int, offset: int) -> tuple[list[Task], int]:
         return await self.threads.call(self.engine.page, owner, status, limit, offset)
 
@@ -106,6 +109,9 @@ class AsyncVoiceStore:
 
     async def save(self, voice: Voice) -> None:
         await self._threads.call(self._engine.save, voice)
+
+    async def add(self, voice: Voice, max_voices: int) -> None:
+        await self._threads.call(self._engine.add, voice, max_voices)
 
     async def get(self, owner: str, voice_id: str) -> Voice | None:
         return await self._threads.call(self._engine.get, owner, voice_id)

@@ -1,5 +1,5 @@
 """`python -m app.tasks.celery_worker`: a Celery worker for TASK_BACKEND=celery, on any machine that shares
-UPLOAD_DIR and reaches REDIS_URL.
+UPLOAD_DIR (or reaches the bucket of STORAGE_URL) and reaches REDIS_URL.
 
 It runs MAX_CONCURRENT_TASKS pool processes (or `--concurrency N`); each loads the models
 once and keeps them. Further arguments go to `celery worker`. The same worker starts with
@@ -18,7 +18,7 @@ from celery.signals import worker_process_init
 from app.config import Settings
 from app.ops.preflight import log_preflight
 from app.ops.telemetry import disable_telemetry
-from app.pipeline.base import whisperx_pipeline
+from app.pipeline.whisperx_pipeline import whisperx_pipeline
 from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.remote import RemoteRunner
 

@@ -17,7 +17,7 @@ import json
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import asdict, fields, is_dataclass, replace
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -94,6 +94,12 @@ def from_record(record: Mapping[Any, Any], upload_dir: Path) -> Task:
     for name in _JSON_FIELDS & values.keys():
         values[name] = json.loads(values[name])
     task = _TASK.validate_python(values)
+    if (key := task.job.audio_object) is not None:
+        # In object storage: the key must be this task's, and the audio's local copy is a scratch
+        # file in this process's own UPLOAD_DIR, wherever the API process that wrote it kept its own.
+        if not key.endswith(f"/{task.id}") or ".." in key.split("/"):
+            raise RecordRefused(f"stored task {task.id!r} points at another object ({key}); ignored")
+        task.job = replace(task.job, audio_path=upload_dir / task.id)
     if not lies_under(task.job.audio_path, upload_dir):
         raise RecordRefused(f"stored task {task.id!r} points outside UPLOAD_DIR ({task.job.audio_path}); ignored")
     return task

@@ -25,12 +25,13 @@ import redis.asyncio
 
 from app.config import Settings
 from app.pipeline.base import Job, PipelineInfo, Stage
+from app.storage import Storage
 from app.tasks.async_store import AsyncTaskStore
 from app.tasks.celery_app import TASK_NAME, make_celery
 from app.tasks.coordination import LEASE_SECONDS, MAX_ATTEMPTS, STOPPED_TWICE, Coordination
 from app.tasks.events import TaskEvents
 from app.tasks.lifecycle import Lifecycle, Prepare, WorkerState, failed, requeued
-from app.tasks.limits import QueueFull, QueueUnreachable, TooManyTasks, check_limits
+from app.tasks.limits import QueueFull, QueueUnreachable, TooManyStoredTasks, TooManyTasks, check_limits
 from app.tasks.models import TERMINAL, Task, TaskStatus
 from app.tasks.progress import STAGE_MESSAGES
 from app.tasks.redis_store import Admission, RedisTaskStore
@@ -44,7 +45,13 @@ WORKERS_SECONDS = 1.0
 
 
 class CeleryDispatcher:
-    def __init__(self, store: AsyncTaskStore, settings: Settings, events: TaskEvents | None = None) -> None:
+    def __init__(
+        self,
+        store: AsyncTaskStore,
+        settings: Settings,
+        events: TaskEvents | None = None,
+        storage: Storage | None = None,
+    ) -> None:
         assert isinstance(store.engine, RedisTaskStore)  # noqa: S101 - this backend is made with a Redis store
         self._store = store.engine
         self._threads = store.threads
@@ -52,7 +59,8 @@ class CeleryDispatcher:
         self._settings = settings
         self.events = events or TaskEvents()
         # The store publishes its own writes; `_follow_changes` passes them on to `events`.
-        self._lifecycle = Lifecycle(store, settings)
+        self._lifecycle = Lifecycle(store, settings, storage=storage)
+        self._storage = self._lifecycle.storage
         self._celery = make_celery(settings)
         self._coordination = Coordination(self._store.client)
         self._me = uuid.uuid4().hex
@@ -89,10 +97,13 @@ class CeleryDispatcher:
         task = Task(job=job, owner=owner)
         if prepare is not None:
             task.stage, task.message = Stage.DOWNLOAD, STAGE_MESSAGES[Stage.DOWNLOAD]
-        limits = (self._settings.max_queue_size, self._settings.max_tasks_per_key)
+        settings = self._settings
+        limits = (settings.max_queue_size, settings.max_tasks_per_key, settings.max_stored_tasks_per_key)
         match await self._threads.call(self._store.add_within_limits, task, *limits):
             case Admission.KEY_FULL:
                 raise TooManyTasks(self._settings.max_tasks_per_key)
+            case Admission.KEY_STORE_FULL:
+                raise TooManyStoredTasks(self._settings.max_stored_tasks_per_key)
             case Admission.QUEUE_FULL:
                 raise QueueFull(self._settings.max_queue_size)
         if prepare is not None:
@@ -115,7 +126,7 @@ class CeleryDispatcher:
             await self._lifecycle.fail(
                 task_id, "The task queue (Redis) could not be reached after the download; try again."
             )
-            job.audio_path.unlink(missing_ok=True)
+            await self._storage.discard(job)
 
     def _send(self, task_id: str) -> None:
         # The Celery id is the task id, so a revoke names it.
@@ -224,7 +235,7 @@ class CeleryDispatcher:
                 continue
             if self._coordination.starts(task.id) >= MAX_ATTEMPTS:
                 if self._store.update_if(task.id, TaskStatus.PROCESSING, **failed(STOPPED_TWICE)) is not None:
-                    task.job.audio_path.unlink(missing_ok=True)
+                    self._storage.discard_sync(task.job)
                 continue
             retry = requeued("Its worker stopped unexpectedly; waiting to be retried on another worker")
             if self._store.update_if(task.id, TaskStatus.PROCESSING, **retry) is not None:

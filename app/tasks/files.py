@@ -15,22 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-logger = logging.getLogger(__name__)
+from app.private_files import DIRECTORY_MODE, FILE_MODE, private_directory
 
-DIRECTORY_MODE = 0o700
-FILE_MODE = 0o600
+logger = logging.getLogger(__name__)
 
 
 def prepare_upload_dir(directory: Path) -> None:
     """Create the directory private to this user, or make an existing one private."""
-    directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-    status = directory.stat()
-    if status.st_mode & 0o777 == DIRECTORY_MODE:
-        return
-    if status.st_uid != os.getuid():  # only the owner may change a mode
-        logger.warning("UPLOAD_DIR %s is readable by other users and not ours to change; fix its mode", directory)
-        return
-    directory.chmod(DIRECTORY_MODE)
+    private_directory(directory, "UPLOAD_DIR")
 
 
 def create_private(path: Path) -> BinaryIO:

@@ -20,6 +20,8 @@ from typing import Any
 
 from app.config import Settings
 from app.pipeline.base import Job, PipelineInfo, PipelineOutput, Stage
+from app.storage import Storage
+from app.storage.local import LocalStorage
 from app.tasks.async_store import AsyncTaskStore
 from app.tasks.events import TaskEvents
 from app.tasks.models import Task, TaskStatus, utcnow
@@ -133,10 +135,18 @@ class Lifecycle:
     backend passes no `events`; the local backend's store is silent, so it passes its own.
     """
 
-    def __init__(self, store: AsyncTaskStore, settings: Settings, events: TaskEvents | None = None) -> None:
+    def __init__(
+        self,
+        store: AsyncTaskStore,
+        settings: Settings,
+        events: TaskEvents | None = None,
+        storage: Storage | None = None,
+    ) -> None:
         self.store = store
         self._settings = settings
         self._events = events
+        self.storage: Storage = storage or LocalStorage(settings.upload_dir)
+        """Where uploads wait; every removal of one goes through `storage.discard`."""
         self._downloads: dict[str, asyncio.Task[None]] = {}
 
     async def update(self, task_id: str, **changes: Any) -> Task | None:
@@ -181,7 +191,7 @@ class Lifecycle:
             self._events.publish(task, deleted=True)
         if (download := self._downloads.pop(task_id, None)) is not None:
             download.cancel()  # the download stops and removes what it wrote
-        task.job.audio_path.unlink(missing_ok=True)
+        await self.storage.discard(task.job)
         await stop(task)
         return True
 
@@ -233,7 +243,7 @@ class Lifecycle:
             await self.fail(task.id, "The audio could not be fetched because of an unexpected error; try again.")
             return None
         if await self.update(task.id, job=job, stage=None, message="Waiting in the queue") is None:
-            job.audio_path.unlink(missing_ok=True)  # deleted just as the download ended
+            await self.storage.discard(job)  # deleted just as the download ended
             return None
         return job
 
@@ -244,7 +254,7 @@ class Lifecycle:
             if await self.store.delete(task.id) is not None:
                 if self._events is not None:
                     self._events.publish(task, deleted=True)
-                task.job.audio_path.unlink(missing_ok=True)
+                await self.storage.discard(task.job)
                 logger.info("Task %s expired after %s h", task.id, self._settings.task_ttl_hours)
 
     async def expire_forever(self) -> None:

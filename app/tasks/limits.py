@@ -37,6 +37,17 @@ class TooManyTasks(OverCapacity):
         )
 
 
+class TooManyStoredTasks(OverCapacity):
+    status = 429
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This API key already has {limit} tasks stored, counting completed and failed ones "
+            "(MAX_STORED_TASKS_PER_KEY); delete some (DELETE /api/v1/transcribe/task/{task_id}) "
+            "or wait for them to expire (TASK_TTL_HOURS)."
+        )
+
+
 class QueueUnreachable(OverCapacity):
     status = 503
 
@@ -48,5 +59,7 @@ async def check_limits(store: AsyncTaskStore, settings: Settings, owner: str) ->
     """Raise OverCapacity when the owner's tasks or the queue are at their limit in `store`."""
     if await store.count_active(owner) >= settings.max_tasks_per_key:
         raise TooManyTasks(settings.max_tasks_per_key)
+    if await store.count_stored(owner) >= settings.max_stored_tasks_per_key:
+        raise TooManyStoredTasks(settings.max_stored_tasks_per_key)
     if (await store.count_by_status())[TaskStatus.PENDING] >= settings.max_queue_size:
         raise QueueFull(settings.max_queue_size)

@@ -34,6 +34,7 @@ class Admission(Enum):
     ADDED = "added"
     QUEUE_FULL = "queue full"
     KEY_FULL = "key full"
+    KEY_STORE_FULL = "key store full"
 
 
 SOCKET_TIMEOUT_SECONDS = 10.0
@@ -149,10 +150,14 @@ class RedisTaskStore:
     def add(self, task: Task) -> None:
         self._write(task.id, lambda _before: task)
 
-    def add_within_limits(self, task: Task, max_pending: int, max_active_per_owner: int) -> Admission:
-        """Add the task unless the queue or its owner's active tasks are at their limit, atomically."""
+    def add_within_limits(
+        self, task: Task, max_pending: int, max_active_per_owner: int, max_stored_per_owner: int | None = None
+    ) -> Admission:
+        """Add the task unless the queue, its owner's active tasks or all its owner's stored tasks are at
+        their limit, atomically."""
         pending = self.key("status", TaskStatus.PENDING.value)
         mine = [self.key("owner", task.owner, status.value) for status in ACTIVE]
+        stored = self.key("owner", task.owner)
         verdict = Admission.ADDED
 
         def admit(_before: Task | None) -> Task | None:
@@ -161,13 +166,16 @@ class RedisTaskStore:
             if sum(self._redis.zcard(index) for index in mine) >= max_active_per_owner:
                 verdict = Admission.KEY_FULL
                 return None
+            if max_stored_per_owner is not None and self._redis.zcard(stored) >= max_stored_per_owner:
+                verdict = Admission.KEY_STORE_FULL
+                return None
             if self._redis.zcard(pending) >= max_pending:
                 verdict = Admission.QUEUE_FULL
                 return None
             verdict = Admission.ADDED
             return task
 
-        self._write(task.id, admit, watch=(pending, *mine))
+        self._write(task.id, admit, watch=(pending, stored, *mine))
         return verdict
 
     def update(self, task_id: str, **changes: Any) -> Task | None:
@@ -221,6 +229,9 @@ class RedisTaskStore:
 
     def count_active(self, owner: str) -> int:
         return sum(self._redis.zcard(self.key("owner", owner, status.value)) for status in ACTIVE)
+
+    def count_stored(self, owner: str) -> int:
+        return int(self._redis.zcard(self.key("owner", owner)))
 
     def page(self, owner: str, status: TaskStatus | None, limit: int, offset: int) -> tuple[list[Task], int]:
         index = self.key("owner", owner) if status is None else self.key("owner", owner, status.value)

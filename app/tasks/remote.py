@@ -26,7 +26,9 @@ from redis.lock import Lock
 
 from app.config import Settings
 from app.pipeline.base import Pipeline, PipelineError, PipelineFactory, Stage
+from app.storage import StorageUnavailable, UploadMissing, make_storage
 from app.tasks.coordination import MAX_ATTEMPTS, RENEW_SECONDS, STOPPED_TWICE, Coordination
+from app.tasks.files import sweep_orphans
 from app.tasks.lifecycle import (
     RunProgress,
     StageWatch,
@@ -49,6 +51,10 @@ class RemoteRunner:
         os.nice(WORKER_NICENESS)
         self._settings = settings
         self.store = RedisTaskStore.from_url(settings.redis_url, settings.upload_dir)
+        self.storage = make_storage(settings)
+        if settings.storage_url is not None:
+            # Scratch copies of objects that an earlier process on this machine was killed holding.
+            sweep_orphans(settings.upload_dir, self._live, 0.0)
         self.coordination = Coordination(self.store.client)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._state: dict[str, Any] = {
@@ -97,12 +103,16 @@ class RemoteRunner:
             keep = self._settings.task_ttl_hours * 3600
             if self.coordination.count_start(task_id, keep) > MAX_ATTEMPTS:
                 self._fail(task.id, STOPPED_TWICE)
-                task.job.audio_path.unlink(missing_ok=True)
+                self.storage.discard_sync(task.job)
                 return
             self._execute(task, lease)
         finally:
             with contextlib.suppress(LockError):
                 lease.release()
+
+    def _live(self, task_id: str) -> bool:
+        task = self.store.get(task_id)
+        return task is not None and task.status not in TERMINAL
 
     def _fail(self, task_id: str, error: str) -> None:
         logger.info("Task %s failed: %s", task_id, error)
@@ -128,20 +138,13 @@ class RemoteRunner:
     def _execute(self, task: Task, lease: Lock) -> None:
         if self._pipeline is None:
             self._fail(task.id, load_failure(self._state["error"]))
-            task.job.audio_path.unlink(missing_ok=True)
-            return
-        if not task.job.audio_path.exists():
-            self._fail(
-                task.id,
-                "The worker cannot read this task's upload: UPLOAD_DIR must be a directory the API and every "
-                "worker share; tell the server's operator.",
-            )
+            self.storage.discard_sync(task.job)
             return
         retried = self.coordination.starts(task.id) > 1
         # Progress carries on from an audio_url download; a retry starts it again.
         changes = started("Starting again after its worker stopped", progress=0.0) if retried else started()
         if self.store.update(task.id, **changes) is None:  # deleted just now
-            task.job.audio_path.unlink(missing_ok=True)
+            self.storage.discard_sync(task.job)
             return
         progress = RunProgress(task)
         lost = threading.Event()
@@ -157,9 +160,12 @@ class RemoteRunner:
         heartbeat = threading.Thread(
             target=self._heartbeat, args=(task, lease, progress.watch, lost, done), daemon=True
         )
-        heartbeat.start()
+        heartbeat.start()  # before the fetch: a large object takes longer than a lease lasts
         try:
+            self.storage.fetch_sync(task.job)  # from the bucket to a scratch file, when it waits there
             output = self._pipeline.run(task.job, on_progress)
+        except (UploadMissing, StorageUnavailable) as error:
+            self._fail(task.id, str(error))
         except JobCancelled:
             logger.info("Task %s stopped after deletion", task.id)
         except PipelineError as error:
@@ -177,7 +183,8 @@ class RemoteRunner:
             done.set()
             self._pipeline.release()
             gc.collect()
-            task.job.audio_path.unlink(missing_ok=True)
+            self.storage.release_scratch(task.job)  # the scratch copy goes whatever became of the task
+            self.storage.discard_sync(task.job)
 
     def _heartbeat(
         self, task: Task, lease: Lock, watch: StageWatch, lost: threading.Event, done: threading.Event
@@ -194,6 +201,6 @@ class RemoteRunner:
                 logger.warning("Task %s: could not renew its lease", task.id, exc_info=True)
             if watch.overdue(limit):
                 self._fail(task.id, timeout_failure(watch.current, self._settings))
-                task.job.audio_path.unlink(missing_ok=True)
+                self.storage.discard_sync(task.job)
                 # Only killing the process stops the stage; Celery replaces it, and a redelivery finds the task failed.
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from app.private_files import private_file
 from app.tasks.codec import FIELDS, RecordRefused, from_record, timestamp, to_record
 from app.tasks.models import ACTIVE, TERMINAL, Task, TaskStatus
 
@@ -54,7 +55,7 @@ class SqliteTaskStore:
 
     def __init__(self, path: Path, upload_dir: Path) -> None:
         self._upload_dir = upload_dir
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # task results are private too
+        private_file(path, "TASK_DB_PATH")  # task results are private too
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -117,6 +118,9 @@ class SqliteTaskStore:
         active = tuple(status.value for status in ACTIVE)
         rows = self._query("SELECT COUNT(*) AS n FROM tasks WHERE owner = ? AND status IN (?, ?)", (owner, *active))
         return int(rows[0]["n"])
+
+    def count_stored(self, owner: str) -> int:
+        return int(self._query("SELECT COUNT(*) AS n FROM tasks WHERE owner = ?", (owner,))[0]["n"])
 
     def page(self, owner: str, status: TaskStatus | None, limit: int, offset: int) -> tuple[list[Task], int]:
         where, params = "owner = ?", [owner]

@@ -30,6 +30,10 @@ class TaskStore(Protocol):
         """Tasks of this owner that are pending or processing."""
         ...
 
+    def count_stored(self, owner: str) -> int:
+        """Tasks of this owner in any status."""
+        ...
+
     def page(self, owner: str, status: TaskStatus | None, limit: int, offset: int) -> tuple[list[Task], int]:
         """One page of an owner's tasks, newest first, and how many there are in all."""
         ...
@@ -86,6 +90,9 @@ class MemoryTaskStore:
 
     def count_active(self, owner: str) -> int:
         return sum(1 for task in self._tasks.values() if task.owner == owner and task.status in ACTIVE)
+
+    def count_stored(self, owner: str) -> int:
+        return sum(1 for task in self._tasks.values() if task.owner == owner)
 
     def page(self, owner: str, status: TaskStatus | None, limit: int, offset: int) -> tuple[list[Task], int]:
         mine = [task for task in self._tasks.values() if task.owner == owner and status in (None, task.status)]

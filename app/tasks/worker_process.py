@@ -25,6 +25,7 @@ from typing import Any, cast
 from tqdm import tqdm
 
 from app.config import Settings
+from app.ops.orphans import end_with_parent
 from app.ops.telemetry import disable_telemetry
 from app.pipeline.base import (
     Job,
@@ -70,6 +71,7 @@ def _exit_on_terminate(signum: int, frame: object) -> None:
 
 
 def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Settings) -> None:
+    end_with_parent()  # a worker never outlives the API, even one killed outright
     # The parent decides when a worker stops: Ctrl+C in a terminal reaches the whole process group,
     # and must not break a worker mid-job with a KeyboardInterrupt. SIGTERM ends it as an exit, not
     # a kill, so multiprocessing's exit handlers run: a killed process leaves the semaphores it made

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import redis
 
+from app.private_files import private_file
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -52,9 +54,38 @@ class Voice:
         return replace(self, embedding=embedding, samples=self.samples + 1, updated_at=_now())
 
 
+class NameTaken(Exception):
+    """The owner already has a voice of this name."""
+
+    def __init__(self, existing: Voice) -> None:
+        super().__init__(existing.name)
+        self.existing = existing
+
+
+class TooManyVoices(Exception):
+    """The owner already has as many voices as allowed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+def check_room(mine: list[Voice], voice: Voice, max_voices: int) -> None:
+    """Raise NameTaken or TooManyVoices when `voice` may not join the owner's voices `mine`."""
+    if existing := next((other for other in mine if other.name == voice.name), None):
+        raise NameTaken(existing)
+    if len(mine) >= max_voices:
+        raise TooManyVoices(max_voices)
+
+
 class VoiceStore(Protocol):
     def save(self, voice: Voice) -> None:
-        """Add a voice, or replace the one with its id."""
+        """Replace the voice with this id (or add it)."""
+        ...
+
+    def add(self, voice: Voice, max_voices: int) -> None:
+        """Add a new voice unless its owner has one of that name (NameTaken) or `max_voices` already
+        (TooManyVoices): checked and added in one step, so concurrent enrolments cannot pass either."""
         ...
 
     def get(self, owner: str, voice_id: str) -> Voice | None: ...
@@ -73,9 +104,15 @@ class VoiceStore(Protocol):
 class MemoryVoiceStore:
     def __init__(self) -> None:
         self._voices: dict[str, Voice] = {}
+        self._lock = threading.Lock()
 
     def save(self, voice: Voice) -> None:
         self._voices[voice.id] = voice
+
+    def add(self, voice: Voice, max_voices: int) -> None:
+        with self._lock:
+            check_room(self.list(voice.owner), voice, max_voices)
+            self._voices[voice.id] = voice
 
     def get(self, owner: str, voice_id: str) -> Voice | None:
         voice = self._voices.get(voice_id)
@@ -101,7 +138,7 @@ class SqliteVoiceStore:
     """A `voices` table in the tasks' SQLite file, with the same journal settings."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path, "TASK_DB_PATH")  # voices are private, as the tasks beside them are
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -115,11 +152,28 @@ class SqliteVoiceStore:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
-    def save(self, voice: Voice) -> None:
-        self._query(
+    def _insert(self, voice: Voice) -> None:
+        self._db.execute(
             "INSERT OR REPLACE INTO voices (id, owner, record, created_at) VALUES (?, ?, ?, ?)",
             (voice.id, voice.owner, voice.to_json(), voice.created_at.isoformat(timespec="microseconds")),
         )
+
+    def save(self, voice: Voice) -> None:
+        with self._lock:
+            self._insert(voice)
+
+    def add(self, voice: Voice, max_voices: int) -> None:
+        with self._lock:
+            # IMMEDIATE: another process writing the same file waits, so the check still holds at the insert.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute("SELECT record FROM voices WHERE owner = ?", (voice.owner,)).fetchall()
+                check_room([Voice.from_json(row[0]) for row in rows], voice, max_voices)
+                self._insert(voice)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def get(self, owner: str, voice_id: str) -> Voice | None:
         rows = self._query("SELECT record FROM voices WHERE id = ? AND owner = ?", (voice_id, owner))
@@ -156,6 +210,22 @@ class RedisVoiceStore:
             pipe.set(self._voice_key(voice.id), voice.to_json())
             pipe.zadd(self._owner_key(voice.owner), {voice.id: voice.created_at.timestamp()})
             pipe.execute()
+
+    def add(self, voice: Voice, max_voices: int) -> None:
+        owner_key = self._owner_key(voice.owner)
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    # WATCH the owner's index: an add or delete by any process meanwhile makes this retry.
+                    pipe.watch(owner_key)  # type: ignore[no-untyped-call]
+                    check_room(self.list(voice.owner), voice, max_voices)
+                    pipe.multi()
+                    pipe.set(self._voice_key(voice.id), voice.to_json())
+                    pipe.zadd(owner_key, {voice.id: voice.created_at.timestamp()})
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
 
     def get(self, owner: str, voice_id: str) -> Voice | None:
         text = self._redis.get(self._voice_key(voice_id))

@@ -107,14 +107,26 @@ def test_task_that_ignores_cancel_is_killed_and_the_worker_replaced(
 
 @pytest.mark.parametrize("standby_workers", [0, 1])
 def test_worker_crash_fails_only_that_task(
-    make_client: Callable[..., TestClient], short_speech: Path, standby_workers: int
+    make_client: Callable[..., TestClient], short_speech: Path, tmp_path: Path, standby_workers: int
 ) -> None:
-    client = make_client({"FAKE_MODE": "crash"}, standby_workers=standby_workers)
-    first, second = (upload(client, short_speech)["task_id"] for _ in range(2))
-    for task_id in (first, second):
-        failed = wait_for_status(client, task_id, {"failed"})
-        assert "worker process stopped unexpectedly" in failed["error"]
-    assert client.get("/health", headers=AUTH).status_code == 200
+    """Two workers: the one running a task dies; that task fails with the reason, the task running on
+    the other worker meanwhile completes, and the tasks after it run as usual."""
+    crashing = tmp_path / "crash.wav"
+    crashing.write_bytes(short_speech.read_bytes())
+    # Steps slow enough that the other task is still running when the worker dies (checked below).
+    fake = {"FAKE_CRASH_NAME": crashing.name, "FAKE_STEP_SECONDS": "0.1"}
+    client = make_client(fake, standby_workers=standby_workers, max_concurrent_tasks=2)
+    survivor = upload(client, short_speech)["task_id"]
+    wait_for_status(client, survivor, {"processing"})
+    crashed = upload(client, crashing)["task_id"]
+    failed = wait_for_status(client, crashed, {"failed"})
+    assert "worker process stopped unexpectedly" in failed["error"]
+    assert status(client, survivor)["status"] == "processing", "the other task ran while the worker died"
+    assert wait_for_status(client, survivor, {"completed", "failed"})["status"] == "completed"
+    following = [upload(client, short_speech)["task_id"] for _ in range(2)]
+    for task_id in following:
+        assert wait_for_status(client, task_id, {"completed", "failed"})["status"] == "completed"
+    assert client.get("/ready", headers=AUTH).status_code == 200
 
 
 def test_finished_tasks_leave_no_upload_behind(client: TestClient, short_speech: Path) -> None:

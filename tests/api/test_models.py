@@ -1,5 +1,5 @@
 """Choosing the Whisper model per request: the allowlist, the OpenAI names, GET /v1/models (on FakePipeline,
-which echoes the model its job named)."""
+which echoes the model its job named, and holds its "models" in the real pipeline's model manager)."""
 
 from __future__ import annotations
 
@@ -30,14 +30,25 @@ def _result(client: TestClient, task_id: str) -> dict[str, object]:
 
 
 def test_an_allowed_model_reaches_the_worker(make_client: Callable[..., TestClient], short_speech: Path) -> None:
-    client = make_client(whisper_models="tiny.en, large-v3")
+    """The chosen model reaches the worker's model manager, which loads it beside the default, and /health
+    reports what the manager holds, least recently used first."""
+    client = make_client(whisper_models="tiny.en, large-v3", max_loaded_models=2)
+    wait_until(lambda: client.get("/health", headers=AUTH).json()["models"]["loaded"] == {"worker-0": ["fake"]})
     chosen = upload(client, short_speech, model="tiny.en")["task_id"]
-    default = upload(client, short_speech)["task_id"]
     assert _result(client, chosen)["model"] == "tiny.en"
+    wait_until(
+        lambda: client.get("/health", headers=AUTH).json()["models"]["loaded"] == {"worker-0": ["fake", "tiny.en"]}
+    )
+    default = upload(client, short_speech)["task_id"]
     assert _result(client, default)["model"] == "fake"  # no model: the worker's own default
-    health = wait_until(lambda: (models := client.get("/health", headers=AUTH).json()["models"])["loaded"] and models)
+    health = wait_until(
+        lambda: (
+            (models := client.get("/health", headers=AUTH).json()["models"])["loaded"]["worker-0"][-1] == "fake"
+            and models
+        )
+    )
     assert health["allowed"] == ["base", "tiny.en", "large-v3"]
-    assert health["loaded"] == {"worker-0": ["fake", "tiny.en"]}
+    assert health["loaded"] == {"worker-0": ["tiny.en", "fake"]}, "the default, used last, is now the newest"
 
 
 def test_a_model_outside_the_list_is_refused_naming_the_allowed(
@@ -107,7 +118,7 @@ def test_a_celery_worker_runs_the_model_the_request_chose(redis_url: str, tmp_pa
         )
         environment = {
             **os.environ, "TASK_BACKEND": "celery", "REDIS_URL": url, "UPLOAD_DIR": str(settings.upload_dir),
-            "MODEL_CACHE_DIR": str(settings.model_cache_dir),
+            "MODEL_CACHE_DIR": str(settings.model_cache_dir), "MAX_LOADED_MODELS": "2",
         }  # fmt: skip
         process = subprocess.Popen([sys.executable, "-c", worker, task_id], cwd=ROOT, env=environment)
         try:

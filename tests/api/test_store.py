@@ -76,6 +76,8 @@ def test_counts_pages_and_recovery_queries(store: TaskStore) -> None:
     assert store.count_active("alice") == 2
     assert store.count_active("bob") == 1
     assert store.count_active("carol") == 0
+    assert store.count_stored("alice") == 4  # completed and failed ones too
+    assert store.count_stored("carol") == 0
 
     page, total = store.page("alice", None, limit=2, offset=0)
     assert ([task.id for task in page], total) == (["waiting", "running"], 4)
@@ -130,6 +132,16 @@ def test_redis_queue_limit_counts_every_key(redis_url: str) -> None:
     store.update("a", status=TaskStatus.PROCESSING)
     assert store.add_within_limits(_task("c", owner="carol"), 2, 10) is Admission.ADDED
     assert store.get("c") is not None
+
+
+def test_redis_stored_limit_counts_ended_tasks(redis_url: str) -> None:
+    store = _redis_store(redis_url)
+    store.add(_task("failed", status=TaskStatus.FAILED, completed_at=utcnow()))
+    assert store.add_within_limits(_task("a"), 100, 10, max_stored_per_owner=2) is Admission.ADDED
+    assert store.add_within_limits(_task("b"), 100, 10, max_stored_per_owner=2) is Admission.KEY_STORE_FULL
+    assert store.add_within_limits(_task("b", owner="bob"), 100, 10, max_stored_per_owner=2) is Admission.ADDED
+    store.delete("failed")
+    assert store.add_within_limits(_task("b"), 100, 10, max_stored_per_owner=2) is Admission.ADDED
 
 
 def test_redis_conditional_update_and_published_changes(redis_url: str) -> None:

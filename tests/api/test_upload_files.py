@@ -49,6 +49,26 @@ def test_upload_dir_and_files_are_private(
         os.umask(previous)
 
 
+def test_data_dir_and_database_are_private_even_when_they_exist(tmp_path: Path) -> None:
+    """DATA_DIR and the database of tasks and voices, left world-readable by an earlier version or a
+    permissive umask, are tightened at start; the database's journal takes its mode."""
+    settings = make_settings(tmp_path, task_store="sqlite")
+    settings.data_dir.mkdir(mode=0o755)
+    settings.task_db_file.touch(mode=0o644)  # an empty file is an empty SQLite database
+    os.chmod(settings.task_db_file, 0o644)
+    previous = os.umask(0o022)
+    try:
+        with TestClient(create_app(settings, FakePipeline)) as client:
+            enrolled = client.delete("/api/v1/speakers", headers=AUTH)  # a write to the voices table
+            assert enrolled.status_code == 200, enrolled.text
+            assert mode(settings.data_dir) == 0o700
+            files = sorted(settings.data_dir.iterdir())
+            assert [path.name for path in files] == ["tasks.db", "tasks.db-shm", "tasks.db-wal"]
+            assert [mode(path) for path in files] == [0o600] * 3
+    finally:
+        os.umask(previous)
+
+
 def test_sqlite_database_lives_outside_upload_dir_unless_told(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, task_store="sqlite")
     assert settings.task_db_file == tmp_path / "data" / "tasks.db"

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import redis
 
-from app.voices.store import MemoryVoiceStore, RedisVoiceStore, SqliteVoiceStore, Voice, VoiceStore
+from app.voices.store import (
+    MemoryVoiceStore,
+    NameTaken,
+    RedisVoiceStore,
+    SqliteVoiceStore,
+    TooManyVoices,
+    Voice,
+    VoiceStore,
+)
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
@@ -50,3 +60,35 @@ def test_sqlite_voices_survive_reopening(tmp_path: Path) -> None:
     voice = Voice(owner="key-a", name="Alice", encoder="enc", embedding=[0.6, 0.8])
     SqliteVoiceStore(tmp_path / "tasks.db").save(voice)
     assert SqliteVoiceStore(tmp_path / "tasks.db").list("key-a") == [voice]
+
+
+def _add_at_once(voices: VoiceStore, new: list[Voice], max_voices: int) -> list[str]:
+    """Add the voices from as many threads at once; what became of each: added, taken or full."""
+    start = threading.Barrier(len(new))
+
+    def add(voice: Voice) -> str:
+        start.wait()
+        try:
+            voices.add(voice, max_voices)
+        except NameTaken:
+            return "taken"
+        except TooManyVoices:
+            return "full"
+        return "added"
+
+    with ThreadPoolExecutor(len(new)) as pool:
+        return list(pool.map(add, new))
+
+
+def test_concurrent_adds_make_one_voice_of_a_name(voices: VoiceStore) -> None:
+    outcomes = _add_at_once(voices, [Voice(owner="key-a", name="Dup", encoder="e", embedding=[1.0])] * 10, 200)
+    assert sorted(outcomes) == ["added"] + ["taken"] * 9
+    assert [voice.name for voice in voices.list("key-a")] == ["Dup"]
+    voices.add(Voice(owner="key-b", name="Dup", encoder="e", embedding=[1.0]), 200)  # another key's names are apart
+
+
+def test_concurrent_adds_stay_within_the_voice_limit(voices: VoiceStore) -> None:
+    new = [Voice(owner="key-a", name=f"Voice {n}", encoder="e", embedding=[1.0]) for n in range(12)]
+    outcomes = _add_at_once(voices, new, 5)
+    assert sorted(outcomes) == ["added"] * 5 + ["full"] * 7
+    assert len(voices.list("key-a")) == 5

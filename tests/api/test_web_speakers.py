@@ -1,4 +1,4 @@
-"""The web page's speaker names in chromium, on the FakePipeline (one-hot fake voiceprints):
+"""The web page's speaker names in chromium, on the FakePipeline (its fake voiceprints):
 rename a speaker in an open transcript, remember the voice, and the next transcript shows the name."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from playwright.sync_api import Browser
 
 from tests.api.conftest import API_KEY, AUTH
 from tests.browser import open_page, use_key
+from tests.conftest import speak
 
 
 def test_rename_remember_and_the_next_transcript_names_the_voice(
-    browser: Browser, live_server: Callable[..., int], short_speech: Path
+    browser: Browser, live_server: Callable[..., int], short_speech: Path, tmp_path: Path
 ) -> None:
     port = live_server()
     with open_page(browser, f"http://127.0.0.1:{port}", [API_KEY]) as watched:
@@ -38,7 +39,8 @@ def test_rename_remember_and_the_next_transcript_names_the_voice(
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH) as api:
             assert [voice["name"] for voice in api.get("/api/v1/speakers").json()["speakers"]] == ["Alice"]
 
-        page.locator("#file").set_input_files(short_speech)
+        # Another recording: the fake's voiceprints there are close to the remembered one, not the same.
+        page.locator("#file").set_input_files(speak("Another recording, on another day.", tmp_path / "next.wav"))
         page.get_by_role("button", name="Transcribe").click()
         newer = page.locator(f"#tasks li:not([data-task-id='{task_id}'])")
         newer.filter(has_text="completed").wait_for()

@@ -88,6 +88,11 @@ def hook_client(make_client: Callable[..., TestClient]) -> TestClient:
     )
 
 
+def _wait_until_settled(client: TestClient) -> None:
+    """Until no delivery is pending: each has succeeded or given up, so no further try will come."""
+    wait_until(lambda: client.app.state.store.engine.pending_deliveries() == {})  # type: ignore[attr-defined]
+
+
 def _verified(call: tuple[float, dict[str, str], bytes]) -> dict[str, Any]:
     """The payload, once its signature checks out with the standardwebhooks library."""
     _, headers, body = call
@@ -134,7 +139,7 @@ def test_failures_are_retried_with_growing_pauses(
     assert times[2] - times[1] >= 0.4  # doubled
     assert {call[1]["webhook-id"] for call in receiver.calls} == {receiver.calls[0][1]["webhook-id"]}
     assert _verified(receiver.calls[2])["status"] == "completed"
-    time.sleep(1.0)
+    _wait_until_settled(hook_client)
     assert len(receiver.calls) == 3, "no more tries after a success"
 
 
@@ -142,7 +147,7 @@ def test_the_receivers_answer_is_not_read(hook_client: TestClient, receiver: Rec
     receiver.answer = gzip_bomb()  # 1 GiB once decoded
     upload(hook_client, short_speech, callback_url=receiver.url)
     wait_until(lambda: receiver.calls)
-    time.sleep(0.5)
+    _wait_until_settled(hook_client)
     assert len(receiver.calls) == 1, "delivered at the first attempt: a 2xx is all that counts"
     assert receiver.calls[0][1]["accept-encoding"] == "identity"
 
@@ -167,7 +172,9 @@ def test_shutdown_does_not_wait_for_a_dead_receiver(tmp_path: Path, short_speech
     with TestClient(create_app(settings, FakePipeline)) as client:
         task_id = upload(client, short_speech, callback_url=dead)["task_id"]
         wait_until(lambda: client.get(f"/api/v1/transcribe/status/{task_id}", headers=AUTH).json()["completed_at"])
-        time.sleep(0.3)  # the first attempt has failed; the next is 30 s away
+        # Once the first attempt has failed (its record says so), the next is 30 s away.
+        pending = client.app.state.store.engine.pending_deliveries  # type: ignore[attr-defined]
+        wait_until(lambda: json.loads(pending().get(f"{task_id}.completed", "{}")).get("attempts_made") == 1)
         started = time.monotonic()
     assert time.monotonic() - started < 10
 
@@ -231,6 +238,13 @@ def test_without_a_secret_callbacks_are_refused(client: TestClient, short_speech
 def test_bad_secret_is_refused_at_start(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="WEBHOOK_SECRET must be base64"):
         make_settings(tmp_path, webhook_secret="whsec_")
+
+
+def test_a_short_secret_is_refused_at_start(tmp_path: Path) -> None:
+    """Every key's secret derives from it: 15 bytes could be searched offline from one of them."""
+    with pytest.raises(ValueError, match="WEBHOOK_SECRET holds 15 bytes; it needs at least 16 random bytes"):
+        make_settings(tmp_path, webhook_secret="whsec_" + base64.b64encode(b"s" * 15).decode())
+    assert make_settings(tmp_path, webhook_secret=base64.b64encode(b"s" * 16).decode()).webhook_secret is not None
 
 
 def test_payload_has_the_seed_status_fields(hook_client: TestClient, receiver: Receiver, short_speech: Path) -> None:

@@ -29,7 +29,10 @@ from tests.conftest import ROOT, free_port
 SECRET = "whsec_" + base64.b64encode(b"a test secret of thirty-two bytes").decode()
 MB = 1024 * 1024
 # Keys: each attack uses its own, so one's per-key limits never decide another's outcome.
-KEYS = ("bystander", "bomber", "hooker", "trickler", "uploader", "limited", "former")
+KEYS = (
+    "bystander", "bomber", "hooker", "trickler", "uploader", "limited", "former",
+    "renamer", "streamer", "enroller", "failer", "neighbour",
+)  # fmt: skip
 
 
 @dataclass
@@ -126,6 +129,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         BODY_GRACE_SECONDS="2",
         KEEP_ALIVE_SECONDS="2",
         MAX_CONNECTIONS="150",
+        MAX_STORED_TASKS_PER_KEY="20",
         FAKE_STEP_SECONDS="0.1",
     )
 

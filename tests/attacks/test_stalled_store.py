@@ -23,9 +23,10 @@ import httpx
 import pytest
 import redis
 
+from app.tasks.coordination import Coordination
 from app.tasks.models import TaskStatus
 from app.tasks.redis_store import RedisTaskStore
-from tests.attacks.conftest import Service, start_service
+from tests.attacks.conftest import FILE_PART, MB, Service, start_service, upload_head
 from tests.conftest import free_port
 
 KEY = {"X-API-Key": "bystander"}
@@ -95,6 +96,21 @@ def _follow(service: Service, task_id: str, lines: list[tuple[float, str]]) -> N
             lines.append((time.monotonic(), line))
 
 
+def _upload_without_its_body(service: Service) -> bytes:
+    """The answer to an upload whose head announces 20 MB, of which only the file part's header is sent:
+    it arrives only if the server answers before the body."""
+    with socket.create_connection(("127.0.0.1", service.port), timeout=60) as connection:
+        connection.sendall(upload_head("/api/v1/transcribe/upload", "bystander", 20 * MB) + FILE_PART)
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+            head, separator, body = reply.partition(b"\r\n\r\n")
+            length = re.search(rb"^content-length: (\d+)", head, re.IGNORECASE | re.MULTILINE)
+            if separator and length and len(body) >= int(length.group(1)):
+                break  # the whole answer, while the connection may stay open
+        return reply
+
+
 def test_a_stalled_redis_stalls_neither_live_nor_an_event_stream(
     proxy: StallingProxy, redis_url: str, short_speech: Path, tmp_path: Path
 ) -> None:
@@ -122,10 +138,7 @@ def test_a_stalled_redis_stalls_neither_live_nor_an_event_stream(
                 pool.submit(httpx.get, service.url(f"/api/v1/transcribe/status/{task_id}"), headers=KEY, timeout=60)
                 for _ in range(24)
             ]
-            uploading = pool.submit(
-                httpx.post, service.url("/api/v1/transcribe/upload"), headers=KEY, files={"file": ("a.wav", b"")},
-                timeout=60,
-            )  # fmt: skip
+            uploading = pool.submit(_upload_without_its_body, service)
             live_seconds = []
             while time.monotonic() - stalled_at < SSE_PING_SECONDS + 3:
                 started = time.monotonic()
@@ -145,15 +158,21 @@ def test_a_stalled_redis_stalls_neither_live_nor_an_event_stream(
         assert pings, "the event stream kept sending keep-alive pings while Redis was stalled"
         assert codes == [503], "requests that need the store end in 503 once its socket timeout passes"
         assert "cannot be reached" in answers[0].json()["detail"]
-        assert upload_answer.status_code == 503, "an upload's admission check meets the stalled store too"
-        assert "cannot be reached" in upload_answer.json()["detail"]
+        # The answer came though the body never did: the admission check met the stalled store before it.
+        assert upload_answer.startswith(b"HTTP/1.1 503 "), upload_answer[:500]
+        assert b"cannot be reached" in upload_answer
         assert ready.status_code == 503, "readiness fails while the workers cannot be seen"
         assert "cannot be seen" in ready.json()["detail"]
 
         proxy.resume()
-        # Written as a worker writes it, straight to Redis: the stream opened before the stall carries it.
-        direct = RedisTaskStore(redis.Redis.from_url(redis_url.replace("/0", "/3"), decode_responses=True), tmp_path)
-        direct.update(task_id, status=TaskStatus.PROCESSING, progress=40.0, message="Transcribing speech")
+        # Written as a worker writes it, straight to Redis and holding the task's lease (else the API's sweep
+        # would soon requeue it as a dead worker's): the stream opened before the stall carries it.
+        client = redis.Redis.from_url(redis_url.replace("/0", "/3"), decode_responses=True)
+        lease = Coordination(client).lease(task_id)
+        assert lease.acquire(blocking=False)
+        RedisTaskStore(client, tmp_path).update(
+            task_id, status=TaskStatus.PROCESSING, progress=40.0, message="Transcribing speech"
+        )
         deadline = time.monotonic() + 15
         while "event: processing" not in [line for _, line in lines] and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -32,6 +32,16 @@ DIALOGUE = [
     ("nyc_m5", "Fine by me, their prices are lower anyway."),
     ("michael", "Good, that settles it for today."),
 ]
+# The same voices on another day, in other words: a voice enrolled from the first dialogue is named here.
+LATER_DIALOGUE = [
+    ("nyc_m5", "The train was late again, so I walked from the bridge."),
+    ("michael", "Did you remember to bring the keys to the garage?"),
+    ("f4", "They are in the blue drawer beside the kitchen window."),
+    ("nyc_m5", "I will fetch them after I have finished my coffee."),
+    ("michael", "No hurry, the mechanic only comes at four o'clock."),
+    ("f4", "Then we have time to water the plants in the yard."),
+    ("nyc_m5", "Let us do that first, before the sun gets too strong."),
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +59,13 @@ def dialogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Path]:
     workdir = tmp_path_factory.mktemp("dialogue")
     case = make_dialogue("three-voices", DIALOGUE, 0.3, workdir)
     return case, workdir / "three-voices.wav"
+
+
+@pytest.fixture(scope="module")
+def later_dialogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Path]:
+    workdir = tmp_path_factory.mktemp("later-dialogue")
+    case = make_dialogue("three-voices-later", LATER_DIALOGUE, 0.3, workdir)
+    return case, workdir / "three-voices-later.wav"
 
 
 def _sample(voice: str, workdir: Path) -> Path:
@@ -83,7 +100,7 @@ def _name_of_each_voice(case: Case, result: dict[str, Any]) -> dict[str, str]:
 
 
 def test_enrolled_voices_are_named_and_a_stranger_is_not(
-    two_keys: Server, dialogue: tuple[Case, Path], tmp_path: Path
+    two_keys: Server, dialogue: tuple[Case, Path], later_dialogue: tuple[Case, Path], tmp_path: Path
 ) -> None:
     case, audio = dialogue
     michael = _enrol(two_keys, "Michael", _sample("michael", tmp_path))
@@ -126,7 +143,7 @@ def test_enrolled_voices_are_named_and_a_stranger_is_not(
     assert "[Michael]" in srt
     assert f"[{names['nyc_m5']}]" not in srt
 
-    # Remember the stranger's voice from the task, forget Fiona's: the next transcript follows.
+    # Remember the stranger's voice from the task, forget Fiona's: the next recording's transcript follows.
     nick = httpx.post(
         f"{two_keys.url}/api/v1/speakers", headers=AUTH, data={"name": "Nick", "task_id": task_id, "speaker": "Nick"}
     )
@@ -135,10 +152,11 @@ def test_enrolled_voices_are_named_and_a_stranger_is_not(
     listed = httpx.get(f"{two_keys.url}/api/v1/speakers", headers=AUTH).json()["speakers"]
     assert sorted(voice["name"] for voice in listed) == ["Michael", "Nick"]
 
-    again = wait_done(submit(audio, two_keys.url, identify_speakers="true"), timeout=900, base_url=two_keys.url)[
+    later_case, later_audio = later_dialogue
+    again = wait_done(submit(later_audio, two_keys.url, identify_speakers="true"), timeout=900, base_url=two_keys.url)[
         "result"
     ]
-    names = _name_of_each_voice(case, again)
+    names = _name_of_each_voice(later_case, again)
     assert names["michael"] == "Michael", again["speakers"]
     assert names["nyc_m5"] == "Nick", again["speakers"]
     assert names["f4"].startswith("SPEAKER_"), again["speakers"]

@@ -13,12 +13,11 @@ anyway once they were stored. An upload counts from its admission until its body
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Collection
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import STORE_RETRY_AFTER_SECONDS, STORE_UNREACHABLE, STORE_UNREACHABLE_DETAIL, send_problem
+from app.api.middleware.routes import RouteSet
+from app.caps import CapReached, KeyCap
 from app.tasks.backend import TaskBackend
 from app.tasks.limits import RETRY_AFTER_SECONDS, OverCapacity
 
@@ -26,14 +25,13 @@ _RETRY_AFTER = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
 
 
 class UploadAdmissionMiddleware:
-    def __init__(self, app: ASGIApp, upload_paths: Collection[str], max_uploads_per_key: int) -> None:
+    def __init__(self, app: ASGIApp, upload_routes: RouteSet, uploads: KeyCap) -> None:
         self.app = app
-        self.upload_paths = frozenset(upload_paths)
-        self.max_uploads_per_key = max_uploads_per_key
-        self._receiving: Counter[str] = Counter()
+        self.upload_routes = upload_routes
+        self.uploads = uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.upload_paths:
+        if scope["type"] != "http" or scope not in self.upload_routes:
             await self.app(scope, receive, send)
             return
         owner: str = scope["state"]["api_key_id"]
@@ -48,23 +46,18 @@ class UploadAdmissionMiddleware:
                 retry = [(b"retry-after", str(STORE_RETRY_AFTER_SECONDS).encode())]
                 await send_problem(send, 503, STORE_UNREACHABLE_DETAIL, retry)
                 return
-        if self._receiving[owner] >= self.max_uploads_per_key:
-            detail = (
-                "This key is already sending as many uploads at once as this server allows "
-                f"({self.max_uploads_per_key}, MAX_UPLOADS_PER_KEY); wait for one to finish, then send this one."
-            )
-            await send_problem(send, 429, detail, _RETRY_AFTER)
+        try:
+            self.uploads.acquire(owner)
+        except CapReached as refused:
+            await send_problem(send, refused.status, refused.detail, _RETRY_AFTER)
             return
-        self._receiving[owner] += 1
         counted = True
 
         def release() -> None:
             nonlocal counted
             if counted:
                 counted = False
-                self._receiving[owner] -= 1
-                if not self._receiving[owner]:
-                    del self._receiving[owner]
+                self.uploads.release(owner)
 
         async def tracked_receive() -> Message:
             message = await receive()

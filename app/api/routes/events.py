@@ -58,6 +58,7 @@ async def _stream(
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "Events named after the status; data: TaskEvent"},
         404: problem_response("No task with this id for this key (never existed, deleted or expired)"),
+        429: problem_response("The key has MAX_STREAMS_PER_KEY streams open"),
     },
     summary="Live progress as Server-Sent Events",
 )

@@ -56,8 +56,8 @@ def _responses(success: str, invalid: str) -> dict[int | str, dict[str, Any]]:
             "content": {"application/json": {}, "text/plain": {}, "application/x-subrip": {}, "text/vtt": {}},
             "description": success,
         },
-        400: problem_response("The multipart body is malformed, or a form field is over 1 MB"),
-        413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
+        400: problem_response("The multipart body is malformed"),
+        413: problem_response("Upload over MAX_UPLOAD_MB, a form field over 64 KB, or audio over MAX_AUDIO_SECONDS"),
         415: problem_response("Not a supported audio or video format"),
         422: problem_response(invalid),
         429: problem_response("The key has MAX_TASKS_PER_KEY tasks pending or processing"),
@@ -146,10 +146,11 @@ async def _answer(
     granularities: set[Granularity],
 ) -> Response:
     """Run one job through the queue and answer as OpenAI does, once it has finished."""
-    path, media = await receive_upload(file, settings)
+    path, media, audio_object = await receive_upload(file, settings)
     job = Job(
-        task_id=path.name, audio_path=path, duration=media.duration, file_name=display_name(file.filename), **options
-    )
+        task_id=path.name, audio_path=path, audio_object=audio_object, duration=media.duration,
+        file_name=display_name(file.filename), **options,
+    )  # fmt: skip
     try:
         task = await manager.submit(job, caller)
     except OverCapacity as error:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.api.deps import CallerDep, ManagerDep, MetricsDep
+from app.api.deps import CallerDep, ManagerDep, MetricsDep, StorageDep
 from app.api.errors import UNAUTHORIZED
 from app.api.schemas import LiveResponse, ReadyResponse
 from app.ops.metrics import CONTENT_TYPE
+from app.storage import StorageUnavailable
 
 router = APIRouter(tags=["operations"], responses=UNAUTHORIZED)
 
@@ -22,18 +23,29 @@ async def live(_caller: CallerDep) -> LiveResponse:
 @router.get(
     "/ready",
     response_model=ReadyResponse,
-    responses={503: {"model": ReadyResponse, "description": "The models are not loaded (yet)"}},
-    summary="Whether every worker has its models loaded",
+    responses={
+        503: {"model": ReadyResponse, "description": "The models are not loaded (yet), or the upload storage is away"}
+    },
+    summary="Whether the workers have their models loaded and the upload storage answers",
 )
-async def ready(_caller: CallerDep, manager: ManagerDep, response: Response) -> ReadyResponse:
+async def ready(_caller: CallerDep, manager: ManagerDep, storage: StorageDep, response: Response) -> ReadyResponse:
+    """The workers: every worker of this process (TASK_BACKEND=local); at least one live worker with
+    TASK_BACKEND=celery, where the API cannot know how many there should be."""
     state = manager.worker_state()
-    if state.load_error:
+    try:
+        await storage.check()
+        unreachable = None
+    except (StorageUnavailable, TimeoutError) as error:
+        unreachable = str(error) or f"The upload storage ({storage.description}) did not answer in time."
+    if unreachable is not None:
+        detail = unreachable
+    elif state.load_error:
         detail = f"The models could not be loaded: {state.load_error}"
     elif not state.loaded:
         detail = "The models are loading"
     else:
         detail = "Ready"
-    ready = state.loaded and not state.load_error
+    ready = state.loaded and not state.load_error and unreachable is None
     response.status_code = 200 if ready else 503
     info = state.info
     return ReadyResponse(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, File, Form, HTTPException, UploadFile, status
+from fastapi import APIRouter, Body, File, Form, HTTPException, Request, UploadFile, status
 
 from app.api.deps import (
     CallerDep,
@@ -20,30 +20,33 @@ from app.api.deps import (
     not_found,
 )
 from app.api.errors import UNAUTHORIZED, problem_response
+from app.api.filenames import one_line
 from app.api.schemas import TranscriptionResult, VoiceList, VoiceResponse, VoicesDeleted
-from app.api.upload_body import UploadDirRoute
+from app.api.upload_body import SampleUploadRoute, before_body
 from app.api.uploads import receive_upload
 from app.config import Settings
 from app.media import SUPPORTED_EXTENSIONS, MediaError
 from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore
 from app.tasks.models import Task, TaskStatus
-from app.voices.enrollment import SampleEmbedder, SampleError
+from app.voices.enrollment import SampleEmbedder
+from app.voices.errors import SampleError
 from app.voices.matching import EMBEDDED_ENCODER, add_sample, rename_speakers
-from app.voices.store import Voice
+from app.voices.store import NameTaken, TooManyVoices, Voice
 
 MAX_NAME_CHARS = 100
 MAX_VOICES_PER_KEY = 200
 
-router = APIRouter(prefix="/api/v1", tags=["speakers"], responses=UNAUTHORIZED, route_class=UploadDirRoute)
+router = APIRouter(prefix="/api/v1", tags=["speakers"], responses=UNAUTHORIZED, route_class=SampleUploadRoute)
 
 _VOICE_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: problem_response("No voice with this id for this key")}
 _SAMPLE_ERRORS: dict[int | str, dict[str, Any]] = {
     400: problem_response("Malformed multipart body"),
     404: problem_response("No task (task_id) or voice with this id for this key"),
     409: problem_response("The task has not completed, or kept no speaker embeddings"),
-    413: problem_response("Upload over MAX_UPLOAD_MB, or audio over MAX_AUDIO_SECONDS"),
+    413: problem_response("Upload over MAX_UPLOAD_MB, or a sample over MAX_SAMPLE_SECONDS"),
     415: problem_response("Not a supported audio or video format"),
     422: problem_response("Too little speech in the sample, an unknown speaker label, or a field missing"),
+    429: problem_response("The key has MAX_ENROLMENTS_PER_KEY enrolments in flight"),
 }
 
 FileField = Annotated[
@@ -66,7 +69,35 @@ def _voice_response(voice: Voice) -> VoiceResponse:
 
 
 def _voice_not_found(voice_id: str) -> HTTPException:
-    return HTTPException(404, f"No voice with id {voice_id!r} for this API key; it may have been deleted.")
+    return HTTPException(404, f"No voice with id {voice_id[:60]!r} for this API key; it may have been deleted.")
+
+
+def _speaker_name(raw: str, field: str) -> str:
+    """A name as transcripts will show it, on one line (no SRT cue or TSV row can hide in it); 422 when empty
+    or too long."""
+    name = one_line(raw)
+    if not name or len(name) > MAX_NAME_CHARS:
+        raise HTTPException(422, f"{field}: give a name of 1 to {MAX_NAME_CHARS} characters, on one line")
+    return name
+
+
+def _name_taken(existing: Voice) -> HTTPException:
+    return HTTPException(
+        409, f"name: this key already has a voice named {existing.name!r} (id {existing.id}); "
+        f"add a sample to it with POST /api/v1/speakers/{existing.id}/samples, or choose another name"
+    )  # fmt: skip
+
+
+def _too_many_voices() -> HTTPException:
+    return HTTPException(409, f"This key has {MAX_VOICES_PER_KEY} voices, the most it may have; delete some first")
+
+
+async def _voice_exists(request: Request) -> None:
+    """404 for a voice the caller does not have, before its sample is received."""
+    voices: AsyncVoiceStore = request.app.state.voices
+    voice_id: str = request.path_params["voice_id"]
+    if await voices.get(request.state.api_key_id, voice_id) is None:
+        raise _voice_not_found(voice_id)
 
 
 def _task_speaker(task: Task, speaker: str) -> tuple[str, list[float]]:
@@ -107,9 +138,15 @@ async def _sample(
             raise not_found(task_id)
         return _task_speaker(task, speaker)
     assert file is not None  # noqa: S101 - checked above
-    path, _ = await receive_upload(file, settings)
+    path, info, _ = await receive_upload(file, settings)  # with a bucket, removed from it as the request ends
     try:
-        return EMBEDDED_ENCODER, await embedder.embed(path)
+        if info.duration is not None and info.duration > settings.max_sample_seconds:
+            raise HTTPException(
+                413, f"file: the sample lasts {info.duration:.0f} s; this server takes samples of at most "
+                f"{settings.max_sample_seconds:g} s (MAX_SAMPLE_SECONDS). A minute of the voice alone is enough: "
+                "send a shorter one."
+            )  # fmt: skip
+        return EMBEDDED_ENCODER, await embedder.embed(path, caller)
     except SampleError as error:
         raise HTTPException(422, str(error)) from None
     except MediaError as error:
@@ -139,20 +176,21 @@ async def enrol(
     task_id: TaskIdField = None,
     speaker: SpeakerField = None,
 ) -> VoiceResponse:
-    name = name.strip()
-    if not name:
-        raise HTTPException(422, "name: give the speaker's name")
+    name = _speaker_name(name, "name")
+    # Refused before the sample is embedded, when it can be told already; checked again as the voice is added.
     mine = await voices.list(caller)
     if existing := next((voice for voice in mine if voice.name == name), None):
-        raise HTTPException(
-            409, f"name: this key already has a voice named {name!r} (id {existing.id}); "
-            f"add a sample to it with POST /api/v1/speakers/{existing.id}/samples, or choose another name"
-        )  # fmt: skip
+        raise _name_taken(existing)
     if len(mine) >= MAX_VOICES_PER_KEY:
-        raise HTTPException(409, f"This key has {len(mine)} voices, the most it may have; delete some first")
+        raise _too_many_voices()
     encoder, embedding = await _sample(caller, settings, store, embedder, file, task_id, speaker)
     voice = Voice(owner=caller, name=name, encoder=encoder, embedding=add_sample([0.0] * len(embedding), 0, embedding))
-    await voices.save(voice)
+    try:
+        await voices.add(voice, MAX_VOICES_PER_KEY)
+    except NameTaken as taken:
+        raise _name_taken(taken.existing) from None
+    except TooManyVoices:
+        raise _too_many_voices() from None
     return _voice_response(voice)
 
 
@@ -162,6 +200,7 @@ async def enrol(
     responses=_SAMPLE_ERRORS,
     summary="Add a sample to a voice: its embedding becomes the mean of all its samples",
 )
+@before_body(_voice_exists)
 async def add_voice_sample(
     voice_id: str,
     caller: CallerDep,
@@ -173,8 +212,6 @@ async def add_voice_sample(
     task_id: TaskIdField = None,
     speaker: SpeakerField = None,
 ) -> VoiceResponse:
-    if await voices.get(caller, voice_id) is None:
-        raise _voice_not_found(voice_id)
     encoder, embedding = await _sample(caller, settings, store, embedder, file, task_id, speaker)
     voice = await voices.get(caller, voice_id)  # again: it may have been deleted while the sample was embedded
     if voice is None:
@@ -216,7 +253,8 @@ async def delete_all_voices(caller: CallerDep, voices: VoiceStoreDep) -> VoicesD
         400: problem_response("The body is not JSON"),
         404: problem_response("No task with this id for this key"),
         409: problem_response("The task has not completed"),
-        422: problem_response("A speaker the task does not have, or a name given twice"),
+        413: problem_response("A body over MAX_BODY_KB"),
+        422: problem_response("A speaker the task does not have, a name given twice, or a name empty or too long"),
     },
     summary="Rename a completed task's speakers, in its result and every export",
 )
@@ -237,9 +275,7 @@ async def rename_task_speakers(
         raise HTTPException(
             422, f"Task {task.id} has no speaker {unknown[0][:60]!r}; its speakers: {', '.join(current) or 'none'}"
         )
-    new_names = {label: name.strip() for label, name in names.items()}
-    if any(not name or len(name) > MAX_NAME_CHARS for name in new_names.values()):
-        raise HTTPException(422, f"Each new name must have 1 to {MAX_NAME_CHARS} characters")
+    new_names = {label: _speaker_name(name, label[:60]) for label, name in names.items()}
     after = [new_names.get(label, label) for label in current]
     if len(set(after)) != len(after):
         raise HTTPException(422, "Two speakers would share a name; give each speaker a different one")

@@ -16,6 +16,7 @@ from app.api.deps import (
     ManagerDep,
     OwnedTaskDep,
     SettingsDep,
+    StorageDep,
     StoreDep,
     SubtitleOptionsDep,
     VoiceStoreDep,
@@ -104,6 +105,7 @@ async def upload(
     settings: SettingsDep,
     manager: ManagerDep,
     voices: VoiceStoreDep,
+    storage: StorageDep,
     form: Annotated[UploadForm, Form(media_type="multipart/form-data")],
 ) -> UploadResponse:
     code, file = language_code(form.language), form.file
@@ -155,14 +157,17 @@ async def upload(
     }
     prepare = None
     if file is not None:
-        path, media = await receive_upload(file, settings)
+        path, media, audio_object = await receive_upload(file, settings)
         name = display_name(file.filename)
-        job = Job(task_id=path.name, audio_path=path, duration=media.duration, file_name=name, **options)
+        job = Job(
+            task_id=path.name, audio_path=path, audio_object=audio_object, duration=media.duration, file_name=name,
+            **options,
+        )  # fmt: skip
     else:
         path = new_upload_path(settings)
         name = name_from_url(form.audio_url) if form.audio_url else None
         job = Job(task_id=path.name, audio_path=path, audio_url=form.audio_url, file_name=name, **options)
-        prepare = functools.partial(download_audio, job, settings)
+        prepare = functools.partial(download_audio, job, settings, storage, storage.upload_key(caller, path.name))
     try:
         created = await manager.submit(job, caller, prepare)
     except OverCapacity as error:
