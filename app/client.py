@@ -6,7 +6,9 @@
 Each file is uploaded, followed over Server-Sent Events (or by polling, with --poll), and its
 result is written next to it (talk.srt, talk.txt); the task is then deleted from the server.
 Inputs that share a stem (talk.mp3, talk.wav) keep their whole name: talk.mp3.srt, talk.wav.srt.
-The exit status is 0 when every file was transcribed, 1 otherwise. The key comes from
+A result's warnings (the transcript may be incomplete, such as a second language left out) and
+notes (what ran other than configured) are printed under its file's line; they do not change the
+exit status, which is 0 when every file was transcribed, 1 otherwise. The key comes from
 WHISPERX_API_KEY (preferred: command lines are visible to other users) or --api-key.
 
 Only light packages are imported here (httpx, httpx-sse, tqdm, and `app.media` for the server's
@@ -21,6 +23,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +113,18 @@ async def _upload(client: httpx.AsyncClient, path: Path, form: dict[str, str], l
     return task_id
 
 
+@dataclass
+class Transcribed:
+    """What one file's transcription left: the files written, and what the result warns of or notes."""
+
+    written: list[Path]
+    warnings: list[str]
+    notes: list[str]
+
+
 async def _transcribe(
     client: httpx.AsyncClient, path: Path, base: Path, args: argparse.Namespace, bar: _Bar, limit_bytes: int | None
-) -> list[Path]:
+) -> Transcribed:
     form = {"enable_diarization": str(not args.no_diarization).lower()}
     for name in ("language", "min_speakers", "max_speakers", "prompt"):
         if (value := getattr(args, name)) is not None:
@@ -131,7 +143,8 @@ async def _transcribe(
             target = base.with_name(f"{base.name}.{fmt}")
             target.write_bytes(result.content)
             written.append(target)
-        return written
+        # Servers before these fields: nothing to print.
+        return Transcribed(written, list(final.get("warnings") or []), list(final.get("notes") or []))
     finally:
         await client.delete(f"/api/v1/transcribe/task/{task_id}")  # the server keeps tasks until deleted
 
@@ -170,8 +183,12 @@ async def _run(args: argparse.Namespace, key: str) -> int:
         for bar in bars:
             bar.close()
     for path, outcome in zip(args.files, outcomes, strict=True):
-        if isinstance(outcome, list):
-            print(f"{path}: wrote {', '.join(str(target) for target in outcome)}")
+        if isinstance(outcome, Transcribed):
+            print(f"{path}: wrote {', '.join(str(target) for target in outcome.written)}")
+            for warning in outcome.warnings:
+                print(f"{path}: warning: {warning}")
+            for note in outcome.notes:
+                print(f"{path}: note: {note}")
         elif isinstance(outcome, ClientError | httpx.HTTPError | OSError):
             failures += 1
             print(f"{path}: failed: {_reason(outcome, args.url)}", file=sys.stderr)

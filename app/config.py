@@ -30,6 +30,10 @@ def _default_data_dir() -> Path:
     return Path(base) / "whisperx-api"
 
 
+def _codes(value: str) -> list[str]:
+    return [code.strip().lower() for code in value.split(",") if code.strip()]
+
+
 class Settings(BaseSettings):
     """Every setting is an environment variable of the same name in upper case."""
 
@@ -82,6 +86,13 @@ class Settings(BaseSettings):
     align_model: str | None = None
     """wav2vec2 alignment model (hub id or local directory). Unset: whisperX's default for the language."""
 
+    align_languages: str | None = None
+    """Comma-separated languages (Whisper's codes: `en,de,fi`) whose words are aligned by a wav2vec2
+    model, or `none`. Any language a request names can make a worker download its aligner (about
+    0.4 GB for `en`, `fr`, `de`, `es`, `it`; 1.3 GB for most others; see docs/models.md): listing
+    the languages, pulled ahead with `python -m app.models pull align:LANG`, caps what requests can
+    fetch. Others get Whisper's word times and a note. Unset: every language whisperX has an aligner for."""
+
     diarization_model: str = "pyannote/speaker-diarization-3.1"
     """pyannote pipeline used for speaker labels when HF_TOKEN is set."""
 
@@ -98,7 +109,9 @@ class Settings(BaseSettings):
     `tiny.en`, `base`, `large-v3`, or CTranslate2 repo ids). Unset: the default model alone."""
 
     max_loaded_models: int = Field(1, ge=1, le=16)
-    """Whisper models each worker keeps loaded at once; loading another unloads the least recently used."""
+    """Whisper models each worker keeps loaded at once. Loading another unloads the least recently used,
+    the default last (with 1, a chosen model takes the default's place until the next task needs it;
+    2 keeps the default loaded beside one chosen model); one whose files cannot be had unloads nothing."""
 
     model_idle_seconds: float = Field(300.0, gt=0)
     """A Whisper model other than the default is unloaded after this long unused."""
@@ -258,6 +271,7 @@ class Settings(BaseSettings):
         "batch_size",
         "beam_size",
         "align_model",
+        "align_languages",
         "whisper_models",
         "webhook_secret",
         "storage_url",
@@ -327,6 +341,26 @@ class Settings(BaseSettings):
                     "random bytes. Make one with: openssl rand -base64 32"
                 )
         return value
+
+    @field_validator("align_languages")
+    @classmethod
+    def _known_languages(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() != "none":
+            from whisperx.utils import LANGUAGES  # no torch: the API process imports it too
+
+            unknown = [code for code in _codes(value) if code not in LANGUAGES]
+            if unknown:
+                raise ValueError(
+                    f"ALIGN_LANGUAGES holds {', '.join(unknown)}: not a language code Whisper knows; "
+                    "give codes such as en,de,fi, or none"
+                )
+        return value
+
+    def aligns(self, language: str) -> bool:
+        """Whether ALIGN_LANGUAGES lets the language's words be aligned (unset: every language's)."""
+        if self.align_languages is None:
+            return True
+        return self.align_languages.strip().lower() != "none" and language in _codes(self.align_languages)
 
     @property
     def downloads_allowed(self) -> bool:

@@ -157,10 +157,14 @@ def create_app(settings: Settings | None = None, pipeline_factory: PipelineFacto
         webhooks = WebhookSender(
             settings, store, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode()
         )
-        manager.events.add_listener(webhooks.task_changed)
+        if manager.callbacks is None:  # the local backend: callbacks follow the task events
+            manager.events.add_listener(webhooks.task_changed)
         app.state.manager = manager
         await manager.start()
-        await webhooks.resume()
+        if manager.callbacks is None:
+            await webhooks.resume()
+        else:  # Celery: the store queues them with the changes that owe them; the API processes share the queue
+            webhooks.consume(manager.callbacks)
         try:
             yield
         finally:

@@ -98,25 +98,41 @@ def timed(owner: Any, name: str, clock: dict[str, float]) -> Iterator[None]:
 
 
 class _TimedWhisper:
-    """Stands in for a CTranslate2 Whisper model: forwards everything, times encode, generate and align."""
+    """Stands in for a CTranslate2 Whisper model: forwards everything, times encode, generate and align,
+    and counts the calls into it and, for `encode`, the 30-s windows encoded (`encoded_windows`)."""
 
-    def __init__(self, model: Any, clock: dict[str, float]) -> None:
-        self._model, self._clock = model, clock
+    def __init__(self, model: Any, clock: dict[str, float], calls: dict[str, int] | None = None) -> None:
+        self._model, self._clock, self._calls = model, clock, calls
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._model, name)
-        return _clocked(attribute, self._clock, name) if name in MODEL_CALLS else attribute
+        if not callable(attribute):
+            return attribute
+        function = _clocked(attribute, self._clock, name) if name in MODEL_CALLS else attribute
+        calls = self._calls
+        if calls is None:
+            return function
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls[name] = calls.get(name, 0) + 1
+            if name == "encode":  # one StorageView of shape (windows, mels, frames)
+                calls["encoded_windows"] = calls.get("encoded_windows", 0) + int(args[0].shape[0])
+            return function(*args, **kwargs)
+
+        return counted
 
 
 @contextlib.contextmanager
-def model_timed(owner: Any, clock: dict[str, float]) -> Iterator[None]:
-    """Time the CTranslate2 model calls of a faster-whisper `WhisperModel` (or whisperx's subclass) while inside.
+def model_timed(owner: Any, clock: dict[str, float], calls: dict[str, int] | None = None) -> Iterator[None]:
+    """Time (and count into `calls`) the CTranslate2 model calls of a faster-whisper `WhisperModel` (or
+    whisperx's subclass) while inside.
 
     The CTranslate2 model is a C++ object whose methods cannot be replaced, so the proxy takes its place
-    in `owner.model`, through which every encode, generate and align call goes (batched or not).
+    in `owner.model`, through which every encode, generate, align and detect_language call goes
+    (batched or not).
     """
     original = owner.model
-    owner.model = _TimedWhisper(original, clock)
+    owner.model = _TimedWhisper(original, clock, calls)
     try:
         yield
     finally:
@@ -163,7 +179,7 @@ class PlainWhisperX:
         return _row(clip, stages, model_clock, text, word_times=False)
 
 
-def service_pipeline(clip: Clip, pipeline: Any) -> dict[str, Any]:
+def service_pipeline(clip: Clip, pipeline: Any, language: str | None = None) -> dict[str, Any]:
     """The service's own pipeline, in this process; stage times from its progress events."""
     import faster_whisper.transcribe
 
@@ -185,7 +201,7 @@ def service_pipeline(clip: Clip, pipeline: Any) -> dict[str, Any]:
         timed(faster_whisper.transcribe, "get_speech_timestamps", clock),
         model_timed(whisper.model, model_clock),
     ):
-        output = pipeline.run(Job("bench", clip.path), progress)
+        output = pipeline.run(Job("bench", clip.path, language=language), progress)
     ended = time.perf_counter()
     # Decoding ends at its last event (language detection then counts as transcription); every
     # other stage ends where the next one's first event is.
@@ -264,9 +280,9 @@ class Service:
         found.update({f"worker-{n}": memory_mb(pid) for n, pid in enumerate(sorted(self.workers()))})
         return {name: {key: round(value) for key, value in values.items()} for name, values in found.items()}
 
-    def submit(self, clip: Clip) -> str:
+    def submit(self, clip: Clip, **form: str) -> str:
         with clip.path.open("rb") as file:
-            response = self.client.post("/api/v1/transcribe/upload", files={"file": (clip.path.name, file)})
+            response = self.client.post("/api/v1/transcribe/upload", files={"file": (clip.path.name, file)}, data=form)
         response.raise_for_status()
         task_id: str = response.json()["task_id"]
         return task_id
@@ -275,14 +291,14 @@ class Service:
         body: dict[str, Any] = self.client.get(f"/api/v1/transcribe/status/{task_id}").json()
         return body
 
-    def transcribe(self, clip: Clip) -> dict[str, Any]:
+    def transcribe(self, clip: Clip, **form: str) -> dict[str, Any]:
         """Upload `clip`, follow the task's event stream to its end, then fetch the result once.
 
         A client that waits on the stream sends nothing while the task runs, so the API side's time is
         the service's, not that of requests competing with the transcription for the CPU.
         """
         started = time.perf_counter()
-        task_id = self.submit(clip)
+        task_id = self.submit(clip, **form)
         end = self.follow(task_id)
         elapsed = time.perf_counter() - started
         if end is None or end.event != "completed":

@@ -14,6 +14,10 @@ worker processes inherit:
   FAKE_CRASH_NAME    a job for a file of this name makes its worker process die, as an out-of-memory
                      kill would; other jobs run as usual
   FAKE_ENGLISH_ONLY  "1": report an English-only model, as tiny.en would
+  FAKE_WARNING       a warning the result carries (as the real pipeline's second-language warning)
+  FAKE_NOTE          a note the result carries and the task's message ends in (as an aligner offline)
+  FAKE_GATE_DIR      a job waits in transcription until a file named as its upload (file_name) exists
+                     in this directory: a test decides when each task finishes
 With diarization, each speaker gets a fake voiceprint of FAKE_ENCODER made the way a real encoder's
 behave: the voice's own direction plus a smaller part that depends on the recording, so the same
 speaker scores high but below 1 across two recordings, two speakers score near 0, and one recording
@@ -76,7 +80,8 @@ class FakePipeline:
         pass  # the fake has nothing heavy to load
 
     def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput:
-        if self._mode == "crash" or job.file_name == os.environ.get("FAKE_CRASH_NAME"):
+        crash_name = os.environ.get("FAKE_CRASH_NAME")
+        if self._mode == "crash" or (crash_name is not None and job.file_name == crash_name):
             os._exit(1)
         if self._mode == "stubborn":
             time.sleep(3600)
@@ -90,6 +95,11 @@ class FakePipeline:
             if stage is Stage.TRANSCRIBE and stuck is not None and job.file_name == stuck:
                 progress(stage, 0.0)  # as the real pipeline does before its first batch
                 time.sleep(3600)
+            gate = os.environ.get("FAKE_GATE_DIR")
+            if stage is Stage.TRANSCRIBE and gate is not None:
+                progress(stage, 0.0)
+                while not (Path(gate) / str(job.file_name)).exists():
+                    time.sleep(0.05)
             for step in range(1, steps + 1):
                 time.sleep(self._step)
                 progress(stage, step / steps)
@@ -110,9 +120,13 @@ class FakePipeline:
             result["speakers"] = [{"speaker": label, "seconds": 3.0} for label in labels]
             prints = {label: voiceprint(n, job.audio_path) for n, label in enumerate(labels) if label}
             result["voiceprints"] = {"encoder": FAKE_ENCODER, "speakers": prints}
+        if warning := os.environ.get("FAKE_WARNING"):
+            result["warnings"] = [warning]
+        note = os.environ.get("FAKE_NOTE")
+        result["notes"] = [note] if note else []
         if job.identify_speakers:
             result = identify_speakers(result, job.known_voices)
-        return PipelineOutput(result=result, note=None)
+        return PipelineOutput(result=result, note=note)
 
     def release(self) -> None:
         pass
@@ -146,6 +160,15 @@ def fake_app() -> Any:
     from app.main import create_app
 
     return create_app(Settings(_env_file=None), FakePipeline)  # type: ignore[call-arg]
+
+
+def celery_worker() -> None:
+    """A Celery worker (TASK_BACKEND=celery) whose pool processes run FakePipeline, configured from the
+    environment: `python -c "from tests.fakes import celery_worker; celery_worker()"`."""
+    import app.tasks.celery_worker as worker
+
+    worker.whisperx_pipeline = FakePipeline  # what each pool process loads, read as it starts
+    worker.main()
 
 
 def main() -> None:

@@ -31,6 +31,9 @@ class Hub:
         """`repos` maps a repo id to the local folder whose files it serves."""
         self.repos = repos
         self.requests: list[str] = []
+        self.open = threading.Event()
+        """Cleared: each request is recorded, then held until it is set again (a download in progress)."""
+        self.open.set()
         self._lock = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -57,6 +60,7 @@ class Hub:
             def _answer(self, body: bool) -> None:
                 with hub._lock:
                     hub.requests.append(f"{self.command} {self.path}")
+                hub.open.wait(60)
                 path = self.path.split("?", 1)[0]
                 if info := re.fullmatch(r"/api/models/(.+?)(?:/revision/[^/]+)?", path):
                     self._model_info(info.group(1))

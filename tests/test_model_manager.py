@@ -58,3 +58,42 @@ def test_idle_models_are_unloaded_except_the_default(clock: Clock) -> None:
     clock.now = 110
     assert manager.unload_idle() == ["tiny.en"]
     assert manager.loaded() == ["base"]
+
+
+def test_a_model_whose_files_cannot_be_had_evicts_nothing(clock: Clock) -> None:
+    loads: list[str] = []
+
+    def fetch(name: str) -> None:
+        if name == "large-v3":
+            raise OSError("the hub did not answer")  # uncached, offline, or the download failing
+
+    def load(name: str) -> str:
+        loads.append(name)
+        return f"model {name}"
+
+    manager = ModelManager(load, max_loaded=1, idle_seconds=10, keep="base", clock=clock, fetch=fetch)
+    with manager.use("base"):
+        pass
+    with pytest.raises(OSError, match="did not answer"), manager.use("large-v3"):
+        pass
+    assert manager.loaded() == ["base"], "the default stays loaded"
+    assert str(manager.failures["large-v3"]) == "the hub did not answer"  # what the worker reports
+    with manager.use("base"):
+        pass
+    assert loads == ["base"], "the next task finds the default loaded: no reload"
+
+
+def test_the_default_goes_last_when_room_is_made(clock: Clock) -> None:
+    loads: list[str] = []
+    manager = _manager(clock, loads)  # room for two, the default is base
+    for name in ("tiny.en", "base", "small"):  # tiny.en makes room for small
+        with manager.use(name):
+            pass
+    with manager.use("small"):
+        pass
+    with manager.use("medium"):  # base is now the least recently used, yet small goes
+        pass
+    assert manager.loaded() == ["base", "medium"]
+    with manager.use("base"):
+        pass
+    assert loads == ["tiny.en", "base", "small", "medium"]

@@ -92,3 +92,25 @@ def test_a_task_slower_than_measured_is_estimated_at_its_own_pace(clock: Clock) 
     diarize = STAGES.index(Stage.DIARIZE)
     really_left = 2 * (SECONDS[Stage.DIARIZE] / 2 + SECONDS[Stage.ASSIGN])
     assert estimates[diarize] == pytest.approx(really_left, rel=0.05)
+
+
+def test_a_stage_that_reports_all_its_progress_early_still_counts_down(clock: Clock) -> None:
+    """A diarizer reports 100 % before its last steps; a transcription batch lands at once: the
+    estimate follows the stage's measured time, not only its progress."""
+    costs = StageCosts()
+    _run(costs, clock, "first")
+    task = Task(job=Job(task_id="second", audio_path=Path("/uploads/second"), duration=60.0))
+    task = replace(task, status=TaskStatus.PROCESSING)
+    tracker = ProgressTracker(STAGES)
+    for stage in STAGES[: STAGES.index(Stage.DIARIZE)]:
+        task = replace(task, stage=stage, progress=tracker.update(stage, 0.0))
+        costs.task_changed(task, False)
+        clock.now += SECONDS[stage]
+    task = replace(task, stage=Stage.DIARIZE, progress=tracker.update(Stage.DIARIZE, 0.0))
+    costs.task_changed(task, False)
+    task = replace(task, progress=tracker.update(Stage.DIARIZE, 1.0))  # all of it, at once
+    costs.task_changed(task, False)
+    clock.now += 5.0
+    really_left = SECONDS[Stage.DIARIZE] - 5.0 + SECONDS[Stage.ASSIGN]
+    # Within a tenth (the lead a stage's progress may have over its time), where progress alone said ~1 s.
+    assert costs.eta_seconds(task) == pytest.approx(really_left, rel=0.1)

@@ -59,7 +59,10 @@ class SpeakerTime(BaseModel):
 
 
 class TranscriptionResult(BaseModel):
-    language: str = Field(description="The language spoken (given, or detected); with `translate`, the text is English")
+    language: str | None = Field(
+        description="The language spoken (given, or detected); with `translate`, the text is English; null when "
+        "no language was given and no speech was found (the notes then say `no speech found`)"
+    )
     segments: list[Segment]
     task: TranscriptionTask = Field(TranscriptionTask.TRANSCRIBE, description="`transcribe` or `translate`")
     model: str | None = Field(None, description="Whisper model that transcribed the audio")
@@ -107,6 +110,14 @@ class TaskSummary(BaseModel):
         None, description="The uploaded file's name (or the audio_url's last part), for display; null if none was given"
     )
     duration: float | None = Field(None, description="Seconds of audio; null until known (audio_url: once downloaded)")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="The result's `warnings` (what may be wrong with the transcript), so lists and events show "
+        "them; empty until the task completes",
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="The result's `notes` (what ran other than configured); empty until completed"
+    )
 
     @classmethod
     def from_task(cls, task: Task) -> TaskSummary:
@@ -121,6 +132,7 @@ class TaskSummary(BaseModel):
             error=task.error,
             file_name=task.job.file_name,
             duration=task.job.duration,
+            **remarks(task),
         )
 
 
@@ -133,6 +145,12 @@ class TaskStatusResponse(TaskSummary):
         return TaskStatusResponse(**dict(TaskSummary.from_task(task)), result=result)
 
 
+def remarks(task: Task) -> dict[str, list[str]]:
+    """The warnings and notes of a task's result, for the documents that do not carry the result."""
+    result = task.result or {}
+    return {"warnings": list(result.get("warnings") or []), "notes": list(result.get("notes") or [])}
+
+
 class TaskEvent(BaseModel):
     """The data of one Server-Sent Event on /api/v1/transcribe/events/{task_id}."""
 
@@ -143,6 +161,8 @@ class TaskEvent(BaseModel):
     message: str
     eta_seconds: float | None = Field(description="Estimated seconds until completion; null until it can be told")
     error: str | None
+    warnings: list[str] = Field(default_factory=list, description="As in the task's status: set once completed")
+    notes: list[str] = Field(default_factory=list, description="As in the task's status: set once completed")
 
 
 class TaskList(BaseModel):

@@ -99,16 +99,18 @@ OPENAI_MODELS = frozenset({"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transc
 """OpenAI's own model names, as its clients send them: here they mean the server's default model."""
 
 
-def choose_model(requested: str | None, settings: Settings) -> str | None:
+def choose_model(requested: str | None, settings: Settings, *, openai: bool = False) -> str | None:
     """The Whisper model a request chose, checked against WHISPER_MODELS; None for the default."""
     if requested is None or not requested.strip() or requested.strip() in OPENAI_MODELS:
         return None
     allowed = allowed_whisper_models(settings)
     if requested.strip() not in allowed:
+        # OpenAI's clients must send a model: theirs is what means the default there.
+        default = "send whisper-1" if openai else "leave it out"
         raise HTTPException(
             # Shortened: the value is the client's and may be as long as a form field may be.
             422, f"model: {requested.strip()[:60]!r} is not offered by this server; choose one of: "
-            f"{', '.join(allowed)} (or leave it out for {allowed[0]}; the operator sets the list with WHISPER_MODELS)"
+            f"{', '.join(allowed)} (or {default} for {allowed[0]}; the operator sets the list with WHISPER_MODELS)"
         )  # fmt: skip
     return requested.strip()
 

@@ -9,7 +9,12 @@ The rules are the common broadcast guidelines (BBC, Netflix, EBU):
   stray words;
 - a cue stays up into the pause after its speech, long enough to read (at least MIN_SECONDS,
   about TARGET_CPS characters per second), without touching the next cue; a sentence too short
-  to be read in the time before the next one joins its neighbour by the same speaker.
+  to be read in the time before the next one joins its neighbour by the same speaker;
+- no cue is shown for less than FLOOR_SECONDS, also between two speakers' turns: a short cue
+  borrows from the pauses around it (it may appear up to LEAD_SECONDS before its first word, and
+  the cue before gives up its linger); where there is no room, the short turn shares one cue with
+  its neighbour, one line each, each line opened by its speaker's label (the usual two-speaker
+  form); failing that, the next cue waits until the short one has had its time.
 
 whisperx's writers cut greedily by width only, end cues on the last word and ignore the label's
 width, which is what this module exists to fix. Pure functions of the result: no models here.
@@ -23,6 +28,10 @@ from typing import Any
 
 MIN_SECONDS = 1.0
 """Shortest time a cue is shown, when the pause after it allows."""
+FLOOR_SECONDS = 0.8
+"""Shortest time any cue is shown: under ~20 frames a cue flashes by unread (Netflix's minimum is 5/6 s)."""
+LEAD_SECONDS = 0.3
+"""How far a cue too short for FLOOR_SECONDS may appear before its first word, into the pause before it."""
 TARGET_CPS = 17.0
 """Reading speed the display time is stretched to, characters per second (adults read 15–20)."""
 LINGER_SECONDS = 0.6
@@ -53,6 +62,14 @@ class Cue:
     words: list[TimedWord] = field(default_factory=list)
     lines: list[list[str]] = field(default_factory=list)
     """The words of each line as shown, without the speaker label."""
+    labels: list[str | None] = field(default_factory=list)
+    """For each line, the speaker whose label opens it (None: no label)."""
+    turns: list[tuple[str | None, list[TimedWord]]] = field(default_factory=list)
+    """Two speakers' turns shown together, one line each; empty for a cue by one speaker."""
+
+    @property
+    def last_word_end(self) -> float:
+        return max(word.end for word in self.words)
 
 
 @dataclass(frozen=True)
@@ -74,15 +91,15 @@ class Layout:
             cuts = [
                 index
                 for index in range(1, len(words))
-                if self._width(words[:index]) + first_indent <= self.max_line_width
-                and self._width(words[index:]) <= self.max_line_width
+                if self.width(words[:index]) + first_indent <= self.max_line_width
+                and self.width(words[index:]) <= self.max_line_width
             ]
             if cuts:
-                best = min(cuts, key=lambda i: max(first_indent + self._width(words[:i]), self._width(words[i:])))
+                best = min(cuts, key=lambda i: max(first_indent + self.width(words[:i]), self.width(words[i:])))
                 return [words[:best], words[best:]]
         return greedy
 
-    def _width(self, words: list[str]) -> int:
+    def width(self, words: list[str]) -> int:
         return len(self.joiner.join(words))
 
     def _greedy(self, words: list[str], first_indent: int) -> list[list[str]]:
@@ -90,7 +107,7 @@ class Layout:
         current: list[str] = []
         room = self.max_line_width - first_indent
         for word in words:
-            if current and self._width([*current, word]) > room:
+            if current and self.width([*current, word]) > room:
                 lines.append(current)
                 current, room = [], self.max_line_width
             current.append(word)
@@ -198,15 +215,107 @@ def _join_short(cues: list[Cue], layout: Layout) -> list[Cue]:
     return backward
 
 
+def _earliest_start(cues: list[Cue], index: int) -> float:
+    """How early cue `index` may appear: up to LEAD_SECONDS before its words, once the cue before
+    has been shown FLOOR_SECONDS and its last word is over."""
+    cue = cues[index]
+    earliest = max(0.0, cue.start - LEAD_SECONDS)
+    if index > 0:
+        before = cues[index - 1]
+        earliest = max(earliest, max(before.last_word_end, before.start + FLOOR_SECONDS) + GAP_SECONDS)
+    return min(cue.start, earliest)
+
+
+def _too_short(cues: list[Cue], index: int) -> bool:
+    """Whether cue `index` cannot be shown FLOOR_SECONDS between the cues around it."""
+    if index + 1 == len(cues):
+        return False
+    return cues[index + 1].start - GAP_SECONDS - _earliest_start(cues, index) < FLOOR_SECONDS
+
+
+def _one_line(words: list[TimedWord], speaker: str | None, layout: Layout) -> bool:
+    return len(layout.label(speaker)) + layout.width([word.text for word in words]) <= layout.max_line_width
+
+
+def _pair(cues: list[Cue], index: int, layout: Layout) -> tuple[int, list[Cue]] | None:
+    """Cue `index` shown with the nearest words of a neighbour by another speaker, one line each.
+
+    Returns where the two cues replaced begin and what replaces them (the rest of the neighbour, if
+    any, and the shared cue); None when no neighbour can take it."""
+    cue = cues[index]
+    if cue.turns or cue.speaker is None or not _one_line(cue.words, cue.speaker, layout):
+        return None
+    options = []
+    if index > 0:
+        options.append((cue.start - cues[index - 1].last_word_end, index - 1))
+    if index + 1 < len(cues):
+        options.append((cues[index + 1].start - cue.last_word_end, index + 1))
+    for _, other in sorted(options):  # the nearer neighbour first
+        neighbour, after = cues[other], other > index
+        if neighbour.turns or neighbour.speaker in (None, cue.speaker):
+            continue
+        words = neighbour.words if after else neighbour.words[::-1]  # nearest first
+        taken = 0  # the neighbour's words nearest the short cue that fit on one line
+        while taken < len(words) and _one_line(words[: taken + 1], neighbour.speaker, layout):
+            taken += 1
+        # What stays a cue of its own keeps a few words, not a stray one or two.
+        while 1 < taken < len(words) and len(words) - taken < MIN_TAIL_WORDS:
+            taken -= 1
+        if not taken:
+            continue
+        near, rest = (words[:taken], words[taken:]) if after else (words[:taken][::-1], words[taken:][::-1])
+        turns: list[tuple[str | None, list[TimedWord]]] = [(cue.speaker, cue.words), (neighbour.speaker, near)]
+        if not after:
+            turns.reverse()
+        together = [word for _, turn in turns for word in turn]
+        start, end = min(word.start for word in together), max(word.end for word in together)
+        shared = Cue(start, end, turns[0][0], together, turns=turns)
+        kept = [Cue(rest[0].start, max(word.end for word in rest), neighbour.speaker, rest)] if rest else []
+        return min(index, other), [shared, *kept] if after else [*kept, shared]
+    return None
+
+
+def _pair_short_turns(cues: list[Cue], layout: Layout) -> list[Cue]:
+    """Each cue too short for FLOOR_SECONDS even with what it may borrow shares a cue with a neighbour."""
+    if layout.max_line_count < 2:
+        return cues
+    index = 0
+    while index < len(cues):
+        paired = _pair(cues, index, layout) if _too_short(cues, index) else None
+        if paired is None:
+            index += 1
+            continue
+        low, replacement = paired
+        cues[low : low + 2] = replacement
+        index = low + next(i for i, cue in enumerate(replacement) if cue.turns) + 1
+    return cues
+
+
 def _display_end(cue: Cue, next_start: float | None, layout: Layout) -> float:
     """Long enough to read, up to GAP_SECONDS before the next cue (even if the speech ran on)."""
     characters = len(layout.joiner.join(word.text for word in cue.words))
-    wanted = max(cue.end + LINGER_SECONDS, cue.start + MIN_SECONDS, cue.start + characters / TARGET_CPS)
+    wanted = max(cue.last_word_end + LINGER_SECONDS, cue.start + MIN_SECONDS, cue.start + characters / TARGET_CPS)
     if next_start is None:
         return wanted
     if next_start - GAP_SECONDS > cue.start:
         return min(wanted, next_start - GAP_SECONDS)
     return min(wanted, next_start)  # the next cue starts at once: no room for a gap
+
+
+def _hold(cues: list[Cue]) -> None:
+    """Every cue shown at least FLOOR_SECONDS: a short one first borrows from the pause before it,
+    then, where that is not enough, the next cue waits for it."""
+    for index, cue in enumerate(cues):
+        if cue.end - cue.start >= FLOOR_SECONDS:
+            continue
+        start = max(_earliest_start(cues, index), cue.end - FLOOR_SECONDS)
+        if start < cue.start:
+            cue.start = start
+            if index > 0:
+                cues[index - 1].end = min(cues[index - 1].end, start - GAP_SECONDS)
+        cue.end = max(cue.end, cue.start + FLOOR_SECONDS)
+        if index + 1 < len(cues) and cues[index + 1].start < cue.end + GAP_SECONDS:
+            cues[index + 1].start = cue.end + GAP_SECONDS
 
 
 def build_cues(result: dict[str, Any], layout: Layout) -> list[Cue]:
@@ -217,9 +326,16 @@ def build_cues(result: dict[str, Any], layout: Layout) -> list[Cue]:
         for piece in _cut_sentence(words, speaker, layout)
     ]
     cues.sort(key=lambda cue: cue.start)
-    cues = _join_short(cues, layout)
+    cues = _pair_short_turns(_join_short(cues, layout), layout)
     for index, cue in enumerate(cues):
         next_start = cues[index + 1].start if index + 1 < len(cues) else None
         cue.end = _display_end(cue, next_start, layout)
-        cue.lines = layout.lines([word.text for word in cue.words], len(layout.label(cue.speaker)))
+    _hold(cues)
+    for cue in cues:
+        if cue.turns:
+            cue.lines = [[word.text for word in words] for _, words in cue.turns]
+            cue.labels = [speaker for speaker, _ in cue.turns]
+        else:
+            cue.lines = layout.lines([word.text for word in cue.words], len(layout.label(cue.speaker)))
+            cue.labels = [cue.speaker] + [None] * (len(cue.lines) - 1)
     return cues

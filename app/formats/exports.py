@@ -16,6 +16,7 @@ from typing import Any
 from whisperx.utils import WriteTXT, format_timestamp
 
 from app.formats.cues import LANGUAGES_WITHOUT_SPACES, Cue, Layout, build_cues
+from app.pipeline.base import NO_SPEECH
 
 
 class ExportFormat(StrEnum):
@@ -25,6 +26,9 @@ class ExportFormat(StrEnum):
     TXT = "txt"
     TSV = "tsv"
 
+
+NO_SPEECH_CUE_SECONDS = 2.0
+"""How long the one cue of an SRT file in which no speech was found is shown."""
 
 MEDIA_TYPES = {
     ExportFormat.JSON: "application/json",
@@ -58,26 +62,28 @@ def _vtt_time(seconds: float) -> str:
 
 
 def _cue_text(cue: Cue, layout: Layout, fmt: ExportFormat, highlight: int | None = None) -> str:
-    """The cue's lines; in VTT the speaker is a voice tag (`<v SPEAKER_00>`), in SRT a `[SPEAKER_00]: ` label."""
+    """The cue's lines; in VTT the speaker is a voice tag (`<v SPEAKER_00>`), in SRT a `[SPEAKER_00]: ` label.
+
+    A cue holding two speakers' turns opens each line with its speaker's label (in VTT, a voice span each)."""
 
     def escape(text: str) -> str:  # WebVTT cue text is HTML-like: & < > must be escaped there
         return html.escape(text, quote=False) if fmt is ExportFormat.VTT else text
 
     lines: list[str] = []
     index = 0
-    for line in cue.lines:
+    for line, speaker in zip(cue.lines, cue.labels, strict=True):
         shown = []
         for word in line:
             text = escape(_cue_safe(word))
             shown.append(f"<u>{text}</u>" if index == highlight else text)
             index += 1
-        lines.append(layout.joiner.join(shown))
-    text = "\n".join(lines)
-    if cue.speaker is None:
-        return text
-    if fmt is ExportFormat.VTT:
-        return f"<v {escape(cue.speaker)}>{text}"
-    return f"{layout.label(cue.speaker)}{text}"
+        text = layout.joiner.join(shown)
+        if speaker is not None and fmt is ExportFormat.VTT:
+            text = f"<v {escape(speaker)}>{text}</v>" if cue.turns else f"<v {escape(speaker)}>{text}"
+        elif speaker is not None:
+            text = layout.label(speaker) + text
+        lines.append(text)
+    return "\n".join(lines)
 
 
 def _timed_texts(cue: Cue, layout: Layout, fmt: ExportFormat, highlight: bool) -> list[tuple[float, float, str]]:
@@ -91,6 +97,15 @@ def _timed_texts(cue: Cue, layout: Layout, fmt: ExportFormat, highlight: bool) -
         if end > start:
             spans.append((start, end, _cue_text(cue, layout, fmt, highlight=index)))
     return spans or [(cue.start, cue.end, _cue_text(cue, layout, fmt))]
+
+
+def _no_speech(fmt: ExportFormat) -> str:
+    """What a file says when no speech was found: not an empty file, which reads as a failed export."""
+    if fmt is ExportFormat.SRT:  # SRT has no comments: one cue says it
+        return f"1\n{_srt_time(0)} --> {_srt_time(NO_SPEECH_CUE_SECONDS)}\n({NO_SPEECH})\n\n"
+    if fmt is ExportFormat.VTT:  # a WebVTT comment, never shown over the video
+        return f"WEBVTT\n\nNOTE {NO_SPEECH}\n\n"
+    return f"({NO_SPEECH})\n"
 
 
 def _subtitles(result: dict[str, Any], fmt: ExportFormat, options: SubtitleOptions) -> str:
@@ -121,6 +136,8 @@ def render(result: dict[str, Any], fmt: ExportFormat, options: SubtitleOptions |
     """A completed task's result (the API's JSON shape) in a text format."""
     if fmt is ExportFormat.JSON:
         raise ValueError("JSON is the result itself; render only text formats")
+    if not result["segments"] and fmt is not ExportFormat.TSV:  # a table keeps its header and no rows
+        return _no_speech(fmt)
     if fmt in (ExportFormat.SRT, ExportFormat.VTT):
         return _subtitles(result, fmt, options or SubtitleOptions())
     if fmt is ExportFormat.TSV:

@@ -44,7 +44,8 @@ def _duration(result: dict[str, Any], duration: float | None) -> float:
 def _verbose(result: dict[str, Any], duration: float | None, granularities: set[Granularity]) -> dict[str, Any]:
     body: dict[str, Any] = {
         "task": result.get("task", "transcribe"),
-        "language": LANGUAGES.get(result["language"], result["language"]),  # OpenAI names it: "english"
+        # OpenAI names it ("english") and its type is a string: "" when no speech was found (language null).
+        "language": LANGUAGES.get(result["language"], result["language"] or ""),
         "duration": _duration(result, duration),
         "text": _text(result),
     }

@@ -98,6 +98,9 @@ def rows(settings: Settings) -> Iterator[tuple[str, str, str, str]]:
             continue
         yield name, state or missing, _human(disk_size(path)) if path else "-", f"Whisper ({whisper_repo(name)})"
     for language in align_languages():
+        if not settings.aligns(language):
+            yield f"align:{language}", "not offered (ALIGN_LANGUAGES)", "-", "aligner (Whisper times the words)"
+            continue
         state, path = aligner_location(language, settings)
         yield (
             f"align:{language}", state or missing, _human(disk_size(path)) if path else "-",
@@ -124,6 +127,8 @@ def pull(name: str, settings: Settings) -> Path:
         return fetch_diarization(settings, tqdm_class=tqdm)
     if name.startswith("align:"):
         language = name.removeprefix("align:")
+        if not settings.aligns(language):
+            raise ModelUnavailable(f"ALIGN_LANGUAGES leaves {language} out, so its aligner would not be used")
         aligner = fetch_aligner(language, settings, tqdm_class=tqdm)
         if aligner is None:
             raise ModelUnavailable(f"{name}: whisperX has no alignment model for {language!r}; set ALIGN_MODEL")

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.config import Settings
+from app.models.locks import download_lock
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +98,19 @@ def fetch_snapshot(
     repo_id: str, cache_dir: Path, settings: Settings, *, kind: str, name: str,
     patterns: list[str] | None = None, required: tuple[str, ...] = (), tqdm_class: Any = None,
 ) -> Path:  # fmt: skip
-    """The repo's files from the cache, or downloaded into it when downloads are allowed."""
+    """The repo's files from the cache, or downloaded into it when downloads are allowed: once, however
+    many ask at a time (the others wait, then find it cached, also while it is half written)."""
+    with download_lock(cache_dir, repo_id):
+        return _fetch_snapshot(
+            repo_id, cache_dir, settings, kind=kind, name=name, patterns=patterns, required=required,
+            tqdm_class=tqdm_class,
+        )  # fmt: skip
+
+
+def _fetch_snapshot(
+    repo_id: str, cache_dir: Path, settings: Settings, *, kind: str, name: str,
+    patterns: list[str] | None, required: tuple[str, ...], tqdm_class: Any,
+) -> Path:  # fmt: skip
     if (path := cached_snapshot(repo_id, cache_dir, patterns, list(required))) is not None:
         return path
     if not settings.downloads_allowed:
@@ -111,7 +126,7 @@ def fetch_snapshot(
     try:
         HfApi(token=token).model_info(repo_id, timeout=HUB_TIMEOUT_SECONDS)
     except (requests.ConnectionError, requests.Timeout) as error:
-        logger.info("The hub did not answer for %s: %s", repo_id, error)
+        logger.debug("The hub did not answer for %s: %s", repo_id, error)  # unavailable() logs the warning
         raise unavailable(
             kind, name, settings, f"the model hub ({ENDPOINT}) did not answer within {HUB_TIMEOUT_SECONDS:g} s"
         ) from None
@@ -152,7 +167,10 @@ class Aligner:
 
 
 def align_model_name(language: str, settings: Settings) -> str | None:
-    """The aligner for a language: ALIGN_MODEL, else whisperX's default; None when whisperX has none."""
+    """The aligner for a language: ALIGN_MODEL, else whisperX's default; None when whisperX has none,
+    or ALIGN_LANGUAGES leaves the language out (then nothing is fetched for it)."""
+    if not settings.aligns(language):
+        return None
     from whisperx.alignment import DEFAULT_ALIGN_MODELS_HF, DEFAULT_ALIGN_MODELS_TORCH
 
     return settings.align_model or DEFAULT_ALIGN_MODELS_TORCH.get(language) or DEFAULT_ALIGN_MODELS_HF.get(language)
@@ -186,40 +204,49 @@ def fetch_aligner(language: str, settings: Settings, tqdm_class: Any = None) -> 
         return Aligner(str(path), None)
     import torch.hub
 
-    # The service's cache first, then torch's own (TORCH_HOME), where whisperX alone would have put it.
-    for folder in (cache_subdir(settings, "align"), Path(torch.hub.get_dir()) / "checkpoints"):
-        if (folder / checkpoint).is_file():
-            return Aligner(model_name, str(folder))
-    if not settings.downloads_allowed:
-        raise unavailable("alignment model", name, settings, "downloads are off (OFFLINE=true or HF_HUB_OFFLINE=1)")
-    target = cache_subdir(settings, "align") / checkpoint
-    download_file(TORCHAUDIO_MODELS_URL + checkpoint, target, kind="alignment model", name=name, settings=settings,
-                  tqdm_class=tqdm_class)  # fmt: skip
+    with download_lock(cache_subdir(settings, "align"), checkpoint):  # one download, as for the hub's
+        # The service's cache first, then torch's own (TORCH_HOME), where whisperX alone would have put it.
+        for folder in (cache_subdir(settings, "align"), Path(torch.hub.get_dir()) / "checkpoints"):
+            if (folder / checkpoint).is_file():
+                return Aligner(model_name, str(folder))
+        if not settings.downloads_allowed:
+            raise unavailable("alignment model", name, settings, "downloads are off (OFFLINE=true or HF_HUB_OFFLINE=1)")
+        target = cache_subdir(settings, "align") / checkpoint
+        download_file(TORCHAUDIO_MODELS_URL + checkpoint, target, kind="alignment model", name=name,
+                      settings=settings, tqdm_class=tqdm_class)  # fmt: skip
     return Aligner(model_name, str(target.parent))
 
 
 def download_file(url: str, target: Path, *, kind: str, name: str, settings: Settings, tqdm_class: Any) -> None:
-    """One file over HTTPS into the cache, with a timeout (torch.hub's own download has none)."""
+    """One file over HTTPS into the cache, with a timeout (torch.hub's own download has none).
+
+    Written under a name of its own (several workers may fetch the same file at once) and moved into
+    place whole, so a cut download never looks cached and one download never writes into another's."""
     import httpx
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
+    handle, partial_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    partial = Path(partial_name)
     try:
-        with httpx.stream("GET", url, timeout=HUB_TIMEOUT_SECONDS, follow_redirects=True) as response:
+        with (
+            os.fdopen(handle, "wb") as out,
+            httpx.stream("GET", url, timeout=HUB_TIMEOUT_SECONDS, follow_redirects=True) as response,
+        ):
             response.raise_for_status()
             total = int(response.headers.get("content-length", 0)) or None
             bar = tqdm_class(total=total, unit="B", unit_scale=True, desc=target.name) if tqdm_class else None
-            with partial.open("wb") as out:
-                for chunk in response.iter_bytes(1 << 20):
-                    out.write(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
+            for chunk in response.iter_bytes(1 << 20):
+                out.write(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
             if bar is not None:
                 bar.close()
+        partial.chmod(0o644)  # as a download by any other means would be (mkstemp makes it private)
+        partial.replace(target)  # whole or not at all; a copy another worker finished first is the same file
     except httpx.HTTPError as error:
-        partial.unlink(missing_ok=True)
         raise unavailable(kind, name, settings, f"{url} could not be fetched ({error})") from None
-    partial.rename(target)  # complete or absent: a cut download never looks cached
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def diarization_repos(config: Path) -> list[str]:

@@ -6,9 +6,16 @@ package: HMAC-SHA256 over the message id, a timestamp and the body, in the `webh
 library call in most languages. Each API key id has its own signing secret, derived from
 WEBHOOK_SECRET and the id (`key_secret`), which only that key can read (GET /api/v1/webhook-secret):
 one tenant cannot forge callbacks that another tenant's receiver would accept. Failed deliveries
-are retried with exponential backoff; the id stays the same across retries so receivers can drop
-duplicates. Every delivery is kept in the task store until it succeeds or gives up, so a restart
-resumes the pending ones (same id, the remaining tries).
+are retried with exponential backoff; the id (`{task_id}.{status}`) stays the same across retries
+and processes, so receivers can drop duplicates. Every delivery is kept in the task store until it
+succeeds or gives up, so a restart resumes the pending ones (same id, the remaining tries).
+
+Where a delivery comes from depends on the backend. On the local one it follows the task's events
+and is saved in the store as it starts. With TASK_BACKEND=celery the store writes it in the same
+transaction as the change that owes it, and the API processes take it from a shared queue
+(app/tasks/streams.py): one process holds it while it tries, and another takes it up only once that
+one has stopped (died, or shut down), so a callback is neither lost nor sent by two processes.
+Renaming a task's speakers sends nothing: it is the caller's own change, answered with the result.
 
 The service refuses targets on loopback, private, link-local and other non-public addresses
 unless WEBHOOK_ALLOW_PRIVATE is set: otherwise anyone with a key could make the server send
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -31,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -41,6 +50,7 @@ from app.config import Settings
 from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from app.tasks.async_store import AsyncTaskStore
 from app.tasks.models import TERMINAL, Task
+from app.tasks.streams import TOUCH_SECONDS, CallbackQueue
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +84,63 @@ class Delivery:
     """Unix time of the next try."""
 
 
+class _Ledger(Protocol):
+    """Where a delivery is kept while it is tried."""
+
+    async def keep(self, delivery: Delivery) -> None:
+        """Save its progress (tries made, when the next is due) for whichever process resumes it."""
+        ...
+
+    async def done(self, delivery: Delivery) -> None:
+        """Delivered or given up."""
+        ...
+
+    def holds(self, delivery: Delivery) -> bool:
+        """False once another process has taken it over: this one stops trying."""
+        ...
+
+
+class _StoreLedger:
+    """The local backend's: a record in the task store, which the next run resumes."""
+
+    def __init__(self, store: AsyncTaskStore) -> None:
+        self._store = store
+
+    async def keep(self, delivery: Delivery) -> None:
+        await self._store.put_delivery(delivery.message_id, json.dumps(asdict(delivery)))
+
+    async def done(self, delivery: Delivery) -> None:
+        await self._store.drop_delivery(delivery.message_id)
+
+    def holds(self, delivery: Delivery) -> bool:
+        return True
+
+
+class _QueueLedger:
+    """TASK_BACKEND=celery: an entry of the shared callback queue, held by this process."""
+
+    def __init__(self, queue: CallbackQueue, entry_id: str) -> None:
+        self._queue = queue
+        self._entry_id = entry_id
+
+    async def keep(self, delivery: Delivery) -> None:
+        await self._queue.keep(delivery.message_id, json.dumps(asdict(delivery)))
+
+    async def done(self, delivery: Delivery) -> None:
+        await self._queue.done(self._entry_id)
+
+    def holds(self, delivery: Delivery) -> bool:
+        return self._entry_id in self._queue.held
+
+
 class WebhookSender:
-    """Listens to task events; delivers each finished task's status document to its callback URL."""
+    """Delivers each finished task's status document to its callback URL: from the task events on the
+    local backend (`task_changed`, `resume`), from the shared queue with Celery (`consume`)."""
 
     def __init__(self, settings: Settings, store: AsyncTaskStore, status_document: Callable[[Task], bytes]) -> None:
         self._settings = settings
         self._store = store
+        self._ledger = _StoreLedger(store)
         self._status_document = status_document
         self._client = httpx.AsyncClient(
             timeout=settings.webhook_timeout_seconds,
@@ -89,16 +150,22 @@ class WebhookSender:
             transport=GuardedTransport(settings.webhook_allow_private, CALLBACK),
         )
         self._deliveries: set[asyncio.Task[None]] = set()
-        self._unsaved: dict[str, str] = {}
-        """Records of deliveries not yet in the store: `aclose` saves what shutdown caught before its delivery did."""
+        self._unsaved: dict[str, Delivery] = {}
+        """Deliveries not yet in the store: `aclose` saves what shutdown caught before its delivery did."""
+        self._queue: CallbackQueue | None = None
+        self._consuming: asyncio.Task[None] | None = None
+
+    def _delivery(self, task: Task) -> Delivery | None:
+        if not task.job.callback_url or self._settings.webhook_secret is None:
+            return None
+        body = self._status_document(task).decode()
+        return Delivery(f"{task.id}.{task.status}", task.owner, task.job.callback_url, body, 0, time.time())
 
     def task_changed(self, task: Task, deleted: bool) -> None:
-        secret = self._settings.webhook_secret
-        if deleted or task.status not in TERMINAL or not task.job.callback_url or secret is None:
+        if deleted or task.status not in TERMINAL or (delivery := self._delivery(task)) is None:
             return
-        body = self._status_document(task).decode()
-        delivery = Delivery(f"{task.id}.{task.status}", task.owner, task.job.callback_url, body, 0, time.time())
-        self._start(delivery, json.dumps(asdict(delivery)))
+        self._unsaved[delivery.message_id] = delivery
+        self._start(delivery, self._ledger, save_first=True)
 
     async def resume(self) -> None:
         """Take up the deliveries a previous run left pending (each by one process only)."""
@@ -109,18 +176,62 @@ class WebhookSender:
                 logger.warning("Webhook %s dropped: WEBHOOK_SECRET is no longer set", message_id)
                 continue
             logger.info("Resuming webhook %s left pending by the previous run", message_id)
-            self._start(Delivery(**json.loads(record)), record)
+            self._start(Delivery(**json.loads(record)), self._ledger, save_first=True)
 
-    def _start(self, delivery: Delivery, record: str) -> None:
-        self._unsaved[delivery.message_id] = record
-        running = asyncio.create_task(self._deliver(delivery, record))
+    def consume(self, queue: CallbackQueue) -> None:
+        """Deliver the callbacks of the shared queue (TASK_BACKEND=celery) until `aclose`."""
+        self._queue = queue
+        self._consuming = asyncio.create_task(self._consume(queue), name="callbacks")
+
+    async def _consume(self, queue: CallbackQueue) -> None:
+        keeping = asyncio.create_task(self._keep_held(queue), name="callbacks-held")
+        try:
+            while True:
+                try:
+                    for entry_id, task, status in await queue.take():
+                        await self._take_up(queue, entry_id, task, status)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.warning("Could not read the callback queue; trying again", exc_info=True)
+                    await asyncio.sleep(1.0)
+        finally:
+            keeping.cancel()
+
+    async def _keep_held(self, queue: CallbackQueue) -> None:
+        """Touch the callbacks this process holds, and take up those another process left."""
+        while True:
+            try:
+                await queue.touch()
+                for entry_id, task, status in await queue.claim_lapsed():
+                    await self._take_up(queue, entry_id, task, status)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("Could not keep the callbacks this process holds", exc_info=True)
+            await asyncio.sleep(TOUCH_SECONDS)
+
+    async def _take_up(self, queue: CallbackQueue, entry_id: str, task: Task, status: str) -> None:
+        ledger = _QueueLedger(queue, entry_id)
+        delivery = self._delivery(task)
+        if delivery is None:  # no WEBHOOK_SECRET here: nothing can be signed
+            logger.warning("Webhook %s.%s dropped: WEBHOOK_SECRET is not set", task.id, status)
+            await queue.done(entry_id)
+            return
+        if (saved := await queue.saved(delivery.message_id)) is not None:
+            delivery = Delivery(**json.loads(saved))  # where the process that left it had got to
+        self._start(delivery, ledger, save_first=False)
+
+    def _start(self, delivery: Delivery, ledger: _Ledger, save_first: bool) -> None:
+        running = asyncio.create_task(self._deliver(delivery, ledger, save_first))
         self._deliveries.add(running)
         running.add_done_callback(self._deliveries.discard)
 
-    async def _deliver(self, delivery: Delivery, record: str) -> None:
-        """Send until it succeeds or the tries run out; `record` is kept in the store meanwhile."""
+    async def _deliver(self, delivery: Delivery, ledger: _Ledger, save_first: bool) -> None:
+        """Send until it succeeds or the tries run out; kept by `ledger` meanwhile."""
         assert self._settings.webhook_secret is not None  # noqa: S101 - checked before a delivery starts
-        await self._keep(delivery.message_id, record)
+        if save_first:
+            await self._keep(ledger, delivery)
         self._unsaved.pop(delivery.message_id, None)
         signer = Webhook(key_secret(self._settings.webhook_secret, delivery.owner))
         message_id, url, body = delivery.message_id, delivery.url, delivery.body.encode()
@@ -129,6 +240,8 @@ class WebhookSender:
         await asyncio.sleep(max(0.0, delivery.next_attempt_at - time.time()))
         reason = "no tries left"
         for attempt in range(delivery.attempts_made + 1, attempts + 1):
+            if not ledger.holds(delivery):
+                return  # another process has taken it over
             try:
                 now = datetime.now(UTC)
                 headers = {
@@ -143,7 +256,7 @@ class WebhookSender:
                     delivered, reason = response.is_success, f"HTTP {response.status_code}"
                 if delivered:
                     logger.info("Webhook %s delivered to %s (attempt %d)", message_id, host, attempt)
-                    await self._forget(message_id)
+                    await self._forget(ledger, delivery)
                     return
             except (httpx.HTTPError, TargetRefused) as error:
                 reason = type(error).__name__ if isinstance(error, httpx.HTTPError) else str(error)
@@ -151,32 +264,38 @@ class WebhookSender:
                 delay = self._settings.webhook_retry_base_seconds * 2 ** (attempt - 1)
                 logger.info("Webhook %s to %s failed (%s); retrying in %.1f s", message_id, host, reason, delay)
                 delivery = replace(delivery, attempts_made=attempt, next_attempt_at=time.time() + delay)
-                await self._keep(message_id, json.dumps(asdict(delivery)))
+                await self._keep(ledger, delivery)
                 await asyncio.sleep(delay)
         logger.warning("Webhook %s to %s failed %d times (%s); giving up", message_id, host, attempts, reason)
-        await self._forget(message_id)
+        await self._forget(ledger, delivery)
 
-    async def _keep(self, message_id: str, record: str) -> None:
+    async def _keep(self, ledger: _Ledger, delivery: Delivery) -> None:
         """Save the delivery for a restart; one the store cannot take is still sent by this run."""
         try:
-            await self._store.put_delivery(message_id, record)
+            await ledger.keep(delivery)
         except Exception as error:  # noqa: BLE001 - the store away for a moment must not stop the callback
-            logger.warning("Webhook %s could not be saved for a restart: %s", message_id, error)
+            logger.warning("Webhook %s could not be saved for a restart: %s", delivery.message_id, error)
 
-    async def _forget(self, message_id: str) -> None:
+    async def _forget(self, ledger: _Ledger, delivery: Delivery) -> None:
         try:
-            await self._store.drop_delivery(message_id)
+            await ledger.done(delivery)
         except Exception as error:  # noqa: BLE001 - a restart would send it again: receivers dedupe by webhook-id
-            logger.warning("Webhook %s could not be removed from the store: %s", message_id, error)
+            logger.warning("Webhook %s could not be removed from the store: %s", delivery.message_id, error)
 
     async def aclose(self) -> None:
         """Stop pending deliveries (the store keeps them for the next run): a callback must not hold up shutdown."""
         pending = list(self._deliveries)
-        for delivery in pending:
-            delivery.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        for message_id, record in self._unsaved.items():  # cancelled before they were saved
-            await self._keep(message_id, record)
+        stopping = [*pending, *([self._consuming] if self._consuming else [])]
+        for running in stopping:
+            running.cancel()
+        await asyncio.gather(*stopping, return_exceptions=True)
+        for unsaved in self._unsaved.values():  # cancelled before they were saved
+            await self._keep(self._ledger, unsaved)
+        if self._queue is not None:
+            # What this process held goes to another at once, rather than after the lease lapses.
+            with contextlib.suppress(Exception):
+                await self._queue.release()
+            await self._queue.close()
         if pending:
             logger.warning("Shutdown cancelled %d webhook deliveries", len(pending))
         await self._client.aclose()

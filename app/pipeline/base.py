@@ -23,6 +23,9 @@ class Stage(StrEnum):
     ASSIGN = "assigning speakers"
 
 
+NO_SPEECH = "no speech found"
+"""The note of a result in which no speech was found: no segments, and `language` null unless it was given."""
+
 ProgressCallback = Callable[[Stage, float], object]
 """Called with a stage and the fraction (0–1) of that stage's own work done; what it returns is ignored."""
 
@@ -130,7 +133,10 @@ class PipelineInfo:
     loaded_models: tuple[str, ...] = ()
     """Whisper models loaded in the worker now, least recently used first."""
     model_errors: tuple[tuple[str, str], ...] = ()
-    """Whisper models a request asked for that could not be loaded, with why."""
+    """Models a task needed that could not be had (Whisper models requests chose, aligners), with why."""
+    loads: tuple[str, ...] = ()
+    """Every model the worker has loaded since it started, in order (`whisper:base`, `align:en`, …): a
+    task that finds all it needs loaded adds none."""
 
 
 class PipelineError(Exception):
@@ -143,7 +149,7 @@ class Pipeline(Protocol):
     def info(self) -> PipelineInfo: ...
 
     def finish_loading(self) -> None:
-        """Load what jobs need but readiness need not wait for; called once the worker reports ready."""
+        """Load the rest of what jobs need (the diarizer, aligners); called before the worker reports ready."""
         ...
 
     def run(self, job: Job, progress: ProgressCallback) -> PipelineOutput: ...

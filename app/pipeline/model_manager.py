@@ -4,6 +4,11 @@ The shape follows speaches' model manager: a request names a model, the manager 
 is not loaded, the least recently used goes first when the limit is reached, and a model unused
 for the idle time is unloaded (the default model excepted: it stays ready for the next request).
 The host calls `unload_idle` from time to time (the worker's wait for jobs, the Celery announcer).
+
+A model's files are fetched before anything is unloaded to make room for it, so a request for one
+that cannot be had (uncached and offline, a download failing) leaves the loaded models as they were.
+The default is not pinned, but it goes last: with room for one model a chosen one takes its place
+(the limit is the operator's memory budget), with room for two it stays beside any chosen one.
 """
 
 from __future__ import annotations
@@ -19,14 +24,18 @@ from typing import Generic, TypeVar
 logger = logging.getLogger(__name__)
 
 Model = TypeVar("Model")
+Loaded = TypeVar("Loaded")
 
 
 class ModelManager(Generic[Model]):
     def __init__(
         self, load: Callable[[str], Model], max_loaded: int, idle_seconds: float, keep: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, fetch: Callable[[str], object] | None = None,
     ) -> None:  # fmt: skip
+        """`fetch(name)` gets a model's files (downloading them if need be) and raises when it cannot;
+        `load(name)` builds the model from them."""
         self._load = load
+        self._fetch = fetch
         self._max_loaded = max_loaded
         self._idle_seconds = idle_seconds
         self._keep = keep
@@ -42,14 +51,15 @@ class ModelManager(Generic[Model]):
     def use(self, name: str) -> Iterator[Model]:
         """The named model, loaded if need be; it is not unloaded while in use."""
         with self._lock:
+            loaded = name in self._models
+        if not loaded and self._fetch is not None:
+            # Outside the lock: a download holds up no user of the models already loaded.
+            self._failing(name, self._fetch)
+        with self._lock:
             if name not in self._models:
                 self._make_room()
                 logger.info("Loading Whisper model %s", name)
-                try:
-                    self._models[name] = self._load(name)
-                except Exception as error:
-                    self.failures[name] = error
-                    raise
+                self._models[name] = self._failing(name, self._load)
                 self.failures.pop(name, None)
             self._models.move_to_end(name)
             self._in_use[name] = self._in_use.get(name, 0) + 1
@@ -61,8 +71,18 @@ class ModelManager(Generic[Model]):
                 self._in_use[name] -= 1
                 self._last_used[name] = self._clock()
 
+    def _failing(self, name: str, step: Callable[[str], Loaded]) -> Loaded:
+        """`step(name)`, its failure remembered for the worker's report."""
+        try:
+            return step(name)
+        except Exception as error:
+            with self._lock:
+                self.failures[name] = error
+            raise
+
     def _make_room(self) -> None:
-        for name in list(self._models):
+        # Least recently used first, the default last (sorted is stable).
+        for name in sorted(self._models, key=lambda loaded: loaded == self._keep):
             if len(self._models) < self._max_loaded:
                 return
             if not self._in_use.get(name):

@@ -10,15 +10,20 @@ import contextlib
 import ctypes
 import logging
 import os
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from app.config import Settings
 from app.media import SAMPLE_RATE, MediaError, decode
 from app.models.hub import ModelUnavailable, fetch_aligner, fetch_punkt, hub_offline, untrained_punkt_dir
+from app.models.misses import Misses
 from app.ops.telemetry import disable_onnxruntime_telemetry, disable_telemetry
-from app.pipeline.base import Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
-from app.pipeline.languages import detect, detect_runs, mixed_language_warning, most_spoken, probe_spans, run_spans
+from app.pipeline.base import NO_SPEECH, Job, PipelineError, PipelineInfo, PipelineOutput, ProgressCallback, Stage
+from app.pipeline.languages import Window, detect_runs, most_spoken, run_spans, second_language_warning
 from app.pipeline.model_manager import ModelManager
 from app.pipeline.models import cuda_available, default_whisper_model, resolve_whisper_model
 from app.pipeline.segments import split_segments
@@ -68,13 +73,18 @@ class WhisperXPipeline:
         self._threads = settings.cpu_threads or max(1, (os.cpu_count() or 1) // settings.max_concurrent_tasks)
 
         self.model_name = default_whisper_model(settings, cuda)
+        self.loads: list[str] = []
+        """Every model this worker has loaded, in order: what its reports show (a reload counts again)."""
         self._whisper = ModelManager(
-            self._load_whisper, settings.max_loaded_models, settings.model_idle_seconds, keep=self.model_name
-        )
+            self._load_whisper, settings.max_loaded_models, settings.model_idle_seconds, keep=self.model_name,
+            fetch=lambda name: resolve_whisper_model(name, settings),
+        )  # fmt: skip
         with self._whisper.use(self.model_name) as default:
             self._multilingual = default.multilingual
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | None] = {}
         self._aligner_notes: dict[str, str] = {}
+        self._aligner_errors: dict[str, str] = {}  # for /health: align:LANG -> why it could not be had
+        self._misses = Misses(settings.model_cache_dir / "unavailable")
         self._loaded = False
         self._diarizer: Any = None
         self.diarizer_name: str | None = None
@@ -83,6 +93,7 @@ class WhisperXPipeline:
     def _load_whisper(self, name: str) -> LoadedWhisper:
         import faster_whisper
 
+        self.loads.append(f"whisper:{name}")
         # faster-whisper's own model and batched pipeline, with its packaged ONNX silero VAD:
         # whisperx.load_model would also load a pyannote VAD (torch) that runs ~15x slower here.
         model = faster_whisper.WhisperModel(
@@ -102,13 +113,22 @@ class WhisperXPipeline:
         return True
 
     def finish_loading(self) -> None:
-        """Import torch and load the diarizer: most of a worker's start-up, done once, after it is ready."""
+        """Load everything else a task needs, once, before the worker says it is ready: torch, the
+        diarizer, faster-whisper's VAD, whisperX's alignment code and the English aligner (the
+        language most tasks speak), so that the first task starts as fast as the tenth."""
         if self._loaded:
             return
         import torch
+        import whisperx  # noqa: F401 - alignment and speaker assignment: seconds of imports (transformers, pandas)
+        from faster_whisper.vad import get_vad_model
 
         torch.set_num_threads(self._threads)
         self._diarizer, self.diarizer_name, self._diarizer_note = self._load_diarizer()
+        if self._diarizer is not None:
+            self.loads.append(f"diarizer:{self.diarizer_name}")
+        get_vad_model()  # cached by faster-whisper: its ONNX session is built once a process
+        self.loads.append("vad:silero")
+        self._aligner("en")
         self._loaded = True
 
     def info(self) -> PipelineInfo:
@@ -119,7 +139,8 @@ class WhisperXPipeline:
                 # Only this service's own messages: others may quote server paths (the log has them).
                 (name, str(error) if isinstance(error, ModelUnavailable) else f"{type(error).__name__}; see the log")
                 for name, error in self._whisper.failures.items()
-            ),
+            ) + tuple(self._aligner_errors.items()),
+            loads=tuple(self.loads),
         )  # fmt: skip
 
     def _load_diarizer(self) -> tuple[Any, str | None, str | None]:
@@ -163,20 +184,31 @@ class WhisperXPipeline:
         return embedded, EMBEDDED_DIARIZER, note
 
     def _aligner(self, language: str) -> tuple[Any, dict[str, Any]] | None:
-        """The wav2vec2 model for a language, loaded once; None when it cannot be had (a note says why)."""
+        """The wav2vec2 model for a language, loaded once; None when it cannot be had (a note says why).
+
+        One that cannot be fetched is asked for again only after `misses.RETRY_SECONDS`, and its
+        details go to the log (once) and /health, not to each task: the task's note is one line.
+        """
         if language in self._aligners:
             return self._aligners[language]
-        self._aligners[language] = None  # unless it loads below
+        name = f"align:{language}"
         try:
             # Cache first; a miss is fetched before whisperx builds the model, so a load that cannot
             # succeed never costs a torchaudio aligner's ~350 MB peak.
-            aligner = fetch_aligner(language, self._settings)
+            aligner = self._misses.fetch(name, lambda: fetch_aligner(language, self._settings))
         except ModelUnavailable as error:
-            logger.warning("%s Words are timed by Whisper.", error)
-            self._aligner_notes[language] = f"words timed by Whisper: {error}"
+            self._aligner_errors[name] = str(error)
+            self._aligner_notes[language] = (
+                f"words timed by Whisper; the wav2vec2 alignment model for {language} is not cached"
+            )
             return None
+        self._aligner_errors.pop(name, None)
+        self._aligner_notes.pop(language, None)
+        self._aligners[language] = None  # unless it loads below
         if aligner is None:
-            return None  # whisperX has no aligner for the language: Whisper times the words
+            # Not offered (ALIGN_LANGUAGES), or whisperX has none for the language: nothing was fetched.
+            self._aligner_notes[language] = _not_offered_note(language, self._settings)
+            return None
         import whisperx
 
         try:
@@ -186,8 +218,12 @@ class WhisperXPipeline:
                 )
         except Exception as error:  # noqa: BLE001 - fall back to Whisper's own word times
             logger.warning("The alignment model for %r did not load (%s); words are timed by Whisper", language, error)
-            self._aligner_notes[language] = f"words timed by Whisper: the alignment model did not load ({error})"
+            self._aligner_errors[name] = f"did not load ({type(error).__name__}; see the log)"
+            self._aligner_notes[language] = (
+                f"words timed by Whisper; the wav2vec2 alignment model for {language} did not load"
+            )
         else:
+            self.loads.append(name)
             self._ensure_sentence_splitter(language)
         return self._aligners[language]
 
@@ -237,31 +273,43 @@ class WhisperXPipeline:
             raise PipelineError(str(error)) from None
         progress(Stage.DECODE, 1.0)
 
-        warnings: list[str] = []
+        _require_multilingual_model(job, whisper)
         if job.multilingual:
             parts, language = self._language_parts(audio, whisper, job)
-        else:
-            language, warning = self._language(job, whisper, audio)
+        else:  # None: detected on the first windows the transcription encodes
+            language = job.language or (None if whisper.multilingual else "en")
             parts = [(language, 0, len(audio))]
-            warnings += [warning] if warning else []
         progress(Stage.TRANSCRIBE, 0.0)
-        # Translation writes English, so English is what gets timed and split into sentences.
-        text_language = {part: "en" if job.task == "translate" else part for part, _, _ in parts}
-        aligners = {part: self._aligner(text) for part, text in text_language.items()}
+
+        def text_language(spoken: str) -> str:  # translation writes English: that is what is timed and split
+            return "en" if job.task == "translate" else spoken
+
+        def whisper_times_words(spoken: str) -> bool:  # without an alignment model, in the same pass
+            return self._aligner(text_language(spoken)) is None
+
+        windows: list[Window] = []
         transcribed = [
-            # Without an alignment model Whisper times the words itself, in the same pass.
-            (part, self._transcribe(whisper, audio, (start, end), part, job, progress, aligners[part] is None))
+            self._transcribe(whisper, audio, (start, end), part, job, progress, whisper_times_words, windows)
             for part, start, end in parts
         ]
         progress(Stage.TRANSCRIBE, 1.0)
+        heard = any(segment["text"].strip() for part_segments, _ in transcribed for segment in part_segments)
+        if language is None or not job.multilingual:  # with `multilingual`, the most spoken, found before
+            language = transcribed[0][1] if heard or job.language else None
+        warnings = []
+        if heard and language is not None and windows:
+            warning = second_language_warning(language, windows)
+            warnings += [warning] if warning else []
+        spoken = [found for _, found in transcribed if found is not None]
+        aligners = {found: self._aligner(text_language(found)) for found in spoken}
         segments: list[dict[str, Any]] = []
-        for part, part_segments in transcribed:
-            aligner = aligners[part]
+        for part_segments, found in transcribed:
+            aligner = aligners.get(found) if found else None
             aligned = part_segments if aligner is None else self._align(audio, part_segments, aligner, job, progress)
-            segments += [{**segment, "language": part} for segment in aligned]
+            segments += [{**segment, "language": found} for segment in aligned]
         progress(Stage.ALIGN, 1.0)
         timings = {WORD_TIMING_WHISPER if aligner is None else WORD_TIMING_ALIGNMENT for aligner in aligners.values()}
-        word_timing = next(iter(timings)) if len(timings) == 1 else WORD_TIMING_MIXED
+        word_timing = next(iter(timings)) if len(timings) == 1 else WORD_TIMING_MIXED if timings else None
 
         result: dict[str, Any] = {
             "language": language,
@@ -272,12 +320,15 @@ class WhisperXPipeline:
         }
         if warnings:
             result["warnings"] = warnings
-        notes = [self._aligner_notes[text] for text in text_language.values() if text in self._aligner_notes]
+        notes = [] if heard else [NO_SPEECH]
+        notes += [self._aligner_notes[text] for text in map(text_language, aligners) if text in self._aligner_notes]
         if job.return_char_alignments and word_timing != WORD_TIMING_ALIGNMENT:
             notes.append(
                 "characters are not timed: no wav2vec2 alignment model is available, so Whisper timed the words"
             )
-        if job.enable_diarization:
+        if job.enable_diarization and not heard:  # no one to tell apart
+            result.update(diarizer=self.diarizer_name, speakers=[])
+        elif job.enable_diarization:
             segments, speakers, voiceprints, note = self._diarize(audio, segments, job, progress)
             result.update(diarizer=self.diarizer_name if speakers is not None else None, speakers=speakers)
             if voiceprints:
@@ -287,7 +338,7 @@ class WhisperXPipeline:
         pieces = [
             {**piece, "language": segment["language"]}
             for segment in _keep_unaligned_words(segments)
-            for piece in split_segments([segment], text_language[segment["language"]])
+            for piece in split_segments([segment], text_language(segment["language"] or "en"))
         ]
         result["segments"] = [
             _segment(piece, with_chars=job.return_char_alignments, with_language=job.multilingual) for piece in pieces
@@ -297,58 +348,64 @@ class WhisperXPipeline:
             result = identify_speakers(result, job.known_voices)
         return PipelineOutput(result=result, note="; ".join(notes) or None)
 
-    def _language(self, job: Job, whisper: LoadedWhisper, audio: Any) -> tuple[str, str | None]:
-        """The file's language, and a warning when it may hold more than one."""
-        _require_multilingual_model(job, whisper)
-        if not whisper.multilingual:
-            return "en", None
-        if job.language:
-            return job.language, None
-        language, probability, alternatives = whisper.model.detect_language(audio)
-        probes = detect(whisper.model, audio, probe_spans(audio, _vad_options(job)), self.batch_size)
-        return language, mixed_language_warning(language, probability, alternatives, probes)
-
-    def _language_parts(self, audio: Any, whisper: LoadedWhisper, job: Job) -> tuple[list[tuple[str, int, int]], str]:
+    def _language_parts(
+        self, audio: Any, whisper: LoadedWhisper, job: Job
+    ) -> tuple[list[tuple[str | None, int, int]], str | None]:
         """(language, start, end) spans covering the audio, and the most-spoken language."""
-        _require_multilingual_model(job, whisper)
         runs = detect_runs(whisper.model, audio, _vad_options(job), self.batch_size)
-        if not runs:  # no speech: transcribe as usual, in the language of the whole file
-            language = whisper.model.detect_language(audio)[0]
-            return [(language, 0, len(audio))], language
+        if not runs:  # no speech found: transcribe as usual, the language detected as it goes
+            return [(None, 0, len(audio))], None
         logger.info("Languages: %s", ", ".join(f"{run.language} {run.seconds:.1f} s" for run in runs))
-        return run_spans(runs, len(audio)), most_spoken(runs)
+        return list(run_spans(runs, len(audio))), most_spoken(runs)
 
     def _transcribe(
         self,
         whisper: LoadedWhisper,
         audio: Any,
         span: tuple[int, int],
-        language: str,
+        language: str | None,
         job: Job,
         progress: ProgressCallback,
-        word_timestamps: bool,
-    ) -> list[dict[str, Any]]:
-        """The segments of audio[span[0]:span[1]], timed from the start of `audio`."""
+        whisper_times_words: Callable[[str], bool],
+        windows: list[Window],
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The segments of audio[span[0]:span[1]], timed from the start of `audio`, and their language.
+
+        With `language` None, it is detected on the first windows the transcription encodes (None when
+        no speech is found), and each window's language probabilities are added to `windows`."""
+        from app.pipeline.batched import DetectingPipeline
+
         options: dict[str, Any] = {}
         if job.temperature is not None:
             options["temperature"] = job.temperature
         if job.suppress_numerals:
             options["suppress_tokens"] = [-1, *_numeral_symbol_tokens(whisper)]
         vad = _vad_options(job)
+        detecting = language is None
         segments = []
         first, last = span
         for start, end in slice_bounds(audio[first:last]):
             offset = (first + start) / SAMPLE_RATE
-            pieces, _ = whisper.batched.transcribe(
-                audio[first + start : first + end], language=language, task=job.task, batch_size=self.batch_size,
-                word_timestamps=word_timestamps, vad_filter=True, vad_parameters=vad or None,
-                chunk_length=job.chunk_size, initial_prompt=job.initial_prompt, hotwords=job.hotwords,
-                beam_size=job.beam_size or self.beam_size, **options,
+            batched = (
+                DetectingPipeline(whisper.model, offset, whisper_times_words if language is None else None)
+                if detecting
+                else whisper.batched
+            )
+            pieces, _ = batched.transcribe(
+                # A detecting pipeline replaces the language with the one it finds on the first batch.
+                audio[first + start : first + end], language=language or "en", task=job.task,
+                batch_size=self.batch_size, word_timestamps=language is not None and whisper_times_words(language),
+                vad_filter=True, vad_parameters=vad or None, chunk_length=job.chunk_size,
+                initial_prompt=job.initial_prompt, hotwords=job.hotwords, beam_size=job.beam_size or self.beam_size,
+                **options,
             )  # fmt: skip
             for piece in pieces:  # a generator: each segment arrives as its batch is decoded
-                segments.append(_whisper_segment(piece, offset, word_timestamps))
+                segments.append(_whisper_segment(piece, offset))
                 progress(Stage.TRANSCRIBE, min(1.0, (offset + piece.end) * SAMPLE_RATE / len(audio)))
-        return segments
+            if isinstance(batched, DetectingPipeline):
+                language = language or batched.language
+                windows += batched.windows
+        return segments, language
 
     def _align(
         self, audio: Any, segments: list[dict[str, Any]], aligner: tuple[Any, dict[str, Any]], job: Job,
@@ -381,14 +438,19 @@ class WhisperXPipeline:
             "max_speakers": job.max_speakers,
             "progress_callback": lambda percent: progress(Stage.DIARIZE, percent / 100),
         }
-        if isinstance(self._diarizer, EmbeddedDiarizer):
-            turns = self._diarizer(audio, **options)
-            # From each speaker's own turns, however the clustering found them.
-            embeddings = speaker_embeddings(self._diarizer.encoder, audio, turns)
-            voiceprints = {"encoder": EMBEDDED_ENCODER, "speakers": embeddings}
-        else:  # pyannote's pipeline: the embeddings of its own model
-            turns, embeddings = self._diarizer(audio, return_embeddings=True, **options)
-            voiceprints = {"encoder": f"pyannote:{self.diarizer_name}", "speakers": embeddings or {}}
+        with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+            # On a second or two of speech no window is long enough for an embedding, and pyannote's
+            # clustering averages the empty set (numpy warns "Mean of empty slice" and of an invalid
+            # divide); it then gives every turn one speaker, which is right: nothing to warn about.
+            warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+            if isinstance(self._diarizer, EmbeddedDiarizer):
+                turns = self._diarizer(audio, **options)
+                # From each speaker's own turns, however the clustering found them.
+                embeddings = speaker_embeddings(self._diarizer.encoder, audio, turns)
+                voiceprints = {"encoder": EMBEDDED_ENCODER, "speakers": embeddings}
+            else:  # pyannote's pipeline: the embeddings of its own model
+                turns, embeddings = self._diarizer(audio, return_embeddings=True, **options)
+                voiceprints = {"encoder": f"pyannote:{self.diarizer_name}", "speakers": embeddings or {}}
         progress(Stage.ASSIGN, 0.0)
         labelled = assign_speakers(turns, segments)
         progress(Stage.ASSIGN, 1.0)
@@ -403,6 +465,12 @@ class WhisperXPipeline:
 
             torch.cuda.empty_cache()
         _trim_heap()
+
+
+def _not_offered_note(language: str, settings: Settings) -> str:
+    """The result's note when no aligner is tried for the language."""
+    why = "" if settings.aligns(language) else " (ALIGN_LANGUAGES)"
+    return f"words timed by Whisper; no alignment model is offered for {language}{why}"
 
 
 def _require_multilingual_model(job: Job, whisper: LoadedWhisper) -> None:
@@ -449,10 +517,10 @@ def _numeral_symbol_tokens(whisper: LoadedWhisper) -> list[int]:
     return whisper.numeral_tokens
 
 
-def _whisper_segment(piece: Any, offset: float, word_timestamps: bool) -> dict[str, Any]:
+def _whisper_segment(piece: Any, offset: float) -> dict[str, Any]:
     """A faster-whisper segment of a slice as a whisperx segment, its times counted from the file's start."""
     segment: dict[str, Any] = {"start": offset + piece.start, "end": offset + piece.end, "text": piece.text}
-    if word_timestamps:
+    if piece.words is not None:  # Whisper timed the words
         segment["words"] = [
             # `spaced` keeps Whisper's own spacing, so "12%" and "9:30" read as spoken, though Whisper
             # may give "12" and "%" as two words.

@@ -8,6 +8,7 @@ from app.pipeline.base import Job
 from app.tasks.events import TaskEvents
 from app.tasks.lifecycle import Prepare, WorkerState
 from app.tasks.models import Task
+from app.tasks.streams import CallbackQueue
 
 
 class TaskBackend(Protocol):
@@ -15,6 +16,9 @@ class TaskBackend(Protocol):
 
     events: TaskEvents
     """Every change of a task, for SSE streams, metrics and webhooks."""
+
+    callbacks: CallbackQueue | None
+    """Where the callbacks owed wait, shared by every API process (Celery); None: they follow `events`."""
 
     async def start(self) -> None: ...
 

@@ -80,15 +80,15 @@ def to_record(task: Task) -> dict[str, Any]:
 
 
 class RecordRefused(ValueError):
-    """A stored record that must not be acted on: its upload path lies outside UPLOAD_DIR."""
+    """A stored record that must not be acted on: its upload is not its own file in UPLOAD_DIR."""
 
 
 def from_record(record: Mapping[Any, Any], upload_dir: Path) -> Task:
     """The task of a record written by this or any earlier schema version.
 
-    Raises RecordRefused when the record's upload path lies outside `upload_dir`: whoever can
-    write the store (a shared Redis, a copied database) must not make the service open or
-    delete files elsewhere.
+    Raises RecordRefused when the record's upload path is not `upload_dir / task id` (every upload
+    is named by its task's id): whoever can write the store (a shared Redis, a copied database)
+    must not make the service open or delete files elsewhere, nor another task's upload.
     """
     values = {field.name: record[field.name] for field in fields(Task) if record.get(field.name) is not None}
     for name in _JSON_FIELDS & values.keys():
@@ -102,4 +102,6 @@ def from_record(record: Mapping[Any, Any], upload_dir: Path) -> Task:
         task.job = replace(task.job, audio_path=upload_dir / task.id)
     if not lies_under(task.job.audio_path, upload_dir):
         raise RecordRefused(f"stored task {task.id!r} points outside UPLOAD_DIR ({task.job.audio_path}); ignored")
+    if task.job.audio_path.resolve() != (upload_dir / task.id).resolve() or record.get("id", task.id) != task.id:
+        raise RecordRefused(f"stored task {task.id!r} points at an upload not its own ({task.job.audio_path}); ignored")
     return task

@@ -33,21 +33,25 @@ class Coordination:
         self._redis = client
         self._prefix = prefix
 
+    def lease_key(self, task_id: str) -> str:
+        """Where the task's lease lives; its value is the holder's token, which store writes can be conditional on."""
+        return f"{self._prefix}lease:{task_id}"
+
     def lease(self, task_id: str) -> Lock:
         # thread_local=False: the lease is renewed from the heartbeat thread, not the one that took it.
-        lock: Lock = self._redis.lock(f"{self._prefix}lease:{task_id}", timeout=LEASE_SECONDS, thread_local=False)
+        lock: Lock = self._redis.lock(self.lease_key(task_id), timeout=LEASE_SECONDS, thread_local=False)
         return lock
 
     def leased(self, task_id: str) -> bool:
-        return bool(self._redis.exists(f"{self._prefix}lease:{task_id}"))
+        return bool(self._redis.exists(self.lease_key(task_id)))
 
     def holder(self, task_id: str) -> str | None:
         """The lease's token: `host:pid/random` of the process running the task."""
-        return cast(str | None, self._redis.get(f"{self._prefix}lease:{task_id}"))
+        return cast(str | None, self._redis.get(self.lease_key(task_id)))
 
     def break_lease(self, task_id: str, token: str) -> None:
         """Remove the lease if it still has this token: its holder is known to be dead."""
-        key = f"{self._prefix}lease:{task_id}"
+        key = self.lease_key(task_id)
         with self._redis.pipeline() as pipe:
             try:
                 pipe.watch(key)  # type: ignore[no-untyped-call]

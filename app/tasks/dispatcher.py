@@ -5,9 +5,12 @@ Any number of API processes may run side by side. Each one:
   the task id to Celery;
 - deletes by removing the task (a running worker stops at its next progress step), revoking
   its message, and killing its worker process if it is still running after CANCEL_GRACE_SECONDS;
-- follows the store's change channel (Redis pub/sub) and passes changes to its own SSE
-  streams; the listeners (metrics, webhooks) of one process per task see them, so a webhook
-  is sent once however many API processes run;
+- reads the store's change stream (app/tasks/streams.py) from where it left off, so nothing
+  written while it reconnected is missed, and passes the changes to its own SSE streams; after a
+  reconnect it re-reads the tasks those follow. The listeners (metrics, stage costs) of one
+  process per task see a task's changes; another process takes a task over when that one stops
+  announcing itself;
+- takes its share of the callbacks owed from the shared callback queue (app/outbound/webhooks.py);
 - sweeps for tasks whose worker died (lease lapsed): requeued once, then failed;
 - expires ended tasks after TASK_TTL_HOURS.
 """
@@ -16,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import time
 import uuid
 from typing import Any
-
-import redis.asyncio
 
 from app.config import Settings
 from app.pipeline.base import Job, PipelineInfo, Stage
@@ -35,6 +36,7 @@ from app.tasks.limits import QueueFull, QueueUnreachable, TooManyStoredTasks, To
 from app.tasks.models import TERMINAL, Task, TaskStatus
 from app.tasks.progress import STAGE_MESSAGES
 from app.tasks.redis_store import Admission, RedisTaskStore
+from app.tasks.streams import CallbackQueue, ChangeFeed, async_client
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,19 @@ SWEEP_SECONDS = 5.0
 WORKERS_UNSEEN = "the workers cannot be seen: the task store (Redis) cannot be reached"
 WORKERS_SECONDS = 1.0
 """How often the workers' announcements are read: a worker that finished loading shows in /health within this."""
+API_SECONDS = 15
+"""How long an API process's announcement outlives it: after this, another takes over its tasks' listeners."""
+RECHECK_SECONDS = 5.0
+"""How long a process trusts that another one handles a task's listeners before it looks again."""
+
+# The listeners of a task: kept by the process that holds them, taken over when it no longer announces itself.
+_CLAIM_LISTENERS = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then return 1 end
+if holder and redis.call('exists', ARGV[3] .. holder) == 1 then return 0 end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
 
 
 class CeleryDispatcher:
@@ -64,13 +79,19 @@ class CeleryDispatcher:
         self._celery = make_celery(settings)
         self._coordination = Coordination(self._store.client)
         self._me = uuid.uuid4().hex
-        self._mine: dict[str, bool] = {}
+        self._mine: set[str] = set()
+        self._others: dict[str, float] = {}
+        """Tasks another live process handles the listeners of, with when that was last checked."""
         self._loops: list[asyncio.Task[None]] = []
         self._stopping: set[asyncio.Task[None]] = set()
         self._workers: list[dict[str, Any]] = []
         self._workers_unseen = False
         # Connects on first use, on the event loop that uses it.
-        self._async_redis = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
+        self._async_redis = async_client(settings.redis_url)
+        self._claim_listeners = self._async_redis.register_script(_CLAIM_LISTENERS)
+        self._changes = ChangeFeed(settings.redis_url, self._store)
+        self.callbacks: CallbackQueue | None = CallbackQueue(async_client(settings.redis_url), self._store, self._me)
+        """Callbacks owed, shared with the other API processes (app/outbound/webhooks.py takes them)."""
 
     async def start(self) -> None:
         self._loops = [
@@ -84,8 +105,11 @@ class CeleryDispatcher:
         for loop in [*self._loops, *self._stopping]:
             loop.cancel()
         await asyncio.gather(*self._loops, *self._stopping, return_exceptions=True)
-        for task_id in await self._lifecycle.stop_downloads():  # no other process can take over a download
+        for task_id in await self._lifecycle.stop_background():  # no other process can take over a download
             await self._lifecycle.fail(task_id, "The server restarted while downloading audio_url; submit it again.")
+        with contextlib.suppress(Exception):  # the others take over this process's tasks at once, not in API_SECONDS
+            await self._threads.call(self._store.client.delete, self._store.key("api", self._me))
+        await self._changes.close()
         await self._async_redis.aclose()
         self._celery.close()
 
@@ -124,7 +148,7 @@ class CeleryDispatcher:
         except Exception:
             logger.exception("Could not queue task %s", task_id)
             await self._lifecycle.fail(
-                task_id, "The task queue (Redis) could not be reached after the download; try again."
+                task_id, "The task queue (Redis) could not be reached after the download; try again.", server_fault=True
             )
             await self._storage.discard(job)
 
@@ -157,10 +181,12 @@ class CeleryDispatcher:
             logger.warning("Could not stop the worker of deleted task %s: %s", task_id, error)
 
     async def _follow_workers(self) -> None:
-        """Keep what the workers announce, so /health and the upload checks read it without waiting on Redis."""
+        """Keep what the workers announce, so /health and the upload checks read it without waiting on Redis;
+        and announce this process, which holds the listeners of the tasks it saw first."""
         while True:
             try:
                 self._workers = await self._threads.call(self._coordination.workers)
+                await self._threads.call(self._store.client.set, self._store.key("api", self._me), 1, ex=API_SECONDS)
                 if self._workers_unseen:
                     logger.info("The workers' announcements can be read again")
                 self._workers_unseen = False
@@ -191,34 +217,69 @@ class CeleryDispatcher:
         )  # fmt: skip
 
     async def _follow_changes(self) -> None:
+        gap = False  # some change may not have reached this process's followers: Redis was out of reach
         while True:
             try:
-                async with self._async_redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._store.channel)
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            await self._pass_on(json.loads(message["data"]))
+                changes = await self._changes.read()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.warning("Lost the task change channel; reconnecting", exc_info=True)
+                if not gap:
+                    logger.warning("Lost the task change stream; reconnecting", exc_info=True)
+                gap = True
                 await asyncio.sleep(1.0)
+                continue
+            for task, deleted in changes:
+                try:
+                    await self._pass_on(task, deleted)
+                except Exception:  # Redis away for a moment: the re-read below covers the followers
+                    logger.warning("Could not pass on a change of task %s", task.id, exc_info=True)
+                    gap = True
+            if gap:
+                try:
+                    await self._reread_followed()
+                    logger.info("Reading task changes again; re-read the tasks followed here")
+                    gap = False
+                except Exception:  # tried again after the next read
+                    logger.warning("Could not re-read the tasks followed here", exc_info=True)
 
-    async def _pass_on(self, change: dict[str, Any]) -> None:
-        task, deleted = self._store.load(change["task"]), bool(change["deleted"])
-        if task is None:
-            return
-        mine = self._mine.get(task.id)
-        if mine is None:
-            # The first API process to see a task handles its listeners for good.
-            claim = self._store.key("listeners", task.id)
-            ttl = int(self._settings.task_ttl_hours * 3600) + 3600
-            mine = bool(await self._async_redis.set(claim, self._me, nx=True, ex=ttl))
-            mine = mine or await self._async_redis.get(claim) == self._me
-            self._mine[task.id] = mine
+    async def _reread_followed(self) -> None:
+        """After a gap: what each followed task is now, in case the stream no longer holds all it missed."""
+        for task_id in self.events.followed():
+            self.events.refresh(task_id, await self._threads.call(self._store.get, task_id))
+
+    async def _pass_on(self, task: Task, deleted: bool) -> None:
+        if task.status is TaskStatus.COMPLETED and not deleted:
+            # The change stream leaves results out; whoever waits on the end reads it.
+            current = await self._threads.call(self._store.get, task.id)
+            if current is None:
+                return  # deleted since: that change follows
+            task.result = current.result
+        try:
+            mine = await self._handles_listeners(task.id)
+        except Exception:  # the followers must not miss the change for it
+            logger.warning("Could not tell who keeps the listeners of task %s", task.id, exc_info=True)
+            mine = False
         if deleted or task.status in TERMINAL:
-            del self._mine[task.id]
+            self._mine.discard(task.id)
+            self._others.pop(task.id, None)
         self.events.publish(task, deleted, notify_listeners=mine)
+
+    async def _handles_listeners(self, task_id: str) -> bool:
+        """Whether this process passes the task's changes to its listeners: the first to see the task
+        does, until it stops announcing itself, when the next to see a change takes over."""
+        if task_id in self._mine:
+            return True
+        if time.monotonic() - self._others.get(task_id, -RECHECK_SECONDS) < RECHECK_SECONDS:
+            return False
+        ttl = int(self._settings.task_ttl_hours * 3600) + 3600
+        claim = self._store.key("listeners", task_id)
+        if await self._claim_listeners(keys=[claim], args=[self._me, ttl, self._store.key("api", "")]):
+            self._mine.add(task_id)
+            self._others.pop(task_id, None)
+            return True
+        self._others[task_id] = time.monotonic()
+        return False
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -229,15 +290,27 @@ class CeleryDispatcher:
                 logger.warning("Sweep for tasks of dead workers failed", exc_info=True)
 
     def _sweep(self) -> None:
-        """Requeue (once) or fail tasks left processing by a worker that died."""
+        """Requeue (once) or fail tasks left processing by a worker that died.
+
+        Each write is conditional on the task still processing and its lease still absent, so a
+        worker that takes the task meanwhile (or another API process's sweep) wins."""
         for task in self._store.unfinished():
             if task.status is not TaskStatus.PROCESSING or self._coordination.leased(task.id):
                 continue
+            unleased = (self._coordination.lease_key(task.id), None)
             if self._coordination.starts(task.id) >= MAX_ATTEMPTS:
-                if self._store.update_if(task.id, TaskStatus.PROCESSING, **failed(STOPPED_TWICE)) is not None:
+                stopped = failed(STOPPED_TWICE, server_fault=True)
+                if self._store.update_if(task.id, TaskStatus.PROCESSING, unleased, **stopped) is not None:
                     self._storage.discard_sync(task.job)
                 continue
             retry = requeued("Its worker stopped unexpectedly; waiting to be retried on another worker")
-            if self._store.update_if(task.id, TaskStatus.PROCESSING, **retry) is not None:
-                logger.warning("Task %s lost its worker (no lease for %s s); retrying it", task.id, LEASE_SECONDS)
+            if self._store.update_if(task.id, TaskStatus.PROCESSING, unleased, **retry) is None:
+                continue
+            logger.warning("Task %s lost its worker (no lease for %s s); retrying it", task.id, LEASE_SECONDS)
+            try:
                 self._send(task.id)
+            except Exception:
+                # Not left pending with no message to run it: processing again, with no lease, so the
+                # next sweep (of this process or another) tries again.
+                logger.warning("Could not requeue task %s; the next sweep tries again", task.id, exc_info=True)
+                self._store.update_if(task.id, TaskStatus.PENDING, unleased, status=TaskStatus.PROCESSING)

@@ -37,6 +37,10 @@ class _Subscription:
         self._latest, self._gone = task, deleted
         self._changed.set()
 
+    def gone(self) -> None:
+        self._gone = True
+        self._changed.set()
+
     async def next(self) -> tuple[Task | None, bool]:
         await self._changed.wait()
         return self.take()
@@ -64,6 +68,19 @@ class TaskEvents:
                 logger.exception("Task event listener %r failed", listener)
         for subscription in self._subscriptions.get(task.id, ()):
             subscription.push(task, deleted)
+
+    def followed(self) -> list[str]:
+        """The ids of the tasks someone follows now."""
+        return list(self._subscriptions)
+
+    def refresh(self, task_id: str, task: Task | None) -> None:
+        """Pass a task's state as re-read from the store (None: gone) to its followers only: the
+        listeners heard of every change already, or will in order."""
+        for subscription in self._subscriptions.get(task_id, ()):
+            if task is None:
+                subscription.gone()
+            else:
+                subscription.push(task, False)
 
     @contextlib.contextmanager
     def _subscribe(self, task_id: str) -> Iterator[_Subscription]:

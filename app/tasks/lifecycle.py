@@ -30,6 +30,11 @@ from app.tasks.progress import STAGE_MESSAGES, ProgressTracker
 logger = logging.getLogger(__name__)
 
 
+PREPARE_ERROR = "The audio could not be fetched because of an unexpected error; try again."
+FAIL_RETRY_MAX_SECONDS = 30.0
+"""The longest wait between tries to record a failure the store refused."""
+
+
 class PrepareFailed(Exception):
     """A task's input could not be fetched; the message is meant for the user."""
 
@@ -110,8 +115,12 @@ def completed(output: PipelineOutput) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def failed(error: str) -> dict[str, Any]:
-    return {"status": TaskStatus.FAILED, "message": "Transcription failed", "error": error, "completed_at": utcnow()}
+def failed(error: str, server_fault: bool = False) -> dict[str, Any]:
+    """`server_fault`: the server failed (a worker died, an unexpected error), not the input."""
+    return {
+        "status": TaskStatus.FAILED, "message": "Transcription failed", "error": error, "completed_at": utcnow(),
+        "server_fault": server_fault,
+    }  # fmt: skip
 
 
 def load_failure(load_error: str) -> str:
@@ -148,6 +157,7 @@ class Lifecycle:
         self.storage: Storage = storage or LocalStorage(settings.upload_dir)
         """Where uploads wait; every removal of one goes through `storage.discard`."""
         self._downloads: dict[str, asyncio.Task[None]] = {}
+        self._failing: set[asyncio.Task[None]] = set()
 
     async def update(self, task_id: str, **changes: Any) -> Task | None:
         """Apply changes; None when the task is gone (deleted meanwhile)."""
@@ -166,12 +176,31 @@ class Lifecycle:
     async def complete(self, task_id: str, output: PipelineOutput) -> None:
         await self.update(task_id, **completed(output))
 
-    async def fail(self, task_id: str, error: str) -> None:
+    async def fail(self, task_id: str, error: str, server_fault: bool = False) -> None:
         logger.info("Task %s failed: %s", task_id, error)
-        await self.update(task_id, **failed(error))
+        await self.update(task_id, **failed(error, server_fault))
+
+    def fail_when_stored(self, task_id: str, error: str) -> None:
+        """Fail the task in the background, trying until the store takes the write: a store that failed
+        mid-task must not leave the task moving (processing, downloading) for good."""
+
+        async def keep_trying() -> None:
+            delay = 0.5
+            while True:
+                try:
+                    await self.fail(task_id, error, server_fault=True)
+                    return
+                except Exception as failure:  # noqa: BLE001 - the store away: try again
+                    logger.warning("Could not fail task %s yet (%s); trying again in %.1f s", task_id, failure, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, FAIL_RETRY_MAX_SECONDS)
+
+        failing = asyncio.create_task(keep_trying(), name=f"fail-{task_id}")
+        self._failing.add(failing)
+        failing.add_done_callback(self._failing.discard)
 
     async def fail_to_load(self, task_id: str, load_error: str) -> None:
-        await self.fail(task_id, load_failure(load_error))
+        await self.fail(task_id, load_failure(load_error), server_fault=True)
 
     async def time_out(self, task_id: str, stage: Stage) -> None:
         await self.fail(task_id, timeout_failure(stage, self._settings))
@@ -201,19 +230,22 @@ class Lifecycle:
         async def fetch() -> None:
             try:
                 job = await self.fetch_input(task, prepare)
+                if job is not None:
+                    await queue(job)
+            except Exception:  # the store failed on the way: the task fails once it answers again
+                logger.exception("Preparing task %s failed", task.id)
+                self.fail_when_stored(task.id, PREPARE_ERROR)
             finally:
                 self._downloads.pop(task.id, None)
-            if job is not None:
-                await queue(job)
 
         self._downloads[task.id] = asyncio.create_task(fetch(), name=f"prepare-{task.id}")
 
-    async def stop_downloads(self) -> list[str]:
-        """Cancel the downloads under way; the ids of their tasks."""
+    async def stop_background(self) -> list[str]:
+        """Cancel the downloads under way (and failures still waiting for the store); the downloads' task ids."""
         downloads = dict(self._downloads)
-        for download in downloads.values():
-            download.cancel()
-        await asyncio.gather(*downloads.values(), return_exceptions=True)
+        for running in [*downloads.values(), *self._failing]:
+            running.cancel()
+        await asyncio.gather(*downloads.values(), *self._failing, return_exceptions=True)
         return list(downloads)
 
     async def fetch_input(self, task: Task, prepare: Prepare) -> Job | None:
@@ -240,9 +272,14 @@ class Lifecycle:
             return None
         except Exception:  # one task fails, the service goes on
             logger.exception("Preparing task %s failed", task.id)
-            await self.fail(task.id, "The audio could not be fetched because of an unexpected error; try again.")
+            await self.fail(task.id, PREPARE_ERROR)
             return None
-        if await self.update(task.id, job=job, stage=None, message="Waiting in the queue") is None:
+        try:
+            recorded = await self.update(task.id, job=job, stage=None, message="Waiting in the queue")
+        except BaseException:
+            await self.storage.discard(job)  # never recorded: nothing else would remove it
+            raise
+        if recorded is None:
             await self.storage.discard(job)  # deleted just as the download ended
             return None
         return job

@@ -23,9 +23,14 @@ from app.tasks.limits import check_limits
 from app.tasks.models import Task
 from app.tasks.progress import STAGE_MESSAGES
 from app.tasks.standby import StandbyWorkers
+from app.tasks.streams import CallbackQueue
 from app.tasks.worker_process import JobCancelled, JobFailed, WorkerDied, WorkerProcess
 
 logger = logging.getLogger(__name__)
+
+STORE_RETRY_SECONDS = 1.0
+"""How long a slot waits before its next task when the store could not be read."""
+STORE_FAILED = "The server's task store failed while this task ran (see the server's log); upload the file again."
 
 
 class TaskManager:
@@ -35,6 +40,7 @@ class TaskManager:
         self._store = store
         # Every write is also published here: SSE streams, metrics and webhooks follow it.
         self.events = events or TaskEvents()
+        self.callbacks: CallbackQueue | None = None  # callbacks follow `events`
         self._lifecycle = Lifecycle(store, settings, self.events)
         self._settings = settings
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -57,7 +63,7 @@ class TaskManager:
     async def stop(self) -> None:
         for slot in self._slots:
             slot.cancel()
-        await asyncio.gather(*self._slots, self._lifecycle.stop_downloads(), return_exceptions=True)
+        await asyncio.gather(*self._slots, self._lifecycle.stop_background(), return_exceptions=True)
         await asyncio.gather(*(worker.stop() for worker in self._workers), self._standby.stop())
         if self._store.durable:
             return  # waiting uploads stay on disk: the next start requeues their tasks
@@ -141,10 +147,18 @@ class TaskManager:
             self._standby.start(loaded.device)
         while True:
             task_id = await self._queue.get()
-            task = await self._store.get(task_id)
+            try:
+                task = await self._store.get(task_id)
+            except Exception:
+                # The store away: the task waits its turn again, and this slot carries on.
+                logger.warning("Could not read task %s; requeued", task_id, exc_info=True)
+                self._queue.put_nowait(task_id)
+                await asyncio.sleep(STORE_RETRY_SECONDS)
+                continue
             if task is None:  # deleted while pending
                 continue
             worker = self._workers[slot]
+            worker.take_next()
             self._running[task_id] = worker
             shutting_down = False
             try:
@@ -152,6 +166,14 @@ class TaskManager:
             except asyncio.CancelledError:
                 shutting_down = True
                 raise
+            except Exception:
+                # A store write failed mid-task. The slot lives on: the task fails once the store takes it,
+                # and the worker, which may still be running the job, is replaced so that nothing of it
+                # reaches the next task.
+                logger.exception("Task %s: the task store failed while it ran", task_id)
+                self._lifecycle.fail_when_stored(task_id, STORE_FAILED)
+                worker.kill()
+                await self._replace(slot)
             finally:
                 del self._running[task_id]
                 # A durable store requeues a task interrupted by shutdown, so its upload must stay.
@@ -176,13 +198,15 @@ class TaskManager:
         except JobCancelled:
             logger.info("Task %s stopped after deletion", task.id)
         except JobFailed as error:
-            await self._lifecycle.fail(task.id, str(error))
+            await self._lifecycle.fail(task.id, str(error), error.server_fault)
         except WorkerDied:
             if progress.watch.timed_out is not None:
                 await self._lifecycle.time_out(task.id, progress.watch.timed_out)
             elif await self._store.get(task.id) is not None:
                 await self._lifecycle.fail(
-                    task.id, "The worker process stopped unexpectedly (out of memory?); try a shorter file."
+                    task.id,
+                    "The worker process stopped unexpectedly (out of memory?); try a shorter file.",
+                    server_fault=True,
                 )
             task.job.audio_path.unlink(missing_ok=True)  # now, not after the models reload
             await self._replace(slot)

@@ -38,6 +38,8 @@ class Task:
     started_at: datetime | None = None
     completed_at: datetime | None = None
     error: str | None = None
+    server_fault: bool = False
+    """The failure was the server's (a worker that died, an unexpected error, the store), not the input's."""
     result: dict[str, Any] | None = None
 
     @property

@@ -74,6 +74,10 @@ class StageCosts:
     """Weight of the newest measurement in the running average: recent tasks count most."""
     PACE_AFTER = 0.1
     """Share of a task's predicted work done before its own pace corrects the estimate."""
+    AHEAD = 0.1
+    """Share of a stage by which its progress must lead its time before the time counts instead."""
+    AHEAD_SECONDS = 1.0
+    """The least lead that counts: below it, a progress report's timing noise would move the estimate."""
 
     def __init__(self) -> None:
         self.per_audio_second: dict[Stage, float] = {}
@@ -107,6 +111,7 @@ class StageCosts:
         stages = task.job.progress_stages
         if task.stage not in stages or task.status in TERMINAL or not duration:
             return None
+        now = time.monotonic()
         current = stages.index(task.stage)
         run = self._runs.get(task.id)
         # The costs as they were when this run began: its own finished stages do not move the scale.
@@ -114,14 +119,32 @@ class StageCosts:
         if any(stage not in cost for stage in stages[current:]):
             return None
         in_stage = ProgressTracker(stages).fraction_of(task.stage, task.progress)
-        left = duration * (sum(cost[stage] for stage in stages[current + 1 :]) + cost[task.stage] * (1.0 - in_stage))
+        running = self._running.get(task.id)
+        stage_cost = duration * cost[task.stage]
+        later = duration * sum(cost[stage] for stage in stages[current + 1 :])
         pace = 1.0  # how this run has gone against the costs, once a tenth of its work is done
         finished = stages[stages.index(run.first) : current] if run is not None and run.first in stages else None
         if run is not None and finished is not None and all(stage in cost for stage in finished):
-            done = duration * (sum(cost[stage] for stage in finished) + cost[task.stage] * in_stage)
-            if done > 0 and done >= self.PACE_AFTER * (done + left):
-                pace = (time.monotonic() - run.started) / done
-        return round(left * pace, 1)
+            before = duration * sum(cost[stage] for stage in finished)
+            credit = stage_cost * in_stage
+            if before > 0 and running is not None and running[1] > run.started:
+                # A stage's progress can run ahead of its time (a transcription batch lands at once, a
+                # diarizer reports 100 % before its last steps): it is credited with no more work than
+                # its time allows at the finished stages' pace, give or take a tenth (a second at least).
+                finished_pace = (running[1] - run.started) / before
+                lead = max(self.AHEAD * stage_cost, self.AHEAD_SECONDS / finished_pace)
+                credit = min(credit, (now - running[1]) / finished_pace + lead)
+            done = before + credit
+            if done > 0 and done >= self.PACE_AFTER * (before + stage_cost + later):
+                pace = (now - run.started) / done
+        # The current stage's time left: by its progress, unless that is ahead of the stage's time by
+        # more than a tenth of the stage and a second (a stage that reported all its progress early): then its
+        # predicted time less the time it has run, so the estimate still counts down.
+        in_stage_seconds = now - running[1] if running is not None and running[0] == task.stage else 0.0
+        stage_left = stage_cost * pace * (1.0 - in_stage)
+        if stage_cost * pace - in_stage_seconds > stage_left + max(self.AHEAD * stage_cost * pace, self.AHEAD_SECONDS):
+            stage_left = stage_cost * pace - in_stage_seconds
+        return round(later * pace + stage_left, 1)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,13 @@ Each task is a hash; sorted sets index it by status, by owner and by end time, s
 query of the TaskStore protocol is an index read. Writes are WATCH/MULTI transactions
 (redis-py's optimistic locking): a write never resurrects a task deleted meanwhile, the
 indexes always agree with the hashes, and the upload limits are checked and applied in
-one step across any number of API processes. Every write also publishes the task on a
-channel, in the same transaction, so API processes can stream changes without polling.
+one step across any number of API processes.
+
+Every write also appends the change to a Redis Stream, in the same transaction (an outbox):
+API processes read it from where they left off, so a change made while one was restarting or
+reconnecting still reaches it (app/tasks/streams.py). A change that owes a callback (a task
+with a `callback_url` entering `completed` or `failed`) is appended to a second stream, which
+the API processes share as a consumer group, so each callback is claimed by one of them.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from datetime import datetime
 from enum import Enum
@@ -36,6 +41,11 @@ class Admission(Enum):
     KEY_FULL = "key full"
     KEY_STORE_FULL = "key store full"
 
+
+CHANGES_KEPT = 10_000
+"""About how many changes the change stream keeps: enough for the gap of a reconnect or a restart
+(a busy service writes a few changes a second per running task); an API process that fell further
+behind re-reads the tasks it follows instead."""
 
 SOCKET_TIMEOUT_SECONDS = 10.0
 """A healthy Redis answers in milliseconds; a call to one that stopped answering fails after this,
@@ -62,8 +72,10 @@ class RedisTaskStore:
         self._upload_dir = upload_dir
         self._redis = client
         self._prefix = prefix
-        self.channel = f"{prefix}events"
-        """Where every write is published as {"task": record, "deleted": bool, "version": int}."""
+        self.changes = f"{prefix}changes"
+        """The stream of every write, as {"task": record without its result, "deleted": 0|1, "version": n}."""
+        self.callbacks = f"{prefix}callbacks"
+        """The stream of callbacks owed, as {"task": record, "status": the state it entered}."""
 
     @classmethod
     def from_url(cls, url: str, upload_dir: Path) -> RedisTaskStore:
@@ -108,7 +120,7 @@ class RedisTaskStore:
         """Run `change` on the current task and store what it returns, atomically; (before, after)."""
 
         def write(pipe: Any, fields: dict[str, str]) -> tuple[Task | None, Task | None]:
-            before = self.load(fields)
+            before = self._own(task_id, self.load(fields))
             if fields and before is None:
                 pipe.unwatch()
                 return None, None  # a refused record is left as it is
@@ -145,7 +157,18 @@ class RedisTaskStore:
             pipe.zadd(self.key("ended"), {after.id: _score(after.completed_at)})
         elif before is not None and before.status in TERMINAL:
             pipe.zrem(self.key("ended"), after.id)
-        pipe.publish(self.channel, json.dumps({"task": record, "deleted": False, "version": version}))
+        if before is not None and before.status in TERMINAL and after.status is before.status:
+            # An ended task's result edited (speakers renamed): not a change of state, so nobody is told
+            # again, as on the local backend; the next read returns it.
+            return
+        self._append_change(pipe, record, deleted=False, version=version)
+        if after.job.callback_url and after.status in TERMINAL and (before is None or before.status != after.status):
+            pipe.xadd(self.callbacks, {"task": json.dumps(record), "status": after.status.value})
+
+    def _append_change(self, pipe: Any, record: dict[str, Any], deleted: bool, version: int) -> None:
+        # Without the result: followers are told that a task ended, and read the result when they need it.
+        change = {"task": json.dumps({**record, "result": None}), "deleted": int(deleted), "version": version}
+        pipe.xadd(self.changes, change, maxlen=CHANGES_KEPT, approximate=True)
 
     def add(self, task: Task) -> None:
         self._write(task.id, lambda _before: task)
@@ -181,19 +204,30 @@ class RedisTaskStore:
     def update(self, task_id: str, **changes: Any) -> Task | None:
         return self.update_if(task_id, None, **changes)
 
-    def update_if(self, task_id: str, only_while: TaskStatus | None, **changes: Any) -> Task | None:
-        """Update only while the task is in status `only_while` (any when None); None when it was not."""
+    def update_if(
+        self,
+        task_id: str,
+        only_while: TaskStatus | Collection[TaskStatus] | None,
+        holding: tuple[str, str | None] | None = None,
+        **changes: Any,
+    ) -> Task | None:
+        """Update only while the task is in status `only_while` (one of them; any when None) and, with
+        `holding=(key, token)`, while that key holds that token (a lease: None for no lease at all);
+        None when it was not so. The key is watched with the task: the check and the write are one step."""
+        expected = {only_while} if isinstance(only_while, TaskStatus) else only_while
 
         def change(before: Task | None) -> Task | None:
-            if before is None or (only_while is not None and before.status is not only_while):
+            if before is None or (expected is not None and before.status not in expected):
+                return None
+            if holding is not None and self._redis.get(holding[0]) != holding[1]:
                 return None
             return replace(before, **changes)
 
-        return self._write(task_id, change)[1]
+        return self._write(task_id, change, watch=() if holding is None else (holding[0],))[1]
 
     def delete(self, task_id: str) -> Task | None:
         def remove(pipe: Any, fields: dict[str, str]) -> Task | None:
-            task = self.load(fields)
+            task = self._own(task_id, self.load(fields))
             if task is None:
                 pipe.unwatch()
                 return None
@@ -202,7 +236,7 @@ class RedisTaskStore:
             pipe.delete(self._task_key(task_id))
             for index in [*self._indexes(task), self.key("ended")]:
                 pipe.zrem(index, task_id)
-            pipe.publish(self.channel, json.dumps({"task": to_record(task), "deleted": True, "version": version}))
+            self._append_change(pipe, to_record(task), deleted=True, version=version)
             pipe.execute()
             return task
 
@@ -211,14 +245,26 @@ class RedisTaskStore:
     # Reads
 
     def get(self, task_id: str) -> Task | None:
-        return self.load(self._redis.hgetall(self._task_key(task_id)))
+        return self._own(task_id, self.load(self._redis.hgetall(self._task_key(task_id))))
+
+    @staticmethod
+    def _own(task_id: str, task: Task | None) -> Task | None:
+        """The task stored under this id, if it is the task of that id (a record copied under another
+        key would lead to that task's upload)."""
+        if task is not None and task.id != task_id:
+            logger.warning("stored task %r is a record of task %r; ignored", task_id, task.id)
+            return None
+        return task
 
     def _get_many(self, task_ids: list[str]) -> list[Task]:
         with self._redis.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
                 pipe.hgetall(self._task_key(task_id))
             # A task deleted between the index read and this one is skipped.
-            return [task for fields in pipe.execute() if (task := self.load(fields)) is not None]
+            loaded = [
+                self._own(task_id, self.load(fields)) for task_id, fields in zip(task_ids, pipe.execute(), strict=True)
+            ]
+            return [task for task in loaded if task is not None]
 
     def count_by_status(self) -> Counter[TaskStatus]:
         with self._redis.pipeline(transaction=False) as pipe:

@@ -52,6 +52,11 @@ class JobCancelled(Exception):
 class JobFailed(Exception):
     """The job failed; the message is meant for the user."""
 
+    def __init__(self, message: str, server_fault: bool = False) -> None:
+        super().__init__(message)
+        self.server_fault = server_fault
+        """An unexpected error in the worker, rather than input it could not use."""
+
 
 class WorkerDied(Exception):
     """The worker process ended in the middle of a job (killed, or out of memory)."""
@@ -93,14 +98,13 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
         logger.exception("Could not load the pipeline")
         conn.send(("load_failed", public_message(str(error) or type(error).__name__)))
         return
-    # Ready as soon as the Whisper model is loaded; the rest (the diarizer) loads before the first
-    # job is read, and /health learns its name from the second report.
-    conn.send(("ready", pipeline.info()))
+    # Ready once everything the first job needs is loaded (the diarizer, the VAD, the English aligner):
+    # a worker that said so earlier would make the first task wait for it.
     try:
         pipeline.finish_loading()
     except Exception:  # a job will try again and fail with a message of its own
         logger.exception("Could not finish loading the pipeline")
-    conn.send(("info", pipeline.info()))
+    conn.send(("ready", pipeline.info()))
 
     def report(stage: Stage, fraction: float) -> None:
         # Checked at every progress step: raising here unwinds the pipeline cooperatively.
@@ -129,7 +133,7 @@ def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, setti
             logger.error("Job %s failed:\n%s", job.task_id, traceback.format_exc())
             conn.send(
                 (
-                    "failed",
+                    "crashed",
                     f"Transcription failed unexpectedly ({type(error).__name__}). Upload the file again; if it "
                     f"fails again, give the server's operator the task id {job.task_id} (the cause is in its log).",
                 )
@@ -201,7 +205,8 @@ class WorkerProcess:
     async def run(self, job: Job, on_progress: Callable[[Stage, float], Awaitable[None]]) -> PipelineOutput:
         if self._conn is None:
             raise RuntimeError(f"{self.name} is not started")
-        self._cancel.clear()
+        # The stop request is not cleared here: a delete that came while the task was being started
+        # must still stop it (`take_next` cleared what the previous task left).
         try:
             self._conn.send(job)
         except OSError:  # the process died while it waited for work
@@ -215,10 +220,16 @@ class WorkerProcess:
                     return cast(PipelineOutput, output)
                 case ("failed", error):
                     raise JobFailed(error)
+                case ("crashed", error):
+                    raise JobFailed(error, server_fault=True)
                 case ("cancelled",):
                     raise JobCancelled
                 case _:
                     raise WorkerDied
+
+    def take_next(self) -> None:
+        """Forget a stop request left for the previous task: called before the next one is named this worker's."""
+        self._cancel.clear()
 
     def cancel(self) -> None:
         """Ask the running job to stop at its next progress step."""

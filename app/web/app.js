@@ -39,8 +39,12 @@ async function guarded(action) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function eta(seconds) {
-  if (seconds === null || seconds === undefined) return "";
+// The estimate counts down between events (a long step sends none); once it has run out, the
+// page shows none rather than "about 1 s left" for a step that is taking longer.
+function eta(task) {
+  if (task.eta_until === undefined || task.eta_until === null) return "";
+  const seconds = (task.eta_until - Date.now()) / 1000;
+  if (seconds <= 0) return "";
   if (seconds < 60) return `about ${Math.max(1, Math.round(seconds))} s left`;
   return `about ${Math.round(seconds / 60)} min left`;
 }
@@ -55,8 +59,22 @@ function taskName(id) {
 function progressText(task) {
   if (task.status === "failed") return task.error ?? task.message;
   const parts = [task.message];
-  if (task.status === "processing") parts.push(`${task.progress.toFixed(0)}%`, eta(task.eta_seconds));
+  if (task.status === "processing") parts.push(`${task.progress.toFixed(0)}%`, eta(task));
   return parts.filter(Boolean).join(" · ");
+}
+
+// A completed task whose result carries warnings (or notes) is marked in the list, its words in the tooltip.
+function remarkMark(task) {
+  const warnings = task.warnings ?? [];
+  const notes = task.notes ?? [];
+  if (!warnings.length && !notes.length) return null;
+  const mark = document.createElement("span");
+  mark.className = "remark-mark";
+  const count = warnings.length || notes.length;
+  const kind = warnings.length ? "warning" : "note";
+  mark.textContent = `${warnings.length ? "⚠ " : ""}${count} ${kind}${count === 1 ? "" : "s"}`;
+  mark.title = [...warnings, ...notes].join("\n");
+  return mark;
 }
 
 function taskRow(id) {
@@ -79,7 +97,8 @@ function taskRow(id) {
   const status = document.createElement("span");
   status.className = "badge";
   status.textContent = task.stage && task.status === "processing" ? task.stage : task.status;
-  title.append(name, status);
+  const mark = remarkMark(task);
+  title.append(name, ...(mark ? [mark] : []), status);
 
   const bar = document.createElement("progress");
   bar.max = 100;
@@ -157,7 +176,9 @@ async function deleteTask(id) {
 // --- live progress ---------------------------------------------------------------------------
 
 function onUpdate(id, update) {
-  tasks.set(id, { ...tasks.get(id), ...update });
+  const etaUntil = update.eta_seconds === null || update.eta_seconds === undefined
+    ? null : Date.now() + update.eta_seconds * 1000;
+  tasks.set(id, { ...tasks.get(id), ...update, eta_until: etaUntil });
   renderTask(id);
   if (update.status === "failed" && openAfterUpload === id) showError(update.error ?? update.message);
   if (update.status === "completed" && openAfterUpload === id) {
@@ -165,6 +186,14 @@ function onUpdate(id, update) {
     guarded(() => showResult(id));
   }
 }
+
+// Each second, the running tasks' lines show the estimate counted down.
+setInterval(() => {
+  for (const row of document.querySelectorAll("#tasks li.status-processing")) {
+    const task = tasks.get(row.dataset.taskId);
+    if (task) row.querySelector(".task-text").textContent = progressText(task);
+  }
+}, 1000);
 
 // Follows a task's event stream until it ends; reconnects when the connection drops.
 async function follow(id) {
@@ -264,10 +293,11 @@ async function showResult(id) {
   const duration = tasks.get(id)?.duration ?? result.segments.at(-1)?.end ?? 0;
   $("#result-heading").textContent = `Transcript of ${taskName(id)}`;
   $("#result-meta").textContent = [
-    `Language: ${result.language}`,
+    result.language ? `Language: ${result.language}` : "no speech found",
     `length ${length(duration)}`,
     speakers ? `${speakers} speaker${speakers === 1 ? "" : "s"}` : "no speaker labels",
   ].join(" · ");
+  renderRemarks(result);
   renderSpeakers(id, result);
   const local = localFiles.get(id);
   if (local) player.src = local.url;
@@ -276,6 +306,22 @@ async function showResult(id) {
   $("#player-note").hidden = Boolean(local);
   $("#result").hidden = false;
   $("#result").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+// A banner above the transcript: its warnings first (the transcript may be incomplete or wrong),
+// then its notes (what ran other than configured).
+function renderRemarks(result) {
+  const items = (texts) =>
+    texts.map((text) => {
+      const item = document.createElement("li");
+      item.textContent = text;
+      return item;
+    });
+  const warnings = result.warnings ?? [];
+  const notes = result.notes ?? [];
+  $("#result-warnings").replaceChildren(...items(warnings.map((text) => `Warning: ${text}`)));
+  $("#result-notes").replaceChildren(...items(notes.map((text) => `Note: ${text}`)));
+  $("#result-remarks").hidden = !warnings.length && !notes.length;
 }
 
 // --- speaker names ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.tasks.models import TaskStatus
+from app.tasks.models import TaskStatus, utcnow
 from app.tasks.redis_store import RedisTaskStore
 from tests.api.conftest import AUTH, AudioServer, make_settings, status, upload, wait_for_status, wait_until
 from tests.fakes import FakePipeline
@@ -108,3 +108,20 @@ def test_audio_url_is_downloaded_by_the_api_then_queued(
     done = wait_for_status(client, failed.json()["task_id"], {"failed"})
     assert "returned a web page (text/html), not audio" in done["error"]
     assert sorted(path.name for path in (tmp_path / "uploads").iterdir()) == [task.job.audio_path.name]
+
+
+def test_renaming_speakers_is_no_second_end(api: Callable[..., TestClient], short_speech: Path) -> None:
+    """A rename edits an ended task's result: not counted as a second finish, nor sent as one (as locally)."""
+    client = api()
+    store = RedisTaskStore(client.app.state.store.engine.client, client.app.state.settings.upload_dir)  # type: ignore[attr-defined]
+    renamed, marker = (upload(client, short_speech)["task_id"] for _ in range(2))
+    segment = {"start": 0.0, "end": 1.0, "text": "hi", "speaker": "SPEAKER_00", "words": []}
+    result = {"language": "en", "segments": [segment], "speakers": [{"speaker": "SPEAKER_00", "seconds": 1.0}]}
+    store.update(renamed, status=TaskStatus.COMPLETED, result=result, completed_at=utcnow())
+    wait_until(lambda: 'whisperx_tasks_finished_total{status="completed"} 1.0' in _metrics(client))
+    answer = client.patch(f"/api/v1/transcribe/tasks/{renamed}/speakers", headers=AUTH, json={"SPEAKER_00": "Ann"})
+    assert answer.status_code == 200, answer.text
+    # A change after the rename: once it is counted, the rename would have been too.
+    store.update(marker, status=TaskStatus.FAILED, error="test failure", completed_at=utcnow())
+    wait_until(lambda: 'whisperx_tasks_finished_total{status="failed"} 1.0' in _metrics(client))
+    assert 'whisperx_tasks_finished_total{status="completed"} 1.0' in _metrics(client)

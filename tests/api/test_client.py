@@ -78,6 +78,22 @@ def test_a_failed_file_makes_the_exit_status_non_zero(
     assert not short_speech.with_suffix(".srt").exists()
 
 
+def test_warnings_and_notes_are_printed_under_their_file_and_leave_the_exit_status_zero(
+    live_server: Callable[..., int], short_speech: Path, tmp_path: Path
+) -> None:
+    warning = "this audio may contain more than one language; send multilingual=true"
+    port = live_server({"FAKE_WARNING": warning, "FAKE_NOTE": "words timed by Whisper"})
+    audio = tmp_path / "talk.wav"
+    shutil.copy(short_speech, audio)
+    run = _cli(port, str(audio))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        f"{audio}: wrote {tmp_path / 'talk.json'}",
+        f"{audio}: warning: {warning}",
+        f"{audio}: note: words timed by Whisper",
+    ]
+
+
 def test_key_and_connection_problems_are_reported(
     live_server: Callable[..., int], short_speech: Path, tmp_path: Path
 ) -> None:
@@ -150,7 +166,9 @@ def test_an_upload_over_the_limit_is_reported_as_the_server_words_it(
     with socket.create_connection(("127.0.0.1", port)) as connection:
         connection.sendall(
             b"POST /api/v1/transcribe/upload HTTP/1.1\r\nHost: localhost\r\n"
-            + f"X-API-Key: {API_KEY}\r\nContent-Length: {2 * 1024 * 1024}\r\n\r\n".encode()
+            + f"X-API-Key: {API_KEY}\r\nContent-Length: {2 * 1024 * 1024}\r\n".encode()
+            # A multipart body, as the CLI sends: other bodies meet the smaller MAX_BODY_KB.
+            + b"Content-Type: multipart/form-data; boundary=x\r\n\r\n"
         )
         answer = b"".join(iter(lambda: connection.recv(65536), b""))
     head, _, body = answer.partition(b"\r\n\r\n")

@@ -38,7 +38,9 @@ def test_stream_follows_the_task_to_completion_and_closes(
     assert progress[-1] == 100.0
     stages = list(dict.fromkeys(data["stage"] for _, data in events if data["stage"]))
     assert stages == ["decoding", "transcribing", "aligning", "diarizing", "assigning speakers"]
-    assert set(events[-1][1]) == {"task_id", "status", "stage", "progress", "message", "eta_seconds", "error"}
+    assert set(events[-1][1]) == {
+        "task_id", "status", "stage", "progress", "message", "eta_seconds", "error", "warnings", "notes",
+    }  # fmt: skip
     # The first task's stages have not been timed yet: no estimate rather than a guess.
     assert all(data["eta_seconds"] is None for _, data in events)
     # The next one is estimated from what they took.
@@ -64,6 +66,16 @@ def test_progress_events_come_a_few_per_second_and_every_stage_is_shown(
     # At most 4 a second, plus one per stage change and the first and last.
     assert len(events) <= 4 * seconds + len(stages) + 2, (len(events), seconds)
     assert events[-1][0] == "completed"
+
+
+def test_the_completed_event_carries_the_results_warnings_and_notes(
+    make_client: Callable[..., TestClient], short_speech: Path
+) -> None:
+    client = make_client({"FAKE_WARNING": "two languages", "FAKE_NOTE": "words timed by Whisper"})
+    events = _events(client, upload(client, short_speech)["task_id"])
+    assert events[-1][0] == "completed"
+    assert (events[-1][1]["warnings"], events[-1][1]["notes"]) == (["two languages"], ["words timed by Whisper"])
+    assert all(data["warnings"] == [] for name, data in events if name != "completed")
 
 
 def test_late_client_gets_the_current_state_first(client: TestClient, short_speech: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -10,8 +11,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.config import Settings
+from app.pipeline.base import Job, Stage
+from app.tasks.worker_process import JobCancelled, WorkerProcess
 from tests.api.conftest import AUTH, status, upload, wait_for_status, wait_until
 from tests.conftest import Deadline
+from tests.fakes import FakePipeline
 
 
 def _health_queue(client: TestClient) -> dict[str, int]:
@@ -89,6 +94,28 @@ def test_delete_running_task_stops_it_and_frees_its_file(
     wait_until(lambda: _health_queue(client)["processing"] == 0, timeout=2)
     after = upload(client, short_speech)["task_id"]
     assert wait_for_status(client, after, {"completed"})["result"] is not None
+
+
+def test_a_stop_asked_before_the_job_reaches_the_worker_is_kept(settings: Settings, short_speech: Path) -> None:
+    """A delete that lands while the task is being started (its start written, its job not yet sent)
+    stops the job at its first progress step, rather than being forgotten and ending in a kill."""
+
+    async def scenario() -> None:
+        worker = WorkerProcess("worker-stop", FakePipeline, settings)
+        await worker.start()
+        try:
+            worker.take_next()  # the slot takes the task
+            worker.cancel()  # the delete
+            with pytest.raises(JobCancelled):
+                await worker.run(Job(task_id="doomed", audio_path=short_speech), _ignore_progress)
+        finally:
+            await worker.stop()
+
+    asyncio.run(scenario())
+
+
+async def _ignore_progress(stage: Stage, fraction: float) -> None:
+    pass
 
 
 def test_task_that_ignores_cancel_is_killed_and_the_worker_replaced(

@@ -62,7 +62,7 @@ def test_a_model_outside_the_list_is_refused_naming_the_allowed(
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert "'large-v3' is not offered" in detail
-    assert "base, tiny.en" in detail
+    assert "base, tiny.en (or leave it out for base;" in detail
     assert client.get("/api/v1/transcribe/tasks", headers=AUTH).json()["total"] == 0
 
 
@@ -95,7 +95,8 @@ def test_openai_model_field(live_server: Callable[..., int], short_speech: Path)
     wait_until(lambda: {model.id: model.model_dump()["loaded"] for model in sdk.models.list().data}["tiny.en"])
     with short_speech.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as refused:
         sdk.audio.transcriptions.create(model="medium", file=audio)
-    assert "choose one of: base, tiny.en" in refused.value.response.text
+    assert "choose one of: base, tiny.en (or send whisper-1 for base;" in refused.value.response.text
+    assert "leave it out" not in refused.value.response.text, "the SDK requires `model`: it cannot be left out"
 
 
 def test_a_celery_worker_runs_the_model_the_request_chose(redis_url: str, tmp_path: Path, short_speech: Path) -> None:

@@ -134,6 +134,19 @@ def test_a_failed_transcription_is_a_422_with_the_reason(live_server: Callable[.
     assert "The fake pipeline was told to fail." in str(raised.value)
 
 
+def test_a_worker_crash_is_a_server_error_with_the_reason(
+    make_client: Callable[..., TestClient], short_speech: Path
+) -> None:
+    """Not 422: the input was fine, the server failed it."""
+    client = make_client({"FAKE_MODE": "crash"})
+    with short_speech.open("rb") as audio:
+        answer = client.post(
+            "/v1/audio/transcriptions", headers=AUTH, files={"file": ("a.wav", audio)}, data={"model": "whisper-1"}
+        )
+    assert answer.status_code == 500, answer.text
+    assert "worker process stopped unexpectedly" in answer.json()["error"]["message"]
+
+
 def test_shares_the_queue_and_cap_with_uploads(live_server: Callable[..., int], short_speech: Path) -> None:
     port = live_server({"FAKE_STEP_SECONDS": "0.04"}, max_concurrent_tasks=1)
     with short_speech.open("rb") as audio:

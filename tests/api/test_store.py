@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -144,23 +145,49 @@ def test_redis_stored_limit_counts_ended_tasks(redis_url: str) -> None:
     assert store.add_within_limits(_task("b"), 100, 10, max_stored_per_owner=2) is Admission.ADDED
 
 
-def test_redis_conditional_update_and_published_changes(redis_url: str) -> None:
+def test_redis_conditional_update_and_the_change_stream(redis_url: str) -> None:
     store = _redis_store(redis_url)
-    listener = redis.Redis.from_url(redis_url, decode_responses=True).pubsub(ignore_subscribe_messages=True)
-    listener.subscribe(store.channel)
     store.add(_task("a"))
     assert store.update_if("a", TaskStatus.PROCESSING, progress=5.0) is None
     assert store.update_if("a", TaskStatus.PENDING, status=TaskStatus.PROCESSING) is not None
     store.delete("a")
-    messages = []
-    for _ in range(50):  # the subscription's confirmation reads as None too
-        if len(messages) == 3:
-            break
-        if (message := listener.get_message(timeout=0.1)) is not None:
-            messages.append(json.loads(message["data"]))
-    assert [(m["task"]["status"], m["deleted"], m["version"]) for m in messages] == [
-        ("pending", False, 1), ("processing", False, 2), ("processing", True, 3),
-    ]  # fmt: skip
+    changes = store.client.xrange(store.changes)
+    records = [(json.loads(f["task"])["status"], f["deleted"], f["version"]) for _, f in changes]
+    assert records == [("pending", "0", "1"), ("processing", "0", "2"), ("processing", "1", "3")]
+
+
+def test_redis_writes_can_be_conditional_on_a_lease(redis_url: str) -> None:
+    """A worker writes only while it holds the task's lease; the sweep only while nobody does."""
+    store = _redis_store(redis_url)
+    store.add(_task("a", status=TaskStatus.PROCESSING))
+    lease = store.key("lease", "a")
+    store.client.set(lease, "worker-2")
+    assert store.update_if("a", TaskStatus.PROCESSING, (lease, "worker-1"), progress=50.0) is None
+    assert store.update_if("a", TaskStatus.PROCESSING, (lease, None), status=TaskStatus.PENDING) is None
+    assert store.update_if("a", {TaskStatus.PENDING, TaskStatus.PROCESSING}, (lease, "worker-2"), progress=9.0)
+    store.client.delete(lease)
+    assert store.update_if("a", TaskStatus.PROCESSING, (lease, None), status=TaskStatus.PENDING) is not None
+    assert store.update_if("a", TaskStatus.PROCESSING, (lease, None), status=TaskStatus.FAILED) is None
+    assert store.get("a").status is TaskStatus.PENDING  # type: ignore[union-attr]
+
+
+def test_redis_queues_one_callback_per_end_with_the_change(redis_url: str) -> None:
+    """The callback owed is appended in the change's own transaction; editing an ended task's result
+    (renaming its speakers) is no change of state: no change entry, no second callback."""
+    store = _redis_store(redis_url)
+    task = _task("a")
+    store.add(replace(task, job=replace(task.job, callback_url="https://example.com/hook")))
+    store.add(_task("b"))  # no callback_url
+    result = {"language": "en", "segments": []}
+    store.update("a", status=TaskStatus.PROCESSING)
+    store.update("a", status=TaskStatus.COMPLETED, result=result, completed_at=utcnow())
+    store.update("b", status=TaskStatus.FAILED, error="x", completed_at=utcnow())
+    changes_before = store.client.xlen(store.changes)
+    store.update("a", result={**result, "speakers": []})
+    assert store.client.xlen(store.changes) == changes_before, "a renamed result is not a change of state"
+    owed = store.client.xrange(store.callbacks)
+    assert [(json.loads(f["task"])["id"], f["status"]) for _, f in owed] == [("a", "completed")]
+    assert json.loads(json.loads(owed[0][1]["task"])["result"]) == result, "the callback carries the result"
 
 
 def test_webhook_deliveries_are_kept_and_taken_once(store: TaskStore) -> None:
@@ -173,3 +200,15 @@ def test_webhook_deliveries_are_kept_and_taken_once(store: TaskStore) -> None:
     store.drop_delivery("b.failed")
     store.drop_delivery("never-there")
     assert store.pending_deliveries() == {}
+
+
+def test_redis_ignores_a_record_copied_under_another_tasks_id(redis_url: str) -> None:
+    """Its upload is the other task's: read, updated or deleted by this id, it must not be acted on."""
+    store = _redis_store(redis_url)
+    store.add(_task("a"))
+    store.client.hset(store.key("task", "b"), mapping=store.client.hgetall(store.key("task", "a")))
+    store.client.zadd(store.key("owner", "alice"), {"b": 0})
+    assert store.get("b") is None
+    assert store.update("b", progress=50.0) is None
+    assert store.delete("b") is None
+    assert [task.id for task in store.page("alice", None, 10, 0)[0]] == ["a"]

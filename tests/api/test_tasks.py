@@ -16,7 +16,8 @@ from tests.fakes import FAKE_TEXT
 SEED_STATUS_FIELDS = {
     "task_id", "status", "progress", "message", "created_at", "started_at", "completed_at", "error", "result",
 }  # fmt: skip
-EXTRA_STATUS_FIELDS = {"file_name", "duration"}  # additive: the upload's name and the audio's length
+# Additive: the upload's name, the audio's length, and the result's warnings and notes.
+EXTRA_STATUS_FIELDS = {"file_name", "duration", "warnings", "notes"}
 
 
 def _utc(value: str) -> datetime:

@@ -91,17 +91,21 @@ def test_a_tampered_record_never_touches_files_outside_upload_dir(
 ) -> None:
     """Records pointing outside UPLOAD_DIR, as someone with write access to the database could
     plant them: a pending one (recovery on start), an expired one (retention deletes its file),
-    one reached through `..`. The service starts, serves, expires, and leaves the files alone."""
-    victims = [tmp_path / "victim-1", tmp_path / "victim-2", tmp_path / "victim-3"]
-    for victim in victims:
-        victim.write_text("not yours")
+    one reached through `..`, and one pointing at another task's upload. The service starts, serves,
+    expires, and leaves the files alone."""
     settings = make_settings(tmp_path, task_store="sqlite", task_ttl_hours=0.001)
     uploads = settings.upload_dir
+    uploads.mkdir()
+    # The fourth is another task's upload inside UPLOAD_DIR.
+    victims = [tmp_path / "victim-1", tmp_path / "victim-2", tmp_path / "victim-3", uploads / "someone-elses-task"]
+    for victim in victims:
+        victim.write_text("not yours")
     long_ago = utcnow() - timedelta(days=1)
     records = [
         _tampered("pending", victims[0]),
         _tampered("expired", victims[1], status=TaskStatus.COMPLETED, completed_at=long_ago, created_at=long_ago),
         _tampered("dotdot", uploads / ".." / "victim-3", status=TaskStatus.FAILED, completed_at=long_ago),
+        _tampered("borrowed", victims[3], status=TaskStatus.FAILED, completed_at=long_ago),
     ]
     SqliteTaskStore(settings.task_db_file, uploads)  # creates the table
     with sqlite3.connect(settings.task_db_file) as db:
@@ -111,9 +115,9 @@ def test_a_tampered_record_never_touches_files_outside_upload_dir(
 
     with TestClient(create_app(settings, FakePipeline)) as client:
         wait_until(lambda: client.get("/health", headers=AUTH).json()["model_loaded"])
-        for task_id in ("pending", "expired", "dotdot"):
+        for task_id in ("pending", "expired", "dotdot", "borrowed"):
             assert client.delete(f"/api/v1/transcribe/task/{task_id}", headers=AUTH).status_code == 404
-        wait_until(lambda: "points outside UPLOAD_DIR" in caplog.text)
+        wait_until(lambda: "points outside UPLOAD_DIR" in caplog.text and "an upload not its own" in caplog.text)
     assert all(victim.read_text() == "not yours" for victim in victims)
     with sqlite3.connect(settings.task_db_file) as db:
         assert json.loads(db.execute("SELECT job FROM tasks WHERE id = 'pending'").fetchone()[0])["audio_path"] == str(

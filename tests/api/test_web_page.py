@@ -198,6 +198,28 @@ def test_browser_shows_why_a_task_failed(browser: Browser, live_server: Callable
         assert message in page.locator("#tasks li").inner_text()
 
 
+def test_browser_shows_a_results_warnings_above_the_transcript_and_marks_the_task(
+    browser: Browser, live_server: Callable[..., int], short_speech: Path
+) -> None:
+    warning = "this audio may contain more than one language (en at the start, de later on)"
+    note = "words timed by Whisper; the wav2vec2 alignment model for en is not cached"
+    port = live_server(fake_env={"FAKE_WARNING": warning, "FAKE_NOTE": note})
+    with open_page(browser, f"http://127.0.0.1:{port}", [API_KEY]) as watched:
+        page = watched.page
+        use_key(page, API_KEY)
+        page.locator("#file").set_input_files(short_speech)
+        page.get_by_role("button", name="Transcribe").click()
+        page.locator("#transcript .turn").first.wait_for()
+        banner = page.locator("#result-remarks")
+        assert banner.is_visible()
+        assert banner.locator("li").all_inner_texts() == [f"Warning: {warning}", f"Note: {note}"]
+        mark = page.locator("#tasks li .remark-mark")
+        assert mark.inner_text() == "⚠ 1 warning"
+        assert mark.get_attribute("title") == f"{warning}\n{note}"
+        page.reload()  # the list's mark comes from the server's task list too
+        assert page.locator("#tasks li .remark-mark").inner_text() == "⚠ 1 warning"
+
+
 def test_browser_keeps_the_key_for_the_tab_and_lists_earlier_tasks(
     browser: Browser, live_server: Callable[..., int], short_speech: Path
 ) -> None:
@@ -210,6 +232,8 @@ def test_browser_keeps_the_key_for_the_tab_and_lists_earlier_tasks(
         page.locator("#transcript .turn").first.wait_for()
         assert page.locator("#player").is_visible()
         assert FAKE_TEXT in page.locator("#transcript").inner_text()
+        assert page.locator("#result-remarks").is_hidden(), "nothing to warn of: no banner"
+        assert page.locator("#tasks li .remark-mark").count() == 0
 
         page.reload()
         row = page.locator("#tasks li")

@@ -152,6 +152,20 @@ def test_the_receivers_answer_is_not_read(hook_client: TestClient, receiver: Rec
     assert receiver.calls[0][1]["accept-encoding"] == "identity"
 
 
+def test_the_callback_carries_the_results_warnings_and_notes(
+    make_client: Callable[..., TestClient], receiver: Receiver, short_speech: Path
+) -> None:
+    client = make_client(
+        {"FAKE_WARNING": "two languages", "FAKE_NOTE": "words timed by Whisper"},
+        webhook_secret=SECRET, webhook_allow_private=True,
+    )  # fmt: skip
+    upload(client, short_speech, callback_url=receiver.url)
+    wait_until(lambda: receiver.calls)
+    payload = _verified(receiver.calls[0])
+    assert (payload["warnings"], payload["notes"]) == (["two languages"], ["words timed by Whisper"])
+    assert payload["result"]["warnings"] == ["two languages"]
+
+
 def test_failed_task_is_posted_too(
     make_client: Callable[..., TestClient], receiver: Receiver, short_speech: Path
 ) -> None:
@@ -252,7 +266,7 @@ def test_payload_has_the_seed_status_fields(hook_client: TestClient, receiver: R
     wait_until(lambda: receiver.calls)
     assert set(json.loads(receiver.calls[0][2])) == {
         "task_id", "status", "progress", "message", "created_at", "started_at", "completed_at", "error", "result",
-        "file_name", "duration",
+        "file_name", "duration", "warnings", "notes",
     }  # fmt: skip
 
 

@@ -170,7 +170,7 @@ def test_a_stalled_redis_stalls_neither_live_nor_an_event_stream(
         client = redis.Redis.from_url(redis_url.replace("/0", "/3"), decode_responses=True)
         lease = Coordination(client).lease(task_id)
         assert lease.acquire(blocking=False)
-        RedisTaskStore(client, tmp_path).update(
+        RedisTaskStore(client, tmp_path / "uploads").update(
             task_id, status=TaskStatus.PROCESSING, progress=40.0, message="Transcribing speech"
         )
         deadline = time.monotonic() + 15

@@ -192,6 +192,25 @@ def test_an_uncached_model_fails_fast_when_the_hub_is_silent(
         assert result["speakers"]
 
 
+def test_an_aligner_the_hub_cannot_give_costs_one_try_one_log_line_and_a_short_note(
+    start_service: Callable[..., Service], tmp_path: Path, short_speech: Path
+) -> None:
+    note = "words timed by Whisper; the wav2vec2 alignment model for en is not cached"
+    with black_hole() as hole:
+        # Two workers, both wanting the English aligner at start and for every task.
+        service = start_service(hole.url, tmp_path / "empty-cache", MAX_CONCURRENT_TASKS="2", STANDBY_WORKERS="0")
+        done = [service.wait(task) for task in [service.submit(short_speech) for _ in range(4)]]
+        assert [task["message"] for task in done] == [f"Transcription completed; {note}"] * 4
+        assert all(service.result(task["task_id"])["notes"] == [note] for task in done)
+        assert len(hole.accepted) == 1, "the hub is asked once, not by every worker or task"
+        # The details are for the operator: /health, and one line in the log.
+        details = service.health()["models"]["errors"]["align:en"]
+        assert "did not answer" in details
+        assert "python -m app.models pull align:en" in details
+        logged = [line for line in service.log.read_text().splitlines() if "align:en" in line]
+        assert len(logged) == 1, logged
+
+
 def test_models_are_unloaded_least_recently_used_first_and_when_idle_and_offline_refuses_downloads(
     start_service: Callable[..., Service], tmp_path: Path, short_speech: Path
 ) -> None:

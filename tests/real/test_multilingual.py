@@ -85,7 +85,9 @@ def test_without_the_option_a_mixed_recording_is_flagged(results: dict[str, dict
     assert all("language" not in segment or segment["language"] is None for segment in result["segments"])
     [warning] = result["warnings"]
     assert "more than one language" in warning
-    assert "de " in warning
+    # Where the German starts (~30 s in); Whisper's guess for that stretch is espeak German's near
+    # neighbour (Latin, 0.49), so the warning names the file's language found unlikely, not a guess.
+    assert "unlikely to be en" in warning, warning
     assert "multilingual=true" in warning
 
 

@@ -17,6 +17,7 @@ from app.pipeline.base import Job, PipelineError, Stage
 from app.pipeline.diarizers import EMBEDDED_DIARIZER
 from app.pipeline.models import resolve_whisper_model
 from app.pipeline.whisperx_pipeline import WORD_TIMING_ALIGNMENT, WhisperXPipeline
+from bench.speed import MODEL_CALLS, model_timed
 from tests.conftest import speak
 
 
@@ -105,6 +106,28 @@ def test_alignment_path_runs_when_an_align_model_loads(tiny_en_pipeline: Whisper
             assert word["start"] <= word["end"]
     assert Stage.ALIGN in stages
     assert stages.index(Stage.TRANSCRIBE) < stages.index(Stage.ALIGN)
+
+
+def test_a_detected_language_with_an_aligner_is_aligned_and_not_timed_by_whisper_too(
+    random_align_model: Path, known_speech: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With no language given, whether Whisper times the words is decided once the language is:
+    here an alignment model loads for it, so Whisper's word timing (its `align` calls) never runs."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, api_keys="unused", align_model=str(random_align_model), max_concurrent_tasks=1,
+        model_cache_dir=tmp_path_factory.mktemp("aligned-base"),
+    )  # fmt: skip
+    pipeline = WhisperXPipeline(settings)
+    calls: dict[str, int] = {}
+    with (
+        pipeline._whisper.use(pipeline.model_name) as whisper,
+        model_timed(whisper.model, dict.fromkeys(MODEL_CALLS, 0.0), calls),
+    ):
+        result = pipeline.run(Job("t", known_speech, enable_diarization=False), lambda *_: None).result
+    assert result["language"] == "en"
+    assert result["word_timing"] == WORD_TIMING_ALIGNMENT
+    assert calls["detect_language"] >= 1
+    assert "align" not in calls, calls
 
 
 def test_english_only_model_refuses_other_languages(tiny_en_pipeline: WhisperXPipeline, known_speech: Path) -> None:

@@ -14,7 +14,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import ManagerDep, OwnedTaskDep, StoreDep
 from app.api.errors import UNAUTHORIZED, problem_response
-from app.api.schemas import TaskEvent
+from app.api.schemas import TaskEvent, remarks
 from app.tasks.models import Task
 from app.tasks.progress import StageCosts
 
@@ -33,6 +33,7 @@ def _event(task: Task, costs: StageCosts) -> ServerSentEvent:
         message=task.message,
         eta_seconds=costs.eta_seconds(task),
         error=task.error,
+        **remarks(task),
     )
     return ServerSentEvent(data=data.model_dump_json(), event=task.status.value)
 

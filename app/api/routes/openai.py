@@ -61,6 +61,7 @@ def _responses(success: str, invalid: str) -> dict[int | str, dict[str, Any]]:
         415: problem_response("Not a supported audio or video format"),
         422: problem_response(invalid),
         429: problem_response("The key has MAX_TASKS_PER_KEY tasks pending or processing"),
+        500: problem_response("The server failed the transcription (its worker died, or an unexpected error)"),
         503: problem_response("The queue is full, the speech model is not loaded, or the server is shutting down"),
     }
 
@@ -89,7 +90,7 @@ async def create_transcription(
     if form.timestamp_granularities and form.response_format is not OpenAIFormat.VERBOSE_JSON:
         raise HTTPException(422, "timestamp_granularities[]: needs response_format=verbose_json")
     granularities = set(form.timestamp_granularities or [Granularity.SEGMENT])
-    chosen_model = choose_model(form.model, settings)
+    chosen_model = choose_model(form.model, settings, openai=True)
     if form.multilingual:
         check_multilingual(manager, language_code(form.language), chosen_model)
     # Speakers cost time and only diarized_json reports them.
@@ -122,7 +123,7 @@ async def create_translation(
     store: StoreDep,
     form: Annotated[TranslationForm, Form(media_type="multipart/form-data")],
 ) -> Response:
-    chosen_model = choose_model(form.model, settings)
+    chosen_model = choose_model(form.model, settings, openai=True)
     check_can_translate(manager, chosen_model)
     if form.multilingual:
         check_multilingual(manager, None, chosen_model)
@@ -168,7 +169,8 @@ async def _answer(
         await manager.delete(task.id, caller)  # answered or abandoned: nothing stays behind
 
     if done is not None and done.status is TaskStatus.FAILED:
-        status = 503 if manager.worker_state().load_error else 422
+        # The input's fault is the caller's to fix (422); a worker that died or failed unexpectedly is the server's.
+        status = 503 if manager.worker_state().load_error else 500 if done.server_fault else 422
         raise HTTPException(status, f"Transcription failed: {done.error}")
     if done is None or done.result is None:
         raise HTTPException(503, "The transcription was stopped before it finished (is the server shutting down?)")
