@@ -428,10 +428,9 @@ class WhisperXPipeline:
         """Segments with speakers, each speaker's total speaking time, their voiceprints, and a note."""
         if self._diarizer is None:
             return segments, None, None, self._diarizer_note
-        import whisperx
-
         from app.pipeline.diarizers import EmbeddedDiarizer
         from app.pipeline.voiceprints import speaker_embeddings
+        from app.pipeline.word_speakers import assign_speakers
 
         progress(Stage.DIARIZE, 0.0)
         options: dict[str, Any] = {
@@ -453,11 +452,7 @@ class WhisperXPipeline:
                 turns, embeddings = self._diarizer(audio, return_embeddings=True, **options)
                 voiceprints = {"encoder": f"pyannote:{self.diarizer_name}", "speakers": embeddings or {}}
         progress(Stage.ASSIGN, 0.0)
-        labelled = list(whisperx.assign_word_speakers(turns, {"segments": segments}, fill_nearest=True)["segments"])
-        for segment in labelled:
-            for word in segment.get("words", []):
-                # Words alignment could not time get no speaker from the turns: take their segment's.
-                word.setdefault("speaker", segment.get("speaker"))
+        labelled = assign_speakers(turns, segments)
         progress(Stage.ASSIGN, 1.0)
         seconds = (turns["end"] - turns["start"]).groupby(turns["speaker"]).sum()
         speakers = [{"speaker": str(label), "seconds": round(float(total), 2)} for label, total in seconds.items()]
