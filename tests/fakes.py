@@ -185,10 +185,6 @@ def main() -> None:
     serve(create_app(settings, FakePipeline, FakeLiveEngine), settings)
 
 
-if __name__ == "__main__":
-    main()
-
-
 FAKE_LIVE_WORDS = [
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
 ]  # fmt: skip
@@ -217,3 +213,7 @@ class FakeLiveEngine:
         crossings = int((audio[:-1] * audio[1:] < 0).sum())
         frequency = crossings / 2 / (len(audio) / 16000)
         return [1.0, 0.0] if frequency < 400 else [0.0, 1.0]
+
+
+if __name__ == "__main__":
+    main()
