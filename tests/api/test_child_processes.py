@@ -1,5 +1,5 @@
-"""No process the API starts outlives it: its worker, its standby, its enrolment process and
-multiprocessing's resource tracker end when the API is stopped (SIGTERM) and when it is killed (SIGKILL).
+"""No process the API starts outlives it: its worker, its standby, its enrolment process, its live
+worker and multiprocessing's resource tracker end when the API is stopped (SIGTERM) and when it is killed (SIGKILL).
 
 The service runs as a real process (`python -m tests.fakes`: the real run path on FakePipeline),
 in a session of its own, so that whatever the test leaves behind can be cleared at the end.
@@ -8,6 +8,7 @@ in a session of its own, so that whatever the test leaves behind can be cleared 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.api.conftest import API_KEY, AUTH
 from tests.conftest import ROOT, Deadline, ffmpeg, free_port
@@ -69,7 +71,7 @@ def _kinds(processes: dict[int, tuple[str, str]]) -> list[str]:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[int, tuple[str, str]]]]:
-    """The service with a worker, a standby and the enrolment process all started; and those children."""
+    """The service with its worker, standby, enrolment process and live worker started; and those children."""
     port = free_port()
     environment = {
         **os.environ,
@@ -105,9 +107,12 @@ def service(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[int,
                 timeout=60,
             )
         assert response.status_code == 422, response.text
-        # The worker, the standby (loading once the worker has loaded) and the enrolment process.
-        deadline = Deadline(60, "a worker, a standby, the enrolment process and the resource tracker")
-        while _kinds(children := _descendants(process.pid)) != ["resource tracker", *["spawned"] * 3]:
+        # A live session: `session.created` comes once the live worker has loaded; it stays loaded after.
+        with connect(f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription", additional_headers=AUTH) as session:
+            assert json.loads(session.recv(timeout=60))["type"] == "session.created"
+        # The worker, the standby (loading once the worker has loaded), the enrolment process, the live worker.
+        deadline = Deadline(60, "a worker, a standby, the enrolment and live processes and the resource tracker")
+        while _kinds(children := _descendants(process.pid)) != ["resource tracker", *["spawned"] * 4]:
             deadline.check(children)
             time.sleep(0.1)
         yield process, children
