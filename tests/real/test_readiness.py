@@ -10,8 +10,9 @@ import asyncio
 from pathlib import Path
 
 from app.config import Settings
-from app.pipeline.base import Job, Stage, whisperx_pipeline
+from app.pipeline.base import Job, Stage
 from app.pipeline.diarizers import EMBEDDED_DIARIZER
+from app.pipeline.whisperx_pipeline import whisperx_pipeline
 from app.tasks.worker_process import WorkerProcess
 from tests.conftest import Deadline
 from tests.hub_server import random_wav2vec2_ctc
