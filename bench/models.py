@@ -90,7 +90,7 @@ def _worker_memory(settings: object, work: Path) -> None:
 
     def run(model: str | None) -> None:
         job = Job(task_id="bench", audio_path=audio, enable_diarization=False, model=model)
-        pipeline.run(job, lambda stage, fraction: None)
+        pipeline.run(job, lambda *_: None)
         pipeline.release()
 
     run(None)

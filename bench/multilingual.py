@@ -68,7 +68,7 @@ def _seconds(path: Path) -> float:
 def _run(pipeline: WhisperXPipeline, path: Path, **options: Any) -> tuple[dict[str, Any], float]:
     job = Job(task_id=path.stem, audio_path=path, enable_diarization=False, **options)
     began = time.perf_counter()
-    result = pipeline.run(job, lambda stage, done: None).result
+    result = pipeline.run(job, lambda *_: None).result
     return result, time.perf_counter() - began
 
 

@@ -254,7 +254,7 @@ def run(pipeline: Any, recording: Recording, reuse: Path | None = None) -> tuple
         _reuse_transcription(pipeline, reuse / f"{recording.id}.json")
     started = time.perf_counter()
     try:
-        output = pipeline.run(Job(task_id=recording.id, audio_path=recording.path), lambda stage, fraction: None)
+        output = pipeline.run(Job(task_id=recording.id, audio_path=recording.path), lambda *_: None)
     finally:
         for name in ("_language", "_transcribe"):
             pipeline.__dict__.pop(name, None)

@@ -188,7 +188,7 @@ def service_pipeline(clip: Clip, pipeline: Any, language: str | None = None) -> 
     first: dict[str, float] = {}
     last: dict[str, float] = {}
 
-    def progress(stage: Any, fraction: float) -> None:
+    def progress(stage: Any, fraction: float, text: str | None = None) -> None:
         first.setdefault(stage.value, time.perf_counter())
         last[stage.value] = time.perf_counter()
 

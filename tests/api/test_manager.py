@@ -114,7 +114,7 @@ def test_a_stop_asked_before_the_job_reaches_the_worker_is_kept(settings: Settin
     asyncio.run(scenario())
 
 
-async def _ignore_progress(stage: Stage, fraction: float) -> None:
+async def _ignore_progress(stage: Stage, fraction: float, text: str | None) -> None:
     pass
 
 

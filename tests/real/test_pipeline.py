@@ -150,7 +150,7 @@ def test_embedded_diarizer_takes_over_when_the_hub_model_cannot_load(
     write_wav(tmp_path / "pair.wav", case.audio)
     diarizing: list[float] = []
 
-    def progress(stage: Stage, fraction: float) -> None:
+    def progress(stage: Stage, fraction: float, text: str | None = None) -> None:
         if stage is Stage.DIARIZE:
             diarizing.append(fraction)
 

@@ -36,7 +36,7 @@ def test_after_ready_the_first_task_loads_no_model(tmp_path: Path, known_speech:
             ready = worker.info
             stages: list[Stage] = []
 
-            async def progress(stage: Stage, fraction: float) -> None:
+            async def progress(stage: Stage, fraction: float, text: str | None) -> None:
                 stages.append(stage)
 
             output = await worker.run(Job("first", known_speech, enable_diarization=True), progress)
