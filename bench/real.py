@@ -241,46 +241,13 @@ def score(recording: Recording, result: dict[str, Any], wall_s: float) -> Row:
     )
 
 
-def run(pipeline: Any, recording: Recording, reuse: Path | None = None) -> tuple[dict[str, Any], float]:
-    """The pipeline's result for one recording, as a task with no options would get it, and its wall time.
-
-    With `reuse`, a folder: the language and Whisper's segments are kept there on the first run and
-    read back on later ones, so that a run after a change to the speaker stages repeats only those
-    (for tuning; the wall time then leaves Whisper out).
-    """
+def run(pipeline: Any, recording: Recording) -> tuple[dict[str, Any], float]:
+    """The pipeline's result for one recording, as a task with no options would get it, and its wall time."""
     from app.pipeline.base import Job
 
-    if reuse is not None:
-        _reuse_transcription(pipeline, reuse / f"{recording.id}.json")
     started = time.perf_counter()
-    try:
-        output = pipeline.run(Job(task_id=recording.id, audio_path=recording.path), lambda *_: None)
-    finally:
-        for name in ("_language", "_transcribe"):
-            pipeline.__dict__.pop(name, None)
+    output = pipeline.run(Job(task_id=recording.id, audio_path=recording.path), lambda *_: None)
     return output.result, time.perf_counter() - started
-
-
-def _reuse_transcription(pipeline: Any, path: Path) -> None:
-    """Wrap the pipeline's language detection and transcription to read `path` when it exists, else write it."""
-    import copy
-
-    saved = json.loads(path.read_text()) if path.exists() else {}
-    language, transcribe = pipeline._language, pipeline._transcribe
-
-    def cached_language(*args: Any) -> Any:
-        if "language" not in saved:
-            saved["language"] = list(language(*args))
-        return tuple(saved["language"])
-
-    def cached_transcribe(*args: Any) -> Any:
-        if "segments" not in saved:
-            saved["segments"] = transcribe(*args)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(saved))
-        return copy.deepcopy(saved["segments"])
-
-    pipeline._language, pipeline._transcribe = cached_language, cached_transcribe
 
 
 def load_pipeline(threads: int, device: str = "cpu") -> Any:
@@ -347,7 +314,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--label", default="", help="a word for the result file's name (e.g. before, after)")
-    parser.add_argument("--reuse-transcription", type=Path, metavar="DIR", help="keep/read Whisper's output here")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="print a before/after table")
     args = parser.parse_args(argv)
     if args.compare:
@@ -370,13 +336,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "threads": args.threads,
         "load_1min_at_start": round(os.getloadavg()[0], 2),
-        "reused_transcription": args.reuse_transcription is not None,
         "rows": [],
         "words": {},  # each file's labelled words, to see what went wrong where
     }
     for recording in chosen:
         print(f"{recording.id}…", file=sys.stderr, flush=True)
-        result, wall_s = run(pipeline, recording, args.reuse_transcription)
+        result, wall_s = run(pipeline, recording)
         report["rows"].append(asdict(score(recording, result, wall_s)))
         report["words"][recording.id] = [[w["word"], w["start"], w["end"], w["speaker"]] for w in _words(result)]
         target.write_text(json.dumps(report, indent=2, allow_nan=False))  # after each file: a long run can be read
