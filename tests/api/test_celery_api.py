@@ -115,7 +115,8 @@ def test_live_sessions_are_refused_at_the_upgrade_naming_the_setting(api: Callab
     client = api()
     with (
         pytest.raises(WebSocketDenialResponse) as refused,
-        client.websocket_connect("/v1/realtime?intent=transcription", headers=AUTH),
+        # A copy: the test client adds the upgrade headers to the dict it is given.
+        client.websocket_connect("/v1/realtime?intent=transcription", headers=dict(AUTH)),
     ):
         pass
     assert refused.value.status_code == 503

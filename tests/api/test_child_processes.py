@@ -108,7 +108,9 @@ def service(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[int,
             )
         assert response.status_code == 422, response.text
         # A live session: `session.created` comes once the live worker has loaded; it stays loaded after.
-        with connect(f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription", additional_headers=AUTH) as session:
+        with connect(
+            f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription", additional_headers={"X-API-Key": API_KEY}
+        ) as session:
             assert json.loads(session.recv(timeout=60))["type"] == "session.created"
         # The worker, the standby (loading once the worker has loaded), the enrolment process, the live worker.
         deadline = Deadline(60, "a worker, a standby, the enrolment and live processes and the resource tracker")
