@@ -93,7 +93,7 @@ def tiny_en_pipeline(random_align_model: Path, tmp_path_factory: pytest.TempPath
 
 def test_alignment_path_runs_when_an_align_model_loads(tiny_en_pipeline: WhisperXPipeline, known_speech: Path) -> None:
     stages: list[Stage] = []
-    output = tiny_en_pipeline.run(Job("t", known_speech, enable_diarization=False), lambda s, _: stages.append(s))
+    output = tiny_en_pipeline.run(Job("t", known_speech, enable_diarization=False), lambda s, *_: stages.append(s))
     result = output.result
     assert result["word_timing"] == WORD_TIMING_ALIGNMENT
     assert result["language"] == "en"
