@@ -106,9 +106,12 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait(10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """The system's headless chromium, driven by Playwright (its own browser downloads need the network)."""
+    """The system's headless chromium, driven by Playwright (its own browser downloads need the network).
+
+    One per module: Playwright's sync API keeps its event loop marked running in the main thread while
+    it is open, and a later test's asyncio.run() would then refuse to start."""
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=_require("chromium"),
