@@ -249,6 +249,13 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     """Redis for TASK_BACKEND=celery: the Celery broker and the task store of API processes and workers."""
 
+    api_takeover_seconds: float = Field(30.0, ge=1.0, le=3600.0)
+    """TASK_BACKEND=celery: how long what an API process held stays with it after it stopped without
+    a clean shutdown (crashed, killed) before another API process takes it over: the callbacks it was
+    sending and the metrics of the tasks it saw first. A live process renews its hold every third of
+    this; one stalled for longer (its event loop or its Redis connection) loses its callbacks to
+    another, which may then send one a second time (receivers dedupe by webhook-id)."""
+
     host: str = "0.0.0.0"
     """Interface `python -m app.main` listens on."""
 

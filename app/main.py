@@ -45,7 +45,7 @@ from app.live.worker import LiveWorker
 from app.ops.metrics import Metrics
 from app.ops.preflight import log_preflight
 from app.ops.telemetry import disable_telemetry
-from app.outbound.webhooks import WebhookSender
+from app.outbound.webhooks import WebhookSender, owed_delivery
 from app.pipeline.base import PipelineFactory
 from app.pipeline.whisperx_pipeline import whisperx_pipeline
 from app.private_files import private_directory
@@ -54,9 +54,9 @@ from app.tasks.async_store import AsyncTaskStore, AsyncVoiceStore, StoreThreads
 from app.tasks.backend import TaskBackend
 from app.tasks.files import prepare_upload_dir, sweep_orphans
 from app.tasks.manager import TaskManager
-from app.tasks.models import TERMINAL
+from app.tasks.models import TERMINAL, Task
 from app.tasks.progress import StageCosts
-from app.tasks.store import MemoryTaskStore, TaskStore
+from app.tasks.store import MemoryTaskStore, OwedCallback, TaskStore
 from app.voices.enrollment import SampleEmbedder
 from app.voices.store import MemoryVoiceStore, VoiceStore
 
@@ -78,7 +78,8 @@ def _api_keys(settings: Settings) -> list[ApiKey]:
     return parse_api_keys(key)
 
 
-def _store(settings: Settings) -> TaskStore:
+def _store(settings: Settings, owed: OwedCallback) -> TaskStore:
+    """The task store; the local ones write the callbacks a change owes (`owed`) with the change."""
     if settings.task_backend == "celery":
         from app.tasks.redis_store import RedisTaskStore
 
@@ -88,8 +89,13 @@ def _store(settings: Settings) -> TaskStore:
 
         if settings.task_db_path is None:  # the database is in DATA_DIR: private, as the uploads are
             private_directory(settings.data_dir, "DATA_DIR")
-        return SqliteTaskStore(settings.task_db_file, settings.upload_dir)
-    return MemoryTaskStore()
+        return SqliteTaskStore(settings.task_db_file, settings.upload_dir, owed)
+    return MemoryTaskStore(owed)
+
+
+def _status_document(task: Task) -> bytes:
+    """What a callback carries: the task's status document."""
+    return TaskStatusResponse.from_task(task).model_dump_json().encode()
 
 
 def _voice_store(settings: Settings) -> VoiceStore:
@@ -145,7 +151,7 @@ def create_app(
     disable_telemetry()
     factory = pipeline_factory or whisperx_pipeline
     threads = _store_threads(settings)
-    store = AsyncTaskStore(_store(settings), threads)
+    store = AsyncTaskStore(_store(settings, owed_delivery(settings, _status_document)), threads)
     metrics = Metrics(store)
     sample_embedder = SampleEmbedder(settings)
     live_worker = LiveWorker(live_factory or whisper_live_engine, settings)
@@ -174,9 +180,7 @@ def create_app(
         manager = _backend(settings, store, factory, storage)
         manager.events.add_listener(metrics.task_changed)
         manager.events.add_listener(app.state.stage_costs.task_changed)
-        webhooks = WebhookSender(
-            settings, store, lambda task: TaskStatusResponse.from_task(task).model_dump_json().encode()
-        )
+        webhooks = WebhookSender(settings, store, _status_document)
         if manager.callbacks is None:  # the local backend: callbacks follow the task events
             manager.events.add_listener(webhooks.task_changed)
         app.state.manager = manager

@@ -160,10 +160,15 @@ def _segment(text: str, start: float, speaker: str | None) -> dict[str, Any]:
 def fake_app() -> Any:
     """The service on FakePipeline, configured from the environment, for tests that need a real
     server process: `python -m uvicorn tests.fakes:fake_app --factory`."""
+    import logging
+
     from app.config import Settings
     from app.main import create_app
 
-    return create_app(Settings(_env_file=None), FakePipeline, FakeLiveEngine)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    # As `python -m app.main` does: the service's own log lines (uvicorn sets up only its own loggers).
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    return create_app(settings, FakePipeline, FakeLiveEngine)
 
 
 def celery_worker() -> None:

@@ -10,9 +10,12 @@ are retried with exponential backoff; the id (`{task_id}.{status}`) stays the sa
 and processes, so receivers can drop duplicates. Every delivery is kept in the task store until it
 succeeds or gives up, so a restart resumes the pending ones (same id, the remaining tries).
 
-Where a delivery comes from depends on the backend. On the local one it follows the task's events
-and is saved in the store as it starts. With TASK_BACKEND=celery the store writes it in the same
-transaction as the change that owes it, and the API processes take it from a shared queue
+Where a delivery comes from depends on the backend. Either way the store records it in the same
+write as the change that owes it, so a crash right after a task ended cannot lose its callback. On
+the local backend the store writes the delivery record (`owed_delivery`) in the change's SQLite
+transaction, and this process sends it as the task's events report the change. With
+TASK_BACKEND=celery the store queues it in the change's Redis transaction, and the API processes
+take it from a shared queue
 (app/tasks/streams.py): one process holds it while it tries, and another takes it up only once that
 one has stopped (died, or shut down), so a callback is neither lost nor sent by two processes.
 Renaming a task's speakers sends nothing: it is the caller's own change, answered with the result.
@@ -50,7 +53,8 @@ from app.config import Settings
 from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from app.tasks.async_store import AsyncTaskStore
 from app.tasks.models import TERMINAL, Task
-from app.tasks.streams import TOUCH_SECONDS, CallbackQueue
+from app.tasks.store import OwedCallback
+from app.tasks.streams import CallbackQueue
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +86,24 @@ class Delivery:
     attempts_made: int = 0
     next_attempt_at: float = 0.0
     """Unix time of the next try."""
+
+
+def _delivery(task: Task, settings: Settings, status_document: Callable[[Task], bytes]) -> Delivery | None:
+    """The callback a task owes in its current state, as its first try; None when there is none to send."""
+    if not task.job.callback_url or settings.webhook_secret is None:
+        return None
+    body = status_document(task).decode()
+    return Delivery(f"{task.id}.{task.status}", task.owner, task.job.callback_url, body, 0, time.time())
+
+
+def owed_delivery(settings: Settings, status_document: Callable[[Task], bytes]) -> OwedCallback:
+    """The record the local backend's store writes with a task's ending (app/tasks/store.py)."""
+
+    def record(task: Task) -> tuple[str, str] | None:
+        delivery = _delivery(task, settings, status_document)
+        return None if delivery is None else (delivery.message_id, json.dumps(asdict(delivery)))
+
+    return record
 
 
 class _Ledger(Protocol):
@@ -150,22 +172,17 @@ class WebhookSender:
             transport=GuardedTransport(settings.webhook_allow_private, CALLBACK),
         )
         self._deliveries: set[asyncio.Task[None]] = set()
-        self._unsaved: dict[str, Delivery] = {}
-        """Deliveries not yet in the store: `aclose` saves what shutdown caught before its delivery did."""
         self._queue: CallbackQueue | None = None
         self._consuming: asyncio.Task[None] | None = None
 
     def _delivery(self, task: Task) -> Delivery | None:
-        if not task.job.callback_url or self._settings.webhook_secret is None:
-            return None
-        body = self._status_document(task).decode()
-        return Delivery(f"{task.id}.{task.status}", task.owner, task.job.callback_url, body, 0, time.time())
+        return _delivery(task, self._settings, self._status_document)
 
     def task_changed(self, task: Task, deleted: bool) -> None:
         if deleted or task.status not in TERMINAL or (delivery := self._delivery(task)) is None:
             return
-        self._unsaved[delivery.message_id] = delivery
-        self._start(delivery, self._ledger, save_first=True)
+        # The store wrote its record with the change (`owed_delivery`): a restart resumes it from there.
+        self._start(delivery, self._ledger, save_first=False)
 
     async def resume(self) -> None:
         """Take up the deliveries a previous run left pending (each by one process only)."""
@@ -209,7 +226,7 @@ class WebhookSender:
                 raise
             except Exception:
                 logger.warning("Could not keep the callbacks this process holds", exc_info=True)
-            await asyncio.sleep(TOUCH_SECONDS)
+            await asyncio.sleep(queue.touch_seconds)
 
     async def _take_up(self, queue: CallbackQueue, entry_id: str, task: Task, status: str) -> None:
         ledger = _QueueLedger(queue, entry_id)
@@ -232,7 +249,6 @@ class WebhookSender:
         assert self._settings.webhook_secret is not None  # noqa: S101 - checked before a delivery starts
         if save_first:
             await self._keep(ledger, delivery)
-        self._unsaved.pop(delivery.message_id, None)
         signer = Webhook(key_secret(self._settings.webhook_secret, delivery.owner))
         message_id, url, body = delivery.message_id, delivery.url, delivery.body.encode()
         host = urlsplit(url).hostname  # logged instead of the URL, which may carry a token
@@ -289,8 +305,6 @@ class WebhookSender:
         for running in stopping:
             running.cancel()
         await asyncio.gather(*stopping, return_exceptions=True)
-        for unsaved in self._unsaved.values():  # cancelled before they were saved
-            await self._keep(self._ledger, unsaved)
         if self._queue is not None:
             # What this process held goes to another at once, rather than after the lease lapses.
             with contextlib.suppress(Exception):

@@ -9,7 +9,8 @@ Any number of API processes may run side by side. Each one:
   written while it reconnected is missed, and passes the changes to its own SSE streams; after a
   reconnect it re-reads the tasks those follow. The listeners (metrics, stage costs) of one
   process per task see a task's changes; another process takes a task over when that one stops
-  announcing itself;
+  announcing itself (API_TAKEOVER_SECONDS), and tells its own listeners of an end the stopped one
+  was not there to pass on, so each task's end is counted once;
 - takes its share of the callbacks owed from the shared callback queue (app/outbound/webhooks.py);
 - sweeps for tasks whose worker died (lease lapsed): requeued once, then failed;
 - expires ended tasks after TASK_TTL_HOURS.
@@ -44,19 +45,23 @@ SWEEP_SECONDS = 5.0
 WORKERS_UNSEEN = "the workers cannot be seen: the task store (Redis) cannot be reached"
 WORKERS_SECONDS = 1.0
 """How often the workers' announcements are read: a worker that finished loading shows in /health within this."""
-API_SECONDS = 15
-"""How long an API process's announcement outlives it: after this, another takes over its tasks' listeners."""
 RECHECK_SECONDS = 5.0
 """How long a process trusts that another one handles a task's listeners before it looks again."""
 
-# The listeners of a task: kept by the process that holds them, taken over when it no longer announces itself.
+ENDED = "ended"
+"""What a task's listeners claim holds once they have been told of its end: nobody tells them again."""
+
+# The listeners of a task: kept by the process that holds them, taken over when it no longer announces
+# itself. 1: this process's; 0: another live process's; -1: told of the task's end already.
 _CLAIM_LISTENERS = """
 local holder = redis.call('get', KEYS[1])
 if holder == ARGV[1] then return 1 end
+if holder == ARGV[4] then return -1 end
 if holder and redis.call('exists', ARGV[3] .. holder) == 1 then return 0 end
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
+MINE, ANOTHERS, TOLD = 1, 0, -1
 
 
 class CeleryDispatcher:
@@ -82,6 +87,11 @@ class CeleryDispatcher:
         self._mine: set[str] = set()
         self._others: dict[str, float] = {}
         """Tasks another live process handles the listeners of, with when that was last checked."""
+        self._ends_elsewhere: dict[str, tuple[Task, bool]] = {}
+        """Ends (task, deleted) of tasks whose listeners another process held when the end came: passed on
+        here if that process stops before it marks them told (it may have died before it read them)."""
+        self._ends_unmarked: set[str] = set()
+        """Tasks whose end this process told its listeners of, not yet marked ENDED (Redis was away)."""
         self._loops: list[asyncio.Task[None]] = []
         self._stopping: set[asyncio.Task[None]] = set()
         self._workers: list[dict[str, Any]] = []
@@ -90,7 +100,9 @@ class CeleryDispatcher:
         self._async_redis = async_client(settings.redis_url)
         self._claim_listeners = self._async_redis.register_script(_CLAIM_LISTENERS)
         self._changes = ChangeFeed(settings.redis_url, self._store)
-        self.callbacks: CallbackQueue | None = CallbackQueue(async_client(settings.redis_url), self._store, self._me)
+        self.callbacks: CallbackQueue | None = CallbackQueue(
+            async_client(settings.redis_url), self._store, self._me, settings.api_takeover_seconds
+        )
         """Callbacks owed, shared with the other API processes (app/outbound/webhooks.py takes them)."""
 
     async def start(self) -> None:
@@ -107,7 +119,7 @@ class CeleryDispatcher:
         await asyncio.gather(*self._loops, *self._stopping, return_exceptions=True)
         for task_id in await self._lifecycle.stop_background():  # no other process can take over a download
             await self._lifecycle.fail(task_id, "The server restarted while downloading audio_url; submit it again.")
-        with contextlib.suppress(Exception):  # the others take over this process's tasks at once, not in API_SECONDS
+        with contextlib.suppress(Exception):  # the others take over at once, not in API_TAKEOVER_SECONDS
             await self._threads.call(self._store.client.delete, self._store.key("api", self._me))
         await self._changes.close()
         await self._async_redis.aclose()
@@ -186,7 +198,8 @@ class CeleryDispatcher:
         while True:
             try:
                 self._workers = await self._threads.call(self._coordination.workers)
-                await self._threads.call(self._store.client.set, self._store.key("api", self._me), 1, ex=API_SECONDS)
+                alive = int(self._settings.api_takeover_seconds * 1000)
+                await self._threads.call(self._store.client.set, self._store.key("api", self._me), 1, px=alive)
                 if self._workers_unseen:
                     logger.info("The workers' announcements can be read again")
                 self._workers_unseen = False
@@ -194,6 +207,7 @@ class CeleryDispatcher:
                 if not self._workers_unseen:
                     logger.warning("Could not read the workers' announcements: %s", error)
                 self._workers_unseen = True
+            await self._settle_ends()
             await asyncio.sleep(WORKERS_SECONDS)
 
     def worker_state(self) -> WorkerState:
@@ -255,31 +269,69 @@ class CeleryDispatcher:
             if current is None:
                 return  # deleted since: that change follows
             task.result = current.result
+        ended = deleted or task.status in TERMINAL
         try:
-            mine = await self._handles_listeners(task.id)
+            claim = await self._listeners_claim(task.id, ended)
         except Exception:  # the followers must not miss the change for it
             logger.warning("Could not tell who keeps the listeners of task %s", task.id, exc_info=True)
-            mine = False
-        if deleted or task.status in TERMINAL:
+            claim = ANOTHERS
+        if ended:
             self._mine.discard(task.id)
             self._others.pop(task.id, None)
-        self.events.publish(task, deleted, notify_listeners=mine)
+            if claim == ANOTHERS:  # its holder may be dead already: `_settle_ends` sees to it
+                self._ends_elsewhere[task.id] = (task, deleted)
+        self.events.publish(task, deleted, notify_listeners=claim == MINE)
+        if ended and claim == MINE:
+            self._ends_unmarked.add(task.id)
+            await self._mark_ends()
 
-    async def _handles_listeners(self, task_id: str) -> bool:
-        """Whether this process passes the task's changes to its listeners: the first to see the task
-        does, until it stops announcing itself, when the next to see a change takes over."""
+    async def _listeners_claim(self, task_id: str, ended: bool) -> int:
+        """Whether this process passes the task's changes to its listeners (MINE): the first to see the
+        task does, until it stops announcing itself, when the next to see a change takes over. An end
+        is always checked in Redis, never from what this process saw a while ago."""
         if task_id in self._mine:
-            return True
-        if time.monotonic() - self._others.get(task_id, -RECHECK_SECONDS) < RECHECK_SECONDS:
-            return False
+            return MINE
+        if not ended and time.monotonic() - self._others.get(task_id, -RECHECK_SECONDS) < RECHECK_SECONDS:
+            return ANOTHERS
         ttl = int(self._settings.task_ttl_hours * 3600) + 3600
         claim = self._store.key("listeners", task_id)
-        if await self._claim_listeners(keys=[claim], args=[self._me, ttl, self._store.key("api", "")]):
+        args: list[str | int] = [self._me, ttl, self._store.key("api", ""), ENDED]
+        answer = int(await self._claim_listeners(keys=[claim], args=args))
+        if answer == MINE:
             self._mine.add(task_id)
             self._others.pop(task_id, None)
-            return True
-        self._others[task_id] = time.monotonic()
-        return False
+        elif answer == ANOTHERS:
+            self._others[task_id] = time.monotonic()
+        return answer
+
+    async def _mark_ends(self) -> None:
+        """Mark the ends this process told its listeners of, so that no other process tells its own."""
+        for task_id in list(self._ends_unmarked):
+            try:
+                await self._async_redis.set(self._store.key("listeners", task_id), ENDED, keepttl=True)
+            except Exception as error:  # noqa: BLE001 - marked on the next round
+                logger.warning("Could not mark the end of task %s as counted: %s", task_id, error)
+                return
+            self._ends_unmarked.discard(task_id)
+
+    async def _settle_ends(self) -> None:
+        """Tell this process's listeners of the ends another process held but stopped before it marked."""
+        await self._mark_ends()
+        for task_id, (task, deleted) in list(self._ends_elsewhere.items()):
+            try:
+                claim = await self._listeners_claim(task_id, ended=True)
+            except Exception as error:  # noqa: BLE001 - Redis away: the next round
+                logger.warning("Could not check who counts the end of task %s: %s", task_id, error)
+                return
+            if claim == ANOTHERS:
+                continue  # its holder lives: it tells its own listeners (or has, and will mark it)
+            del self._ends_elsewhere[task_id]
+            self._mine.discard(task_id)
+            if claim == MINE:
+                logger.info("Counting the end of task %s for an API process that stopped", task_id)
+                self.events.notify_listeners(task, deleted)
+                self._ends_unmarked.add(task_id)
+        await self._mark_ends()
 
     async def _sweep_forever(self) -> None:
         while True:

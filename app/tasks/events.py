@@ -61,13 +61,18 @@ class TaskEvents:
 
     def publish(self, task: Task, deleted: bool = False, notify_listeners: bool = True) -> None:
         """Pass a change to the task's followers and, unless told not to, to the listeners."""
-        for listener in self._listeners if notify_listeners else ():
+        if notify_listeners:
+            self.notify_listeners(task, deleted)
+        for subscription in self._subscriptions.get(task.id, ()):
+            subscription.push(task, deleted)
+
+    def notify_listeners(self, task: Task, deleted: bool) -> None:
+        """Pass a change to the listeners only (its followers heard of it already)."""
+        for listener in self._listeners:
             try:
                 listener(task, deleted)
             except Exception:  # a faulty observer must not break the manager
                 logger.exception("Task event listener %r failed", listener)
-        for subscription in self._subscriptions.get(task.id, ()):
-            subscription.push(task, deleted)
 
     def followed(self) -> list[str]:
         """The ids of the tasks someone follows now."""

@@ -1,9 +1,10 @@
 """TASK_STORE=sqlite: tasks, progress and results in one SQLite file, so they survive a restart.
 
-Every write is one autocommitted statement, so a task (result included) is either wholly
-updated or not at all. WAL with synchronous=NORMAL keeps each commit to a few hundred
-microseconds and survives the process being killed (not a power cut), which is what the
-restart recovery needs. Calls are tiny and run on the event loop, like the memory store's.
+Every write is one transaction, so a task (result included) is either wholly updated or not at
+all; a change that owes a callback writes its delivery record in the same transaction (an outbox),
+so a crash right after a task ended cannot lose its callback. WAL with synchronous=NORMAL keeps
+each commit to a few hundred microseconds and survives the process being killed (not a power
+cut), which is what the restart recovery needs. Calls are tiny and run on the event loop, like the memory store's.
 
 The table gains a column for every field of the record (app/tasks/codec.py) that it lacks
 when it is opened, so a field added to `Task` needs no migration code; rows written before
@@ -24,6 +25,7 @@ from typing import Any
 from app.private_files import private_file
 from app.tasks.codec import FIELDS, RecordRefused, from_record, timestamp, to_record
 from app.tasks.models import ACTIVE, TERMINAL, Task, TaskStatus
+from app.tasks.store import OwedCallback, owes_callback
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +55,9 @@ _COLUMNS = FIELDS
 class SqliteTaskStore:
     durable = True
 
-    def __init__(self, path: Path, upload_dir: Path) -> None:
+    def __init__(self, path: Path, upload_dir: Path, owed: OwedCallback | None = None) -> None:
         self._upload_dir = upload_dir
+        self._owed = owed
         private_file(path, "TASK_DB_PATH")  # task results are private too
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -90,7 +93,18 @@ class SqliteTaskStore:
         return self._task(rows[0]) if rows else None
 
     def update(self, task_id: str, **changes: Any) -> Task | None:
-        rows = self._query("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                updated = self._update(task_id, changes)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return updated
+
+    def _update(self, task_id: str, changes: dict[str, Any]) -> Task | None:
+        rows = self._db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchall()
         task = self._task(rows[0]) if rows else None
         if task is None:
             return None
@@ -101,8 +115,10 @@ class SqliteTaskStore:
         columns = [column for column in _COLUMNS if column != "id" and row[column] != stored[column]]
         if columns:
             assignments = ", ".join(f"{column} = :{column}" for column in columns)
-            self._query(f"UPDATE tasks SET {assignments} WHERE id = :id", row)  # noqa: S608
-        return updated if self.get(task_id) is not None else None
+            self._db.execute(f"UPDATE tasks SET {assignments} WHERE id = :id", row)  # noqa: S608
+        if self._owed is not None and owes_callback(task, updated) and (owed := self._owed(updated)) is not None:
+            self._db.execute("INSERT OR REPLACE INTO webhook_deliveries (id, record) VALUES (?, ?)", owed)
+        return updated
 
     def delete(self, task_id: str) -> Task | None:
         task = self.get(task_id)

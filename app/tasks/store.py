@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from app.tasks.models import ACTIVE, TERMINAL, Task, TaskStatus
+
+OwedCallback = Callable[[Task], tuple[str, str] | None]
+"""The delivery record (message id, record) that a task entering `completed` or `failed` owes, None
+when it owes none (app/outbound/webhooks.py makes it). The local backend's stores write it in the same
+write as the state change, so a crash between the two cannot lose the callback; the Redis store queues
+its own with the change (redis_store.py)."""
+
+
+def owes_callback(before: Task, after: Task) -> bool:
+    """Whether this change is the task's entry into an ending state (a renamed result is not)."""
+    return after.status in TERMINAL and after.status != before.status
 
 
 class TaskStore(Protocol):
@@ -19,7 +31,8 @@ class TaskStore(Protocol):
     def get(self, task_id: str) -> Task | None: ...
 
     def update(self, task_id: str, **changes: Any) -> Task | None:
-        """Apply changes to a task; None when the task is gone (deleted meanwhile)."""
+        """Apply changes to a task; None when the task is gone (deleted meanwhile). A change that owes
+        a callback writes its delivery record in the same step."""
         ...
 
     def delete(self, task_id: str) -> Task | None: ...
@@ -64,9 +77,10 @@ class MemoryTaskStore:
 
     durable = False
 
-    def __init__(self) -> None:
+    def __init__(self, owed: OwedCallback | None = None) -> None:
         self._tasks: dict[str, Task] = {}
         self._deliveries: dict[str, str] = {}
+        self._owed = owed
 
     def add(self, task: Task) -> None:
         self._tasks[task.id] = task
@@ -79,7 +93,11 @@ class MemoryTaskStore:
         if task is None:
             return None
         # Replace rather than mutate, so a reader never sees a half-applied change.
-        self._tasks[task_id] = updated = replace(task, **changes)
+        updated = replace(task, **changes)
+        owed = self._owed(updated) if self._owed is not None and owes_callback(task, updated) else None
+        self._tasks[task_id] = updated
+        if owed is not None:
+            self._deliveries[owed[0]] = owed[1]
         return updated
 
     def delete(self, task_id: str) -> Task | None:

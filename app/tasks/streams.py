@@ -9,8 +9,9 @@ stream keeps what was appended, in the same transaction as the change itself (re
   stream or an OpenAI request waiting on a task sees its end whatever happened to the connection.
 - `CallbackQueue`: the callbacks owed, read as a consumer group, so each is handed to one API process
   and stays in that process's pending list until it is delivered or given up. A process keeps the
-  ones it holds by touching them (resetting their idle time); one idle for longer than
-  CALLBACK_LEASE_SECONDS belongs to a process that died, and the next to look claims it (XAUTOCLAIM).
+  ones it holds by touching them (resetting their idle time) every third of API_TAKEOVER_SECONDS;
+  one idle for longer than that belongs to a process that died, and the next to look claims it
+  (XAUTOCLAIM).
   A process that starts therefore never takes a callback another live process is still retrying.
 
 Redis keeps the bookkeeping (which process holds what, since when), rather than hand-written locks.
@@ -32,13 +33,6 @@ logger = logging.getLogger(__name__)
 
 READ_BLOCK_SECONDS = 5.0
 """How long one read waits for new entries before it is made again."""
-
-CALLBACK_LEASE_SECONDS = 30.0
-"""How long a callback stays with an API process that stopped touching it: another process takes
-over a dead one's callbacks after about this long."""
-
-TOUCH_SECONDS = 10.0
-"""How often a process touches the callbacks it holds, and looks for lapsed ones."""
 
 GROUP = "webhooks"
 
@@ -97,10 +91,14 @@ class ChangeFeed:
 class CallbackQueue:
     """The callbacks owed, shared by the API processes; each is held by one until `done`."""
 
-    def __init__(self, client: redis.asyncio.Redis, store: RedisTaskStore, consumer: str) -> None:
+    def __init__(self, client: redis.asyncio.Redis, store: RedisTaskStore, consumer: str, lease_seconds: float) -> None:
         self._redis = client
         self._store = store
         self._consumer = consumer
+        self.lease_seconds = lease_seconds
+        """How long a callback stays with a process that stopped touching it (API_TAKEOVER_SECONDS)."""
+        self.touch_seconds = lease_seconds / 3
+        """How often a process touches the callbacks it holds, and looks for lapsed ones."""
         self.held: dict[str, str] = {}
         """Entries this process holds, by entry id: their message ids."""
         self._group_made = False
@@ -132,14 +130,14 @@ class CallbackQueue:
         return await self._held([entry for _stream, entries in answer or [] for entry in entries])
 
     async def claim_lapsed(self) -> list[tuple[str, Task, str]]:
-        """Callbacks whose process stopped touching them CALLBACK_LEASE_SECONDS ago, now this process's."""
+        """Callbacks whose process stopped touching them `lease_seconds` ago, now this process's."""
         await self._group()
         lapsed: list[tuple[str, dict[str, str]]] = []
         start = "0-0"
         while True:
             try:
                 answer: Any = await self._redis.xautoclaim(
-                    self._store.callbacks, GROUP, self._consumer, int(CALLBACK_LEASE_SECONDS * 1000), start, count=50
+                    self._store.callbacks, GROUP, self._consumer, int(self.lease_seconds * 1000), start, count=50
                 )
             except redis.exceptions.ResponseError as error:
                 self._group_lost(error)
@@ -200,7 +198,7 @@ class CallbackQueue:
     async def release(self) -> None:
         """Shutting down: mark what this process holds as lapsed, so another process takes it up at once."""
         if self.held:
-            idle = int(CALLBACK_LEASE_SECONDS * 1000) + 1
+            idle = int(self.lease_seconds * 1000) + 1
             await self._redis.xclaim(
                 self._store.callbacks, GROUP, self._consumer, 0, list(self.held), idle=idle, justid=True
             )

@@ -3,7 +3,9 @@ FakePipeline, and two API processes (`uvicorn tests.fakes:fake_app`), all separa
 
 A task's changes reach every API process however its connection to Redis fares, and a callback
 owed while an API process restarts arrives once: neither lost with the process that saw the task
-first, nor taken over by the restarted one while the other still retries it.
+first, nor taken over by the restarted one while the other still retries it. What an API process
+held when it was killed (SIGKILL: no clean hand-over) is taken over by another after
+API_TAKEOVER_SECONDS: a callback it was retrying is delivered once, a task's end counted once.
 """
 
 from __future__ import annotations
@@ -131,12 +133,12 @@ class Cluster:
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
 
-    def start_api(self, name: str, through_proxy: bool = False) -> None:
+    def start_api(self, name: str, through_proxy: bool = False, **env: str) -> None:
         port = self.ports.setdefault(name, free_port())
         command = [sys.executable, "-m", "uvicorn", "tests.fakes:fake_app", "--factory", "--port", str(port)]
-        self.spawn(
-            name, [*command, "--host", "127.0.0.1"], **({"REDIS_URL": self.proxied_url} if through_proxy else {})
-        )
+        if through_proxy:
+            env["REDIS_URL"] = self.proxied_url
+        self.spawn(name, [*command, "--host", "127.0.0.1"], **env)
         deadline = Deadline(60, f"API process {name} to be ready")
         while not self._ready(name):
             deadline.check(self.log(name)[-2000:])
@@ -151,6 +153,12 @@ class Cluster:
         """SIGTERM, as a rolling restart sends, and wait for the process to finish its shutdown."""
         process = self.processes.pop(name)
         os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, as a crash or an out-of-memory kill: no shutdown, nothing handed over."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait(30)
 
     def url(self, name: str, path: str) -> str:
@@ -276,3 +284,59 @@ def test_an_event_stream_sees_the_end_across_a_reconnect(
     _wait_for(lambda: cluster.stored_status(task_id) == "completed", 30, "the task to end")
     proxy.restore()
     _wait_for(lambda: "event: completed" in lines, 60, "process b's stream to show the end after reconnecting")
+
+
+TAKEOVER = {"API_TAKEOVER_SECONDS": "3"}
+"""For the takeover tests' API processes (all of them agree on it): seconds, not the default 30."""
+
+
+def test_a_callback_held_by_a_killed_api_process_is_taken_over_and_delivered_once(
+    cluster: Cluster, short_speech: Path
+) -> None:
+    for name in list(cluster.processes.keys() - {"worker"}):  # whatever the tests before left
+        cluster.stop(name)
+    receiver = Receiver()
+    try:
+        cluster.start_api("c", **TAKEOVER)
+        task_id = cluster.submit("c", short_speech, "takeover.wav", callback_url=receiver.url)
+        cluster.finish("takeover.wav")
+        _wait_for(lambda: receiver.tries, 30, "process c to try the callback")  # c holds it: the only process
+        cluster.start_api("d", **TAKEOVER)  # while c retries: d leaves it to c
+        assert "Taking over callback" not in cluster.log("d"), "d took the callback of a live process"
+        cluster.kill("c")  # before acknowledging: the callback stays in c's pending list
+        receiver.accepting.set()
+        _wait_for(lambda: any(accepted for _, accepted in receiver.tries), 60, "process d to deliver the callback")
+        _wait_for(lambda: cluster.redis.xlen("whisperx:callbacks") == 0, 30, "the callback to leave the queue")
+        assert "Taking over callback" in cluster.log("d")
+        assert {webhook_id for webhook_id, _ in receiver.tries} == {f"{task_id}.completed"}, "one id, kept across tries"
+        accepted = [webhook_id for webhook_id, accepted in receiver.tries if accepted]
+        assert len(accepted) == 1, f"delivered {len(accepted)} times in {len(receiver.tries)} tries"
+    finally:
+        receiver.close()
+
+
+def _finished(cluster: Cluster, name: str) -> float:
+    """The process's count of completed tasks, from its /metrics."""
+    text = httpx.get(cluster.url(name, "/metrics"), headers=AUTH).text
+    found = re.search(r'^whisperx_tasks_finished_total\{status="completed"\} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_the_end_of_a_task_whose_api_process_was_killed_is_counted_once(cluster: Cluster, short_speech: Path) -> None:
+    """The metrics of a task are kept by the API process that saw it first; killed, another counts its end."""
+    for name in {"d"} - cluster.processes.keys():
+        cluster.start_api(name, **TAKEOVER)
+    for name in cluster.processes.keys() - {"worker", "d"}:
+        cluster.stop(name)
+    task_id = cluster.submit("d", short_speech, "counted.wav")
+    listeners = f"whisperx:listeners:{task_id}"
+    _wait_for(lambda: cluster.redis.get(listeners), 30, "process d to hold the task's listeners")  # the only one
+    cluster.start_api("e", **TAKEOVER)
+    holder = cluster.redis.get(listeners)
+    cluster.kill("d")
+    cluster.finish("counted.wav")  # at once: d's announcement outlives it by up to API_TAKEOVER_SECONDS
+    _wait_for(lambda: cluster.stored_status(task_id) == "completed", 30, "the task to end")
+    _wait_for(lambda: _finished(cluster, "e"), 30, "process e to count the end")
+    assert cluster.redis.get(listeners) == "ended", f"held by {holder}, now {cluster.redis.get(listeners)}"
+    assert _finished(cluster, "e") == 1.0
+    assert "Counting the end of task" in cluster.log("e"), "e counted it for the killed process"

@@ -4,6 +4,7 @@ Redis store of TASK_BACKEND=celery (on a real redis-server)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import uuid
 from dataclasses import replace
@@ -188,6 +189,59 @@ def test_redis_queues_one_callback_per_end_with_the_change(redis_url: str) -> No
     owed = store.client.xrange(store.callbacks)
     assert [(json.loads(f["task"])["id"], f["status"]) for _, f in owed] == [("a", "completed")]
     assert json.loads(json.loads(owed[0][1]["task"])["result"]) == result, "the callback carries the result"
+
+
+def _owed(task: Task) -> tuple[str, str] | None:
+    """A stand-in for the webhook sender's record: what the store must write with the ending."""
+    return (f"{task.id}.{task.status}", json.dumps({"status": task.status.value})) if task.job.callback_url else None
+
+
+def _hooked(task_id: str) -> Task:
+    task = _task(task_id)
+    return replace(task, job=replace(task.job, callback_url="https://example.com/hook"))
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_local_store_writes_the_callback_owed_with_the_ending(kind: str, tmp_path: Path) -> None:
+    """The delivery record is in the store as soon as the ending is: a crash right after the write
+    that ended the task cannot lose its callback. A renamed result owes none."""
+    path = tmp_path / "tasks.db"
+    store: TaskStore = SqliteTaskStore(path, UPLOADS, _owed) if kind == "sqlite" else MemoryTaskStore(_owed)
+    store.add(_hooked("a"))
+    store.add(_task("b"))  # no callback_url
+    store.update("a", status=TaskStatus.PROCESSING)
+    store.update("b", status=TaskStatus.PROCESSING)
+    assert store.pending_deliveries() == {}, "only an ending owes a callback"
+    store.update("a", status=TaskStatus.COMPLETED, result={"segments": []}, completed_at=utcnow())
+    store.update("b", status=TaskStatus.FAILED, error="x", completed_at=utcnow())
+    # Read as a restart would, past this store object (for SQLite: the file, by a new connection).
+    after = SqliteTaskStore(path, UPLOADS) if kind == "sqlite" else store
+    assert after.pending_deliveries() == {"a.completed": '{"status": "completed"}'}
+    after.drop_delivery("a.completed")  # delivered
+    store.update("a", result={"segments": [], "speakers": []})
+    assert after.pending_deliveries() == {}, "a renamed result owes no second callback"
+
+
+def test_sqlite_writes_the_ending_and_its_callback_in_one_transaction(tmp_path: Path) -> None:
+    """When the delivery record cannot be written, neither is the ending: never an ended task whose
+    callback is lost. (The failing insert is a trigger, as a full disk would fail it.)"""
+    path = tmp_path / "tasks.db"
+    store = SqliteTaskStore(path, UPLOADS, _owed)
+    store.add(_hooked("a"))
+    store.update("a", status=TaskStatus.PROCESSING)
+    other = sqlite3.connect(path)
+    other.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON webhook_deliveries BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    other.commit()
+    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+        store.update("a", status=TaskStatus.COMPLETED, completed_at=utcnow())
+    assert store.get("a").status is TaskStatus.PROCESSING  # type: ignore[union-attr]
+    other.execute("DROP TRIGGER refuse")
+    other.commit()
+    other.close()
+    store.update("a", status=TaskStatus.COMPLETED, completed_at=utcnow())
+    assert list(store.pending_deliveries()) == ["a.completed"]
 
 
 def test_webhook_deliveries_are_kept_and_taken_once(store: TaskStore) -> None:

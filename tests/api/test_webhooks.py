@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from standardwebhooks import Webhook
 
 from app.keys import hashed_key_id
 from app.outbound.webhooks import key_secret
+from app.tasks.async_store import AsyncTaskStore
 from tests.api.conftest import API_KEY, AUTH, make_settings, upload, wait_until
 from tests.bombs import gzip_bomb
 from tests.conftest import free_port
@@ -335,3 +337,32 @@ def test_a_pending_delivery_survives_a_restart(
         wait_until(lambda: not after.app.state.store.engine.pending_deliveries())  # type: ignore[attr-defined]
     assert "Resuming webhook" in caplog.text
     assert len(state.calls) == 1
+
+
+def test_a_callback_owed_is_kept_with_the_ending_when_the_store_fails_next(
+    make_client: Callable[..., TestClient], short_speech: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task's ending and its delivery record are one write: a store that fails right after the
+    ending (or a process that dies then) cannot lose the callback. Here every delivery write after the
+    ending fails while the receiver refuses; after a restart the callback arrives, once, same id."""
+    port = free_port()
+    state = Receiver(url=f"http://127.0.0.1:{port}/hook", failures_left=1_000_000)
+    durable = {"task_store": "sqlite", "webhook_secret": SECRET, "webhook_allow_private": True}
+
+    async def refused(_store: AsyncTaskStore, _message_id: str, _record: str) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with listening(state, port), monkeypatch.context() as patched:
+        patched.setattr(AsyncTaskStore, "put_delivery", refused)
+        before = make_client(webhook_retry_base_seconds=0.2, **durable)
+        task_id = upload(before, short_speech, callback_url=state.url)["task_id"]
+        wait_until(lambda: len(state.calls) >= 2)  # ended, tried, refused, and the store took no retry record
+        before.__exit__(None, None, None)
+
+    state.failures_left, state.calls = 0, []
+    with listening(state, port):
+        after = make_client(**durable)
+        wait_until(lambda: state.calls)
+        wait_until(lambda: not after.app.state.store.engine.pending_deliveries())  # type: ignore[attr-defined]
+    assert [headers["webhook-id"] for _, headers, _ in state.calls] == [f"{task_id}.completed"]
+    assert _verified(state.calls[0])["status"] == "completed"
