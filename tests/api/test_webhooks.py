@@ -6,7 +6,10 @@ import base64
 import contextlib
 import json
 import logging
+import os
+import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -366,3 +370,40 @@ def test_a_callback_owed_is_kept_with_the_ending_when_the_store_fails_next(
         wait_until(lambda: not after.app.state.store.engine.pending_deliveries())  # type: ignore[attr-defined]
     assert [headers["webhook-id"] for _, headers, _ in state.calls] == [f"{task_id}.completed"]
     assert _verified(state.calls[0])["status"] == "completed"
+
+
+def test_a_server_killed_with_a_callback_pending_sends_it_once_after_restart(
+    serve: Callable[..., subprocess.Popen[bytes]], short_speech: Path, tmp_path: Path
+) -> None:
+    """kill -9 of a real server (and its workers) while the callback of an ended task is being retried:
+    the restarted server delivers it, once, under the same webhook-id."""
+    port = free_port()
+    state = Receiver(url=f"http://127.0.0.1:{port}/hook", failures_left=1_000_000)
+    with listening(state, port):
+        api = free_port()  # after the receiver has bound its port
+        env = {
+            "TASK_STORE": "sqlite", "WEBHOOK_SECRET": SECRET, "WEBHOOK_ALLOW_PRIVATE": "true",
+            "WEBHOOK_RETRY_BASE_SECONDS": "0.2", "WEBHOOK_MAX_ATTEMPTS": "20",
+        }  # fmt: skip
+        first = serve(api, **env)
+        with short_speech.open("rb") as audio:
+            answer = httpx.post(
+                f"http://127.0.0.1:{api}/api/v1/transcribe/upload", headers=AUTH, files={"file": audio},
+                data={"callback_url": state.url}, timeout=30,
+            )  # fmt: skip
+        assert answer.status_code == 202, answer.text
+        task_id = answer.json()["task_id"]
+        wait_until(lambda: state.calls, timeout=30)  # the task ended; its receiver refuses
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+        refused = len(state.calls)
+        state.failures_left = 0  # from now on every try is accepted
+
+        serve(api, **env)
+        wait_until(lambda: len(state.calls) > refused)
+        with contextlib.closing(sqlite3.connect(tmp_path / "data" / "tasks.db")) as db:
+            # Its record gone: delivered, and no further try will come.
+            wait_until(lambda: db.execute("SELECT COUNT(*) FROM webhook_deliveries").fetchone()[0] == 0)
+    assert {headers["webhook-id"] for _, headers, _ in state.calls} == {f"{task_id}.completed"}
+    assert len(state.calls) - refused == 1, f"accepted {len(state.calls) - refused} times"
+    assert _verified(state.calls[-1])["task_id"] == task_id
