@@ -327,6 +327,7 @@ class CeleryDispatcher:
                 continue  # its holder lives: it tells its own listeners (or has, and will mark it)
             del self._ends_elsewhere[task_id]
             self._mine.discard(task_id)
+            self._others.pop(task_id, None)
             if claim == MINE:
                 logger.info("Counting the end of task %s for an API process that stopped", task_id)
                 self.events.notify_listeners(task, deleted)
