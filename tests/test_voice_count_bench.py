@@ -27,4 +27,3 @@ def test_a_small_outlier_group_is_not_a_speaker_of_its_own() -> None:
     one_from, kept_below = heights(embeddings, speakers=1, min_cluster_size=12)
     assert kept_below is None
     assert one_from < 0.2  # the stray group's distance (about 1.4) never decides the count
-
