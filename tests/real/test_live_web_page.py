@@ -35,7 +35,8 @@ def microphone_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sentence, then a second and a half of silence so that server VAD ends each (looped) utterance."""
     folder = tmp_path_factory.mktemp("microphone")
     clip = folder / "microphone.wav"
-    ffmpeg("-i", str(speak(SENTENCE, folder / "sentence.wav")), "-af", "apad=pad_dur=1.5", "-c:a", "pcm_s16le", str(clip))
+    sentence = speak(SENTENCE, folder / "sentence.wav")
+    ffmpeg("-i", str(sentence), "-af", "apad=pad_dur=1.5", "-c:a", "pcm_s16le", str(clip))
     return clip
 
 
