@@ -152,17 +152,17 @@ function sendSessionUpdate() {
   session.updatesSent += 1;
 }
 
-async function startAudio() {
-  const { stream, context } = session;
-  await context.audioWorklet.addModule("/static/pcm-worklet.js");
-  const node = new AudioWorkletNode(context, "pcm-resampler", { numberOfInputs: 1, numberOfOutputs: 0 });
+async function startAudio(mine) {
+  await mine.context.audioWorklet.addModule("/static/pcm-worklet.js");
+  if (session !== mine || mine.state !== "recording") return; // stopped meanwhile
+  const node = new AudioWorkletNode(mine.context, "pcm-resampler", { numberOfInputs: 1, numberOfOutputs: 0 });
   node.port.onmessage = ({ data }) => {
-    if (session?.state !== "recording") return;
-    session.samplesSent += data.byteLength / 2;
+    if (session !== mine || mine.state !== "recording") return;
+    mine.samplesSent += data.byteLength / 2;
     send({ type: "input_audio_buffer.append", audio: base64(data) });
   };
-  context.createMediaStreamSource(stream).connect(node);
-  session.node = node;
+  mine.context.createMediaStreamSource(mine.stream).connect(node);
+  mine.node = node;
 }
 
 function stopAudio(current) {
@@ -190,7 +190,9 @@ function onEvent(event) {
       sendSessionUpdate();
       session.state = "recording";
       setState("recording");
-      startAudio().catch((error) => end(`Could not start recording: ${error.message}`));
+      startAudio(session).catch((error) => {
+        if (session?.state === "recording") end(`Could not start recording: ${error.message}`);
+      });
       break;
     case "session.updated":
       session.updatesAnswered += 1;

@@ -4,30 +4,20 @@ models: chromium's fake microphone plays an espeak-ng sentence (looped), the pag
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, WebSocket, sync_playwright
+from playwright.sync_api import Browser, WebSocket
 
-from tests.browser import open_page, use_key
-from tests.conftest import ffmpeg, speak
+from tests.browser import RECORD_DOWNLOADS, RECORD_PARTIALS, open_page, use_key
+from tests.conftest import chromium, ffmpeg, microphone_args, speak
 from tests.real.conftest import API_KEY, Server
-from tests.real.test_web_page import RECORD_DOWNLOADS
 
 SENTENCE = "The weather is warm and sunny today."
 KEY_WORDS = ("weather", "sunny")
 # Waits on the page: the live worker loads its model with the first session, on a shared CPU.
 LIVE_WAIT_MS = 120_000
-
-# Records every partial text the page shows.
-RECORD_PARTIALS = """() => {
-  window.seenPartials = [];
-  const partial = document.querySelector('#live-partial');
-  new MutationObserver(() => { if (!partial.hidden) window.seenPartials.push(partial.textContent); })
-    .observe(partial, {childList: true, subtree: true, characterData: true, attributes: true});
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -42,24 +32,9 @@ def microphone_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def microphone_browser(microphone_clip: Path) -> Iterator[Browser]:
-    """Chromium whose microphone is the clip, allowed without asking (its own launch: these flags
-    would give every other page a microphone too)."""
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={microphone_clip}",
-            ],
-        )
+    """Chromium whose microphone is the clip (its own launch: the module uses no other)."""
+    with chromium(*microphone_args(microphone_clip)) as launched:
         yield launched
-        launched.close()
 
 
 def test_microphone_partials_final_lines_with_a_speaker_and_txt_download(
