@@ -63,7 +63,8 @@ def test_microphone_partials_final_lines_with_a_speaker_and_txt_download(
         assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
         assert page.locator("#live-partial").is_hidden()
 
-        # The TXT download holds every final line shown, each with its speaker.
+        # The TXT download holds every final line shown, each with its speaker (the first utterance, if
+        # it caught only the end of the looped sentence, may be too short for a voiceprint: no label).
         shown = page.locator("#live-transcript .turn p").all_inner_texts()
         speakers = page.locator("#live-transcript .turn .speaker").all_inner_texts()
         page.evaluate(RECORD_DOWNLOADS)
@@ -74,7 +75,10 @@ def test_microphone_partials_final_lines_with_a_speaker_and_txt_download(
         )
         assert saved["name"].startswith("live-")
         assert saved["name"].endswith(".txt")
-        assert saved["text"].splitlines() == [f"[{s}]: {t}" for s, t in zip(speakers, shown, strict=True)]
+        assert saved["text"].splitlines() == [
+            text if speaker == "Speaker unknown" else f"[{speaker}]: {text}"
+            for speaker, text in zip(speakers, shown, strict=True)
+        ]
         assert all(word in saved["text"].lower() for word in KEY_WORDS), saved["text"]
 
     # The key went as a subprotocol, never in the socket's URL.
