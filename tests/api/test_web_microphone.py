@@ -56,6 +56,10 @@ def test_microphone_shows_partials_and_final_lines_and_saves_them(
         assert all(re.fullmatch(r"\d\d:\d\d\.\d – \d\d:\d\d\.\d", time) for time in times), times
         assert page.locator("#live-partial").is_hidden()
 
+        # A phone-sized screen shows the card without sideways scrolling.
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+
         page.evaluate(RECORD_DOWNLOADS)
         for format in ("TXT", "SRT", "VTT"):
             page.get_by_role("button", name=f"Download the live transcript as {format}").click()
