@@ -4,6 +4,7 @@ models: chromium's fake microphone plays an espeak-ng sentence (looped), the pag
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,7 +56,9 @@ def test_microphone_partials_final_lines_with_a_speaker_and_txt_download(
         line.first.wait_for(timeout=LIVE_WAIT_MS)
         final = line.first.inner_text().lower()
         assert all(word in final for word in KEY_WORDS), final
-        assert line.first.locator(".speaker").inner_text() == "SPEAKER_00"
+        # A label, not necessarily SPEAKER_00: a first utterance that caught only the sentence's end
+        # may have been heard as another voice.
+        assert re.fullmatch(r"SPEAKER_\d\d", line.first.locator(".speaker").inner_text())
         assert page.evaluate("window.seenPartials.length") > 0, "partial text was shown while speaking"
 
         page.get_by_role("button", name="Stop").click()
