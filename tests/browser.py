@@ -7,6 +7,27 @@ from contextlib import contextmanager
 
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request
 
+# Records each file the page hands the browser to save: the link's name and its blob's content.
+RECORD_DOWNLOADS = """() => {
+  window.savedFiles = [];
+  const blobs = new Map();
+  const createObjectURL = URL.createObjectURL;
+  URL.createObjectURL = (blob) => { const url = createObjectURL(blob); blobs.set(url, blob); return url; };
+  const click = HTMLAnchorElement.prototype.click;
+  HTMLAnchorElement.prototype.click = function () {
+    if (this.download) window.savedFiles.push({name: this.download, blob: blobs.get(this.href)});
+    return click.call(this);
+  };
+}"""
+
+# Records every partial text the page shows.
+RECORD_PARTIALS = """() => {
+  window.seenPartials = [];
+  const partial = document.querySelector('#live-partial');
+  new MutationObserver(() => { if (!partial.hidden) window.seenPartials.push(partial.textContent); })
+    .observe(partial, {childList: true, subtree: true, characterData: true, attributes: true});
+}"""
+
 
 class Watched:
     """A page with its requests, script errors and console messages recorded."""

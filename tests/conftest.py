@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -106,12 +107,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait(10)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """The system's headless chromium, driven by Playwright (its own browser downloads need the network).
-
-    One per module: Playwright's sync API keeps its event loop marked running in the main thread while
-    it is open, and a later test's asyncio.run() would then refuse to start."""
+@contextmanager
+def chromium(*extra_args: str) -> Iterator[Browser]:
+    """The system's headless chromium, driven by Playwright (its own browser downloads need the network)."""
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=_require("chromium"),
@@ -123,7 +121,28 @@ def browser() -> Iterator[Browser]:
                 "--no-first-run",
                 # Playback starts from a click on a word; allow it where headless has no audio device.
                 "--autoplay-policy=no-user-gesture-required",
+                *extra_args,
             ],
         )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def microphone_args(clip: Path) -> list[str]:
+    """Chromium's flags for a microphone that plays `clip` (a WAV, looped), allowed without asking."""
+    return [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={clip}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One chromium per module: Playwright's sync API keeps its event loop marked running in the main
+    thread while it is open, and a later test's asyncio.run() would then refuse to start; for the same
+    reason a module that needs another chromium (a fake microphone's) launches it instead of this one."""
+    with chromium() as launched:
         yield launched
-        launched.close()

@@ -13,18 +13,15 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-import signal
 import threading
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tqdm import tqdm
-
 from app.config import Settings
 from app.live.engine import LiveEngineFactory
-from app.ops.orphans import end_with_parent
-from app.ops.telemetry import disable_onnxruntime_telemetry, disable_telemetry
+from app.ops.model_process import prepare_model_process
+from app.ops.telemetry import disable_onnxruntime_telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +33,8 @@ class LiveWorkerFailed(Exception):
 
 
 def _child_main(conn: Connection, factory: LiveEngineFactory, settings: Settings) -> None:
-    end_with_parent()  # like the task workers: never outlive the API, even one killed outright
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A thread lock for faster-whisper's hidden progress bar, as in the task workers: tqdm's default
-    # is a named semaphore a killed process leaves behind.
-    tqdm.set_lock(threading.RLock())
-    disable_telemetry()
+    prepare_model_process(settings.log_level, "live")
     disable_onnxruntime_telemetry()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s [live] %(name)s: %(message)s")
     try:
         engine = factory(settings)
     except Exception as error:

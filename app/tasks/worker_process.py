@@ -22,11 +22,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import Any, cast
 
-from tqdm import tqdm
-
 from app.config import Settings
-from app.ops.orphans import end_with_parent
-from app.ops.telemetry import disable_telemetry
+from app.ops.model_process import prepare_model_process
 from app.pipeline.base import (
     Job,
     PipelineError,
@@ -76,22 +73,13 @@ def _exit_on_terminate(signum: int, frame: object) -> None:
 
 
 def _child_main(conn: Connection, cancel: Event, factory: PipelineFactory, settings: Settings) -> None:
-    end_with_parent()  # a worker never outlives the API, even one killed outright
-    # The parent decides when a worker stops: Ctrl+C in a terminal reaches the whole process group,
-    # and must not break a worker mid-job with a KeyboardInterrupt. SIGTERM ends it as an exit, not
-    # a kill, so multiprocessing's exit handlers run: a killed process leaves the semaphores it made
-    # (torch, tqdm) registered, and the resource tracker warns of them as leaked at shutdown.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    prepare_model_process(settings.log_level, "worker")
+    # SIGTERM ends a worker as an exit, not a kill, so multiprocessing's exit handlers run: a killed
+    # process leaves the semaphores it made (torch) registered, and the resource tracker warns of
+    # them as leaked at shutdown.
     signal.signal(signal.SIGTERM, _exit_on_terminate)
-    # tqdm's default lock (faster-whisper opens a progress bar, hidden, per transcription) is a
-    # multiprocessing lock: a named semaphore that only those exit handlers remove, so every worker
-    # killed after a delete would leave one behind until the service stops. One process needs no more
-    # than a thread lock.
-    tqdm.set_lock(threading.RLock())
     # Inference yields the CPU to the API process, so status requests stay fast under load.
     os.nice(WORKER_NICENESS)
-    disable_telemetry()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s [worker] %(name)s: %(message)s")
     try:
         pipeline = factory(settings)
     except Exception as error:

@@ -1,6 +1,8 @@
-// The page: key, upload, live progress per task, transcript with playback, downloads.
+// The page: key, upload, live progress per task, transcript with playback, downloads; the
+// microphone's live transcription is live.js.
 
 import { ApiError, apiFetch, apiJson, serverSentEvents, storeKey, storedKey } from "./api.js";
+import { setUpLive } from "./live.js";
 import { length, renderTranscript } from "./transcript.js";
 
 const API = "/api/v1/transcribe";
@@ -454,6 +456,8 @@ player.addEventListener("timeupdate", markPlaying);
 for (const button of document.querySelectorAll("[data-format]")) {
   button.addEventListener("click", () => guarded(() => download(button.dataset.format)));
 }
+
+setUpLive({ showError, clearError });
 
 if (storedKey()) {
   $("#api-key").value = storedKey();

@@ -3,7 +3,7 @@
 
 // The stylesheet defines this many speaker colours (.speaker-0 ...); more speakers reuse them,
 // still told apart by their labels.
-const SPEAKER_COLOURS = 8;
+export const SPEAKER_COLOURS = 8;
 
 // A length as people say it: 2:13, or 1:02:05 (whole seconds).
 export function length(seconds) {

@@ -26,7 +26,7 @@ from app.config import Settings
 from app.main import create_app
 from tests.bombs import gzip_bomb
 from tests.conftest import ROOT, free_port
-from tests.fakes import FakePipeline
+from tests.fakes import FakeLiveEngine, FakePipeline
 
 API_KEY = "test-key"
 AUTH = {"X-API-Key": API_KEY}
@@ -78,13 +78,14 @@ def make_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
 @pytest.fixture
 def live_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., int]]:
     """Starts the app under a real uvicorn server on a loopback port, for socket-level checks
-    and clients that bring their own HTTP stack; returns the port once the models are loaded."""
+    and clients that bring their own HTTP stack (live sessions on the FakeLiveEngine); returns the
+    port once the models are loaded."""
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(fake_env: dict[str, str] | None = None, **settings: Any) -> int:
         for name, value in (fake_env or {}).items():
             monkeypatch.setenv(name, value)
-        app = create_app(make_settings(tmp_path, **settings), FakePipeline)
+        app = create_app(make_settings(tmp_path, **settings), FakePipeline, FakeLiveEngine)
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)

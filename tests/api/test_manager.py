@@ -185,27 +185,29 @@ def test_workers_run_at_lower_priority_than_the_api(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fake_env", "bound"),
+    ("fake_env", "killed"),
     [
-        ({"FAKE_STEP_SECONDS": "0.2"}, 1.0),  # stops at its next progress step
-        ({"FAKE_MODE": "stubborn"}, 4.0),  # ignores the request: killed after CANCEL_GRACE_SECONDS (1 s), replaced
+        ({"FAKE_STEP_SECONDS": "0.2"}, False),  # stops at its next progress step: the same process runs on
+        ({"FAKE_MODE": "stubborn"}, True),  # ignores the request: killed after CANCEL_GRACE_SECONDS, replaced
     ],
     ids=["cooperative", "unresponsive"],
 )
-def test_cancel_frees_the_worker_within_seconds(
-    make_client: Callable[..., TestClient], short_speech: Path, fake_env: dict[str, str], bound: float
+def test_cancel_frees_the_worker_for_the_next_task(
+    make_client: Callable[..., TestClient], short_speech: Path, fake_env: dict[str, str], killed: bool
 ) -> None:
-    """Measured from DELETE until the slot runs the next task: the deleted task's compute has stopped."""
+    """After DELETE the slot runs the next task: a job that reports progress stops there and its worker
+    carries on; one that ignores the request is killed and the worker replaced. (bench/cancel.py
+    measures how long each takes.)"""
     client = make_client(fake_env)
+    worker = client.app.state.manager._workers[0]  # type: ignore[attr-defined]
     doomed = upload(client, short_speech)["task_id"]
     following = upload(client, short_speech)["task_id"]
     wait_for_status(client, doomed, {"processing"})
-    started = time.monotonic()
+    pid = worker._process.pid
     assert client.delete(f"/api/v1/transcribe/task/{doomed}", headers=AUTH).status_code == 200
-    wait_for_status(client, following, {"processing"}, timeout=10)
-    latency = time.monotonic() - started
-    print(f"cancel latency ({fake_env}): {latency:.2f} s")
-    assert latency < bound
+    wait_for_status(client, following, {"processing"}, timeout=30)
+    assert (worker._process.pid != pid) is killed
+    assert _alive(pid) is not killed
 
 
 def _alive(pid: int) -> bool:

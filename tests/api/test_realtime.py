@@ -132,6 +132,7 @@ def test_refusals_at_the_upgrade(live: Callable[..., int]) -> None:
     refusals = {
         "no key": ({}, None, "intent=transcription"),
         "wrong key": ({"Authorization": "Bearer wrong"}, None, "intent=transcription"),
+        "wrong key as a subprotocol": ({}, ["realtime", "openai-insecure-api-key.wrong"], "intent=transcription"),
         "key in the URL": ({"Authorization": f"Bearer {API_KEY}"}, None, f"intent=transcription&api_key={API_KEY}"),
         "no intent": ({"X-API-Key": API_KEY}, None, ""),
     }

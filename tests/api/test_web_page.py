@@ -91,6 +91,8 @@ def test_page_has_nothing_the_csp_would_block(client: TestClient) -> None:
         ("/static/app.js", "javascript"),
         ("/static/api.js", "javascript"),
         ("/static/transcript.js", "javascript"),
+        ("/static/live.js", "javascript"),
+        ("/static/pcm-worklet.js", "javascript"),
     ],
 )
 def test_assets_are_served_without_a_key(client: TestClient, path: str, media_type: str) -> None:
@@ -106,7 +108,8 @@ def test_every_asset_the_page_and_its_modules_load_exists(client: TestClient) ->
     paths = set(_parsed(client).assets)
     for script in WEB_DIR.glob("*.js"):
         paths |= {f"/static/{name}" for name in re.findall(r'from "\./([\w.]+)"', script.read_text())}
-    assert len(paths) == 4
+        paths |= set(re.findall(r'addModule\("(/static/[\w.-]+)"\)', script.read_text()))  # audio worklets
+    assert len(paths) == 6
     for path in paths:
         assert client.get(path).status_code == 200, path
 
@@ -252,3 +255,44 @@ def test_browser_keeps_the_key_for_the_tab_and_lists_earlier_tasks(
         # The file stayed in the earlier page: there is nothing to play, and the page says so.
         assert page.locator("#player").is_hidden()
         assert page.locator("#player-note").is_visible()
+
+
+def test_browser_disables_the_microphone_outside_https_and_localhost(
+    browser: Browser, live_server: Callable[..., int]
+) -> None:
+    port = live_server()
+    with open_page(browser, f"http://127.0.0.1:{port}", [API_KEY]) as watched:
+        # Loopback is a secure context: the button works, no note.
+        assert watched.page.get_by_role("button", name="Start microphone").is_enabled()
+        assert watched.page.locator("#mic-note").is_hidden()
+        # The same page from a plain-HTTP host name (served by the same server through a route) is not.
+        watched.page.route(
+            "http://transcribe.example/**",
+            lambda route: route.fulfill(
+                response=route.fetch(url=route.request.url.replace("transcribe.example", f"127.0.0.1:{port}"))
+            ),
+        )
+        watched.page.goto("http://transcribe.example/")
+        assert watched.page.evaluate("window.isSecureContext") is False
+        assert watched.page.get_by_role("button", name="Start microphone").is_disabled()
+        note = watched.page.locator("#mic-note")
+        assert note.is_visible()
+        assert "only on HTTPS or on localhost" in note.inner_text()
+
+
+def test_browser_shows_a_wrong_key_before_opening_a_live_session(
+    browser: Browser, live_server: Callable[..., int]
+) -> None:
+    port = live_server()
+    with open_page(browser, f"http://127.0.0.1:{port}", [API_KEY, "not-the-key"]) as watched:
+        page = watched.page
+        sockets: list[str] = []
+        page.on("websocket", lambda socket: sockets.append(socket.url))
+        # The key as the key form stores it, without the task list's call (which would show the error first).
+        page.evaluate("() => sessionStorage.setItem('whisperx-api-key', 'not-the-key')")
+        page.get_by_role("button", name="Start microphone").click()
+        refused = httpx.get(f"http://127.0.0.1:{port}/health", headers={"X-API-Key": "not-the-key"})
+        assert refused.status_code == 401
+        assert shown_error(page) == refused.json()["detail"]
+        assert page.get_by_role("button", name="Start microphone").is_enabled()
+        assert sockets == [], "no session was opened with a key the API refuses"

@@ -31,7 +31,7 @@ MB = 1024 * 1024
 # Keys: each attack uses its own, so one's per-key limits never decide another's outcome.
 KEYS = (
     "bystander", "bomber", "hooker", "trickler", "uploader", "limited", "former",
-    "renamer", "streamer", "enroller", "failer", "neighbour",
+    "renamer", "streamer", "enroller", "failer", "neighbour", "talker",
 )  # fmt: skip
 
 

@@ -1,10 +1,11 @@
 """The shipped reverse proxy (deploy/nginx.conf.template) run by Debian's nginx in front of the
-real server: TLS, slow request heads cut off, the body limit."""
+real server: TLS, slow request heads cut off, the body limit, live sessions' WebSocket upgrades."""
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import re
 import shutil
 import socket
@@ -18,6 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
 from tests.api.conftest import wait_until
 from tests.attacks.conftest import Service
@@ -41,19 +45,19 @@ class Proxy:
     port: int
     ca: trustme.CA
 
-    def _context(self) -> ssl.SSLContext:
+    def ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
         self.ca.configure_trust(context)
         return context
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=f"https://localhost:{self.port}", verify=self._context(), timeout=10)
+        return httpx.Client(base_url=f"https://localhost:{self.port}", verify=self.ssl_context(), timeout=10)
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[ssl.SSLSocket]:
         """A raw TLS connection, for clients that write their requests byte by byte."""
         with socket.create_connection(("127.0.0.1", self.port)) as raw:
-            yield self._context().wrap_socket(raw, server_hostname="localhost")
+            yield self.ssl_context().wrap_socket(raw, server_hostname="localhost")
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +167,21 @@ def test_bodies_are_streamed_so_the_api_refuses_from_the_head(proxy: Proxy) -> N
         connection.settimeout(10)
         reply = connection.recv(4096).decode()
     assert reply.startswith("HTTP/1.1 401"), reply
+
+
+def test_a_live_session_passes_through_the_proxy(proxy: Proxy) -> None:
+    """The web page's microphone over HTTPS: a WebSocket upgrade with the key as a subprotocol."""
+    url = f"wss://localhost:{proxy.port}/v1/realtime?intent=transcription"
+
+    def offered(key: str) -> list[Subprotocol]:
+        return [Subprotocol("realtime"), Subprotocol(f"openai-insecure-api-key.{key}")]
+
+    with connect(url, ssl=proxy.ssl_context(), subprotocols=offered("talker"), proxy=None) as session:
+        assert session.subprotocol == "realtime"
+        assert json.loads(session.recv(timeout=20))["type"] == "session.created"
+        # Events go both ways: a commit of nothing is answered with its error, and the session goes on.
+        session.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        assert json.loads(session.recv(timeout=20))["error"]["code"] == "input_audio_buffer_commit_empty"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, ssl=proxy.ssl_context(), subprotocols=offered("wrong"), proxy=None)
+    assert refused.value.response.status_code == 401

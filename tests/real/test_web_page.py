@@ -20,7 +20,7 @@ import srt
 from playwright.sync_api import Browser
 
 from bench.diarization import make_dialogue
-from tests.browser import Watched, open_page, shown_error, use_key
+from tests.browser import RECORD_DOWNLOADS, Watched, open_page, shown_error, use_key
 from tests.real.conftest import API_KEY, AUTH, Server, word_error_rate
 from tests.real.test_diarization import TWO_VOICES
 
@@ -78,20 +78,6 @@ RECORD_TASK_LIST = """() => {
   new MutationObserver(() => {
     window.seenTaskTexts.push(document.querySelector('#tasks').innerText);
   }).observe(document.querySelector('#tasks'), {childList: true, subtree: true, characterData: true});
-}"""
-
-
-# Records each file the page hands the browser to save: the link's name and its blob's content.
-RECORD_DOWNLOADS = """() => {
-  window.savedFiles = [];
-  const blobs = new Map();
-  const createObjectURL = URL.createObjectURL;
-  URL.createObjectURL = (blob) => { const url = createObjectURL(blob); blobs.set(url, blob); return url; };
-  const click = HTMLAnchorElement.prototype.click;
-  HTMLAnchorElement.prototype.click = function () {
-    if (this.download) window.savedFiles.push({name: this.download, blob: blobs.get(this.href)});
-    return click.call(this);
-  };
 }"""
 
 
