@@ -114,3 +114,24 @@ def test_a_stage_that_reports_all_its_progress_early_still_counts_down(clock: Cl
     really_left = SECONDS[Stage.DIARIZE] - 5.0 + SECONDS[Stage.ASSIGN]
     # Within a tenth (the lead a stage's progress may have over its time), where progress alone said ~1 s.
     assert costs.eta_seconds(task) == pytest.approx(really_left, rel=0.1)
+
+
+def test_the_last_second_of_a_stage_that_reported_all_its_progress_still_counts(clock: Clock) -> None:
+    """The diarizer at 100 % while it embeds each speaker's voice: the half second left in it is
+    counted, not read as done (the page said 0 s for the last second and a half of short files)."""
+    costs = StageCosts()
+    _run(costs, clock, "first")
+    task = Task(job=Job(task_id="second", audio_path=Path("/uploads/second"), duration=60.0))
+    task = replace(task, status=TaskStatus.PROCESSING)
+    tracker = ProgressTracker(STAGES)
+    for stage in STAGES[: STAGES.index(Stage.DIARIZE)]:
+        task = replace(task, stage=stage, progress=tracker.update(stage, 0.0))
+        costs.task_changed(task, False)
+        clock.now += SECONDS[stage]
+    task = replace(task, stage=Stage.DIARIZE, progress=tracker.update(Stage.DIARIZE, 0.0))
+    costs.task_changed(task, False)
+    clock.now += SECONDS[Stage.DIARIZE] - 0.5
+    task = replace(task, progress=tracker.update(Stage.DIARIZE, 1.0))
+    costs.task_changed(task, False)
+    # Within a quarter second: the task's pace credits the progress the stage reported.
+    assert costs.eta_seconds(task) == pytest.approx(0.5 + SECONDS[Stage.ASSIGN], abs=0.25)

@@ -75,9 +75,9 @@ class StageCosts:
     PACE_AFTER = 0.1
     """Share of a task's predicted work done before its own pace corrects the estimate."""
     AHEAD = 0.1
-    """Share of a stage by which its progress must lead its time before the time counts instead."""
+    """Share of a stage by which its progress may lead its time when the task's pace is judged."""
     AHEAD_SECONDS = 1.0
-    """The least lead that counts: below it, a progress report's timing noise would move the estimate."""
+    """The least lead allowed there: below it, a progress report's timing noise would move the pace."""
 
     def __init__(self) -> None:
         self.per_audio_second: dict[Stage, float] = {}
@@ -137,13 +137,12 @@ class StageCosts:
             done = before + credit
             if done > 0 and done >= self.PACE_AFTER * (before + stage_cost + later):
                 pace = (now - run.started) / done
-        # The current stage's time left: by its progress, unless that is ahead of the stage's time by
-        # more than a tenth of the stage and a second (a stage that reported all its progress early): then its
-        # predicted time less the time it has run, so the estimate still counts down.
+        # The current stage's time left: by its progress, or by its predicted time less the time it has
+        # run, whichever is longer. A stage's progress can lead its time (the diarizer reports 100 %
+        # before it embeds each speaker's voice; a transcription batch lands at once): then the estimate
+        # still counts down to the stage's measured end instead of reading 0 s while work remains.
         in_stage_seconds = now - running[1] if running is not None and running[0] == task.stage else 0.0
-        stage_left = stage_cost * pace * (1.0 - in_stage)
-        if stage_cost * pace - in_stage_seconds > stage_left + max(self.AHEAD * stage_cost * pace, self.AHEAD_SECONDS):
-            stage_left = stage_cost * pace - in_stage_seconds
+        stage_left = max(stage_cost * pace * (1.0 - in_stage), stage_cost * pace - in_stage_seconds)
         return round(later * pace + stage_left, 1)
 
 
