@@ -31,6 +31,7 @@ from bench.end_to_end import KEY, ROOT, _free_port
 
 CHECKPOINTS = (0.2, 0.5, 0.8)
 """Shares of a task's real time at which the shown estimate is judged."""
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".mp4"})
 TOLERANCE = 0.3
 """The target: within ±30 % of the time really left."""
 
@@ -133,7 +134,8 @@ def main() -> None:
             write_wav(folder / "meeting.wav", meeting.audio)
             files[f"espeak-meeting-{args.minutes:g}min"] = folder / "meeting.wav"
         if args.real:
-            files |= {path.name: path for path in sorted(args.real.iterdir()) if path.is_file()}
+            # Audio only: a folder such as tests/data/real also holds the references (RTTM, STM, JSON).
+            files |= {path.name: path for path in sorted(args.real.iterdir()) if path.suffix in AUDIO_SUFFIXES}
         server = _serve(port, args.model, folder)
         try:
             url = f"http://127.0.0.1:{port}"

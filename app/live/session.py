@@ -193,6 +193,10 @@ class LiveSession:
         """Partial text of the turn so far; deltas only append, so only words that extend what was sent go out."""
         if self._turn_samples - self._partial_at < PARTIAL_SECONDS * RATE:
             return
+        if self._pending_bytes > PARTIAL_SECONDS * INPUT_RATE * 2:
+            # Behind the speaker: a partial now would be stale when sent and delay the audio behind
+            # it (each call encodes a whole 30-s window). Read the waiting audio first; finals come sooner.
+            return
         self._partial_at = self._turn_samples
         text = await self._call(
             "transcribe", np.concatenate(self._turn), self.config.language, self.config.prompt, False

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import threading
+import time
 import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,9 +103,17 @@ def test_the_sdk_streams_two_voices_and_gets_partials_finals_and_speakers(live: 
                 },
             }
         )  # fmt: skip
-        for chunk in _chunks(audio):  # faster than real time: this test is not about timing
-            connection.input_audio_buffer.append(audio=chunk)
+        # The service skips partials while more than PARTIAL_SECONDS of a client's audio waits (they would
+        # be stale when sent): the first chunk waits for the live worker to start, the rest go at four
+        # times real time (this test is not about timing).
+        first, *rest = _chunks(audio)
+        connection.input_audio_buffer.append(audio=first)
         events = []
+        while not events or events[-1].type != "input_audio_buffer.speech_started":
+            events.append(connection.recv())
+        for chunk in rest:
+            connection.input_audio_buffer.append(audio=chunk)
+            time.sleep(0.05)
         while sum(event.type.endswith(".completed") for event in events) < 2:
             events.append(connection.recv())
     kinds = [event.type for event in events]
