@@ -94,9 +94,9 @@ def test_a_task_slower_than_measured_is_estimated_at_its_own_pace(clock: Clock) 
     assert estimates[diarize] == pytest.approx(really_left, rel=0.05)
 
 
-def test_a_stage_that_reports_all_its_progress_early_still_counts_down(clock: Clock) -> None:
-    """A diarizer reports 100 % before its last steps; a transcription batch lands at once: the
-    estimate follows the stage's measured time, not only its progress."""
+def _diarizing(clock: Clock) -> tuple[StageCosts, Task, ProgressTracker]:
+    """Costs measured on one task; a second task, each earlier stage at its measured time, now starting
+    to diarize."""
     costs = StageCosts()
     _run(costs, clock, "first")
     task = Task(job=Job(task_id="second", audio_path=Path("/uploads/second"), duration=60.0))
@@ -108,6 +108,13 @@ def test_a_stage_that_reports_all_its_progress_early_still_counts_down(clock: Cl
         clock.now += SECONDS[stage]
     task = replace(task, stage=Stage.DIARIZE, progress=tracker.update(Stage.DIARIZE, 0.0))
     costs.task_changed(task, False)
+    return costs, task, tracker
+
+
+def test_a_stage_that_reports_all_its_progress_early_still_counts_down(clock: Clock) -> None:
+    """A diarizer reports 100 % before its last steps; a transcription batch lands at once: the
+    estimate follows the stage's measured time, not only its progress."""
+    costs, task, tracker = _diarizing(clock)
     task = replace(task, progress=tracker.update(Stage.DIARIZE, 1.0))  # all of it, at once
     costs.task_changed(task, False)
     clock.now += 5.0
@@ -119,17 +126,7 @@ def test_a_stage_that_reports_all_its_progress_early_still_counts_down(clock: Cl
 def test_the_last_second_of_a_stage_that_reported_all_its_progress_still_counts(clock: Clock) -> None:
     """The diarizer at 100 % while it embeds each speaker's voice: the half second left in it is
     counted, not read as done (the page said 0 s for the last second and a half of short files)."""
-    costs = StageCosts()
-    _run(costs, clock, "first")
-    task = Task(job=Job(task_id="second", audio_path=Path("/uploads/second"), duration=60.0))
-    task = replace(task, status=TaskStatus.PROCESSING)
-    tracker = ProgressTracker(STAGES)
-    for stage in STAGES[: STAGES.index(Stage.DIARIZE)]:
-        task = replace(task, stage=stage, progress=tracker.update(stage, 0.0))
-        costs.task_changed(task, False)
-        clock.now += SECONDS[stage]
-    task = replace(task, stage=Stage.DIARIZE, progress=tracker.update(Stage.DIARIZE, 0.0))
-    costs.task_changed(task, False)
+    costs, task, tracker = _diarizing(clock)
     clock.now += SECONDS[Stage.DIARIZE] - 0.5
     task = replace(task, progress=tracker.update(Stage.DIARIZE, 1.0))
     costs.task_changed(task, False)
