@@ -21,7 +21,7 @@ from playwright.sync_api import Browser
 
 from bench.diarization import make_dialogue
 from tests.browser import RECORD_DOWNLOADS, Watched, open_page, shown_error, use_key
-from tests.real.conftest import API_KEY, AUTH, Server, word_error_rate
+from tests.real.conftest import API_KEY, AUTH, Server, submit, wait_done, word_error_rate
 from tests.real.test_diarization import TWO_VOICES
 
 # Where the finished page is saved: a temporary file, unless scripts/web-page-picture names the docs picture.
@@ -72,6 +72,14 @@ def dialogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "dialogue.wav"
 
 
+@pytest.fixture(scope="module")
+def stages_timed(server: Server, dialogue: Path) -> None:
+    """The server has run the dialogue once: each stage has been timed, so the page can show an estimate
+    (there is none until then), whatever ran before this module."""
+    done = wait_done(submit(dialogue, server.url, language="en"), base_url=server.url)
+    assert done["status"] == "completed", done
+
+
 # Records every text the task list shows, so the test sees each progress update the page rendered.
 RECORD_TASK_LIST = """() => {
   window.seenTaskTexts = [];
@@ -82,7 +90,7 @@ RECORD_TASK_LIST = """() => {
 
 
 def test_upload_progress_transcript_playback_download_delete(
-    watched: Watched, server: Server, dialogue: Path, tmp_path: Path
+    watched: Watched, server: Server, dialogue: Path, stages_timed: None, tmp_path: Path
 ) -> None:
     page = watched.page
     use_key(page, API_KEY)
@@ -136,7 +144,7 @@ def test_upload_progress_transcript_playback_download_delete(
     # The SRT download is a file named after the upload, with the speakers and the words.
     page.evaluate(RECORD_DOWNLOADS)
     with page.expect_response(lambda r: "format=srt" in r.url) as download:
-        page.get_by_role("button", name="SRT").click()
+        page.get_by_role("button", name="SRT", exact=True).click()
     assert download.value.status == 200
     assert download.value.request.headers["x-api-key"] == API_KEY
     page.wait_for_function("() => window.savedFiles.length === 1")
