@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -64,20 +65,22 @@ class StageCosts:
     Fixed weights are right for one machine and model at best (early estimates ran at twice the
     real time); measured costs follow the hardware, model and options in use. Until every stage
     a task still has to run has been measured, there is no estimate: none is better than a wrong one.
-    Once a tenth of a task's predicted work is done, the rest is scaled by how fast this task has
-    gone against the prediction, which follows a busier or quieter machine.
+    Two corrections follow the task itself (measured on real recordings: bench/eta.py):
+    - the running stage's own pace: once it has reported a tenth of its progress, its time left
+      leans on the time its progress so far has taken, the more the further it is;
+    - the pace of the task's finished stages, carried to the stages to come at half its weight
+      (its square root): a busier machine slows every stage alike, but what a recording holds
+      (dense speech, many voices) changes each stage's time differently.
     A task-event listener (`TaskEvents.add_listener`): it times each stage from the first progress
     report in it to the first in the next one.
     """
 
     SMOOTHING = 0.5
     """Weight of the newest measurement in the running average: recent tasks count most."""
+    OWN_PACE_AFTER = 0.1
+    """Share of a stage's progress before its own pace counts: earlier, one report's timing is noise."""
     PACE_AFTER = 0.1
-    """Share of a task's predicted work done before its own pace corrects the estimate."""
-    AHEAD = 0.1
-    """Share of a stage by which its progress may lead its time when the task's pace is judged."""
-    AHEAD_SECONDS = 1.0
-    """The least lead allowed there: below it, a progress report's timing noise would move the pace."""
+    """Share of a task's predicted work its finished stages must make before their pace counts."""
 
     def __init__(self) -> None:
         self.per_audio_second: dict[Stage, float] = {}
@@ -111,39 +114,43 @@ class StageCosts:
         stages = task.job.progress_stages
         if task.stage not in stages or task.status in TERMINAL or not duration:
             return None
-        now = time.monotonic()
         current = stages.index(task.stage)
         run = self._runs.get(task.id)
         # The costs as they were when this run began: its own finished stages do not move the scale.
         cost = run.costs if run is not None else self.per_audio_second
         if any(stage not in cost for stage in stages[current:]):
             return None
-        in_stage = ProgressTracker(stages).fraction_of(task.stage, task.progress)
+        now = time.monotonic()
         running = self._running.get(task.id)
-        stage_cost = duration * cost[task.stage]
-        later = duration * sum(cost[stage] for stage in stages[current + 1 :])
-        pace = 1.0  # how this run has gone against the costs, once a tenth of its work is done
-        finished = stages[stages.index(run.first) : current] if run is not None and run.first in stages else None
-        if run is not None and finished is not None and all(stage in cost for stage in finished):
-            before = duration * sum(cost[stage] for stage in finished)
-            credit = stage_cost * in_stage
-            if before > 0 and running is not None and running[1] > run.started:
-                # A stage's progress can run ahead of its time (a transcription batch lands at once, a
-                # diarizer reports 100 % before its last steps): it is credited with no more work than
-                # its time allows at the finished stages' pace, give or take a tenth (a second at least).
-                finished_pace = (running[1] - run.started) / before
-                lead = max(self.AHEAD * stage_cost, self.AHEAD_SECONDS / finished_pace)
-                credit = min(credit, (now - running[1]) / finished_pace + lead)
-            done = before + credit
-            if done > 0 and done >= self.PACE_AFTER * (before + stage_cost + later):
-                pace = (now - run.started) / done
-        # The current stage's time left: by its progress, or by its predicted time less the time it has
-        # run, whichever is longer. A stage's progress can lead its time (the diarizer reports 100 %
-        # before it embeds each speaker's voice; a transcription batch lands at once): then the estimate
-        # still counts down to the stage's measured end instead of reading 0 s while work remains.
         in_stage_seconds = now - running[1] if running is not None and running[0] == task.stage else 0.0
-        stage_left = max(stage_cost * pace * (1.0 - in_stage), stage_cost * pace - in_stage_seconds)
-        return round(later * pace + stage_left, 1)
+        scale = math.sqrt(self._pace(task, run, cost, running))
+        predicted = duration * cost[task.stage] * scale
+        # By the prediction: its time less the time run, or its share not yet reported, whichever is
+        # longer (a stage can report all its progress before its last step, or be slower than predicted).
+        in_stage = ProgressTracker(stages).fraction_of(task.stage, task.progress)
+        stage_left = max(predicted - in_stage_seconds, predicted * (1.0 - in_stage))
+        if self.OWN_PACE_AFTER <= in_stage < 1.0 and in_stage_seconds > 0:
+            own_pace_left = in_stage_seconds * (1.0 - in_stage) / in_stage
+            stage_left += in_stage * (own_pace_left - stage_left)
+        later = duration * sum(cost[stage] for stage in stages[current + 1 :]) * scale
+        return round(later + stage_left, 1)
+
+    def _pace(
+        self, task: Task, run: _Run | None, cost: dict[Stage, float], running: tuple[Stage, float] | None
+    ) -> float:
+        """How this run's finished stages went against their predicted time (2: twice as long); 1 until
+        they make PACE_AFTER of its predicted work."""
+        stages = task.job.progress_stages
+        if run is None or running is None or run.first not in stages or running[1] <= run.started:
+            return 1.0
+        ahead = stages[stages.index(run.first) :]
+        finished = ahead[: ahead.index(running[0])] if running[0] in ahead else []
+        if any(stage not in cost for stage in ahead):
+            return 1.0
+        before = sum(cost[stage] for stage in finished)
+        if before <= 0 or before < self.PACE_AFTER * sum(cost[stage] for stage in ahead):
+            return 1.0
+        return (running[1] - run.started) / (before * (task.job.duration or 1.0))
 
 
 @dataclass(frozen=True)
