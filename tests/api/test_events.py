@@ -112,3 +112,30 @@ def test_unknown_task_and_missing_key(client: TestClient) -> None:
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
     assert client.get("/api/v1/transcribe/events/nope").status_code == 401
+
+
+def test_a_stage_that_reports_nothing_gets_its_estimate_sent_again_each_second(
+    make_client: Callable[..., TestClient], short_speech: Path, tmp_path: Path
+) -> None:
+    """A long transcription batch reports nothing for seconds, and a client counting the last
+    estimate down would run out; the stream sends the state again with a fresh estimate."""
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    client = make_client({"FAKE_STEP_SECONDS": "0.01", "FAKE_GATE_DIR": str(gates)})
+    timed, held = tmp_path / "timed.wav", tmp_path / "held.wav"
+    for path in (timed, held):
+        path.write_bytes(short_speech.read_bytes())
+    (gates / timed.name).touch()
+    _events(client, upload(client, timed)["task_id"])  # every stage timed: the next task has an estimate
+    task_id = upload(client, held)["task_id"]
+    release = threading.Timer(3.5, (gates / held.name).touch)
+    release.start()
+    try:
+        events = _events(client, task_id)
+    finally:
+        release.cancel()
+    held_events = [data for name, data in events if data["stage"] == "transcribing" and data["progress"] == 3.0]
+    # Held about 3.5 s at the start of transcription: the first event, then one a second.
+    assert len(held_events) >= 3, events
+    assert all(data["eta_seconds"] is not None and data["eta_seconds"] > 0 for data in held_events), held_events
+    assert events[-1][0] == "completed"

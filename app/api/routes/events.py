@@ -7,6 +7,7 @@ never behind, and ends after the terminal event (`completed`, `failed` or `delet
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
@@ -15,13 +16,14 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app.api.deps import ManagerDep, OwnedTaskDep, StoreDep
 from app.api.errors import UNAUTHORIZED, problem_response
 from app.api.schemas import TaskEvent, remarks
-from app.tasks.models import Task
+from app.tasks.models import Task, TaskStatus
 from app.tasks.progress import StageCosts
 
 router = APIRouter(prefix="/api/v1/transcribe", tags=["transcription"], responses=UNAUTHORIZED)
 
 # Seconds between keep-alive comments, so proxies do not close a quiet stream.
 PING_SECONDS = 15
+ESTIMATE_REFRESH_SECONDS = 1.0
 
 
 def _event(task: Task, costs: StageCosts) -> ServerSentEvent:
@@ -49,8 +51,26 @@ def _deleted(task_id: str) -> ServerSentEvent:
 async def _stream(
     task_id: str, changes: AsyncIterator[Task | None], costs: StageCosts
 ) -> AsyncIterator[ServerSentEvent]:
-    async for task in changes:
-        yield _event(task, costs) if task is not None else _deleted(task_id)
+    """Each change; and while a task runs with no change for ESTIMATE_REFRESH_SECONDS, its state again
+    with a fresh `eta_seconds`: a stage slower than predicted moves the end later, which a client
+    counting the last estimate down cannot know (a long transcription batch reports nothing)."""
+    next_change = asyncio.ensure_future(anext(changes))
+    try:
+        task: Task | None = None
+        while True:
+            running = task is not None and task.status is TaskStatus.PROCESSING
+            done, _ = await asyncio.wait({next_change}, timeout=ESTIMATE_REFRESH_SECONDS if running else None)
+            if not done and task is not None:
+                yield _event(task, costs)
+                continue
+            try:
+                task = next_change.result()
+            except StopAsyncIteration:
+                return
+            yield _event(task, costs) if task is not None else _deleted(task_id)
+            next_change = asyncio.ensure_future(anext(changes))
+    finally:
+        next_change.cancel()
 
 
 @router.get(
