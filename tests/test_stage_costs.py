@@ -100,7 +100,8 @@ def test_a_stage_slower_than_measured_is_estimated_by_its_own_pace_as_it_goes(cl
     halfway = _run(costs, clock, "second", slower={Stage.DIARIZE: 2.0})[STAGES.index(Stage.DIARIZE)]
     late = _run(costs, clock, "third", at=0.9, slower={Stage.DIARIZE: 2.0})[STAGES.index(Stage.DIARIZE)]
     diarize, assign = 2 * SECONDS[Stage.DIARIZE], SECONDS[Stage.ASSIGN]
-    assert halfway is not None and late is not None
+    assert halfway is not None
+    assert late is not None
     # Halfway: between what the measured cost says (11 s) and what the stage's own pace says (21 s).
     assert SECONDS[Stage.DIARIZE] / 2 + assign < halfway < diarize / 2 + assign
     assert late == pytest.approx(0.1 * diarize + assign, rel=0.05)
@@ -144,3 +145,11 @@ def test_the_last_second_of_a_stage_that_reported_all_its_progress_still_counts(
     costs.task_changed(task, False)
     # Within a quarter second: the task's pace credits the progress the stage reported.
     assert costs.eta_seconds(task) == pytest.approx(0.5 + SECONDS[Stage.ASSIGN], abs=0.25)
+
+
+def test_a_stage_past_its_predicted_time_with_no_progress_is_given_half_its_time_so_far(clock: Clock) -> None:
+    """A transcription batch that takes longer than predicted reports nothing until it lands: the
+    estimate neither reads 0 s nor jumps back to the whole prediction each time it is recomputed."""
+    costs, task, _ = _diarizing(clock)
+    clock.now += 2 * SECONDS[Stage.DIARIZE]
+    assert costs.eta_seconds(task) == pytest.approx(SECONDS[Stage.DIARIZE] + SECONDS[Stage.ASSIGN], abs=0.1)

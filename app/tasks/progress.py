@@ -80,6 +80,10 @@ class StageCosts:
     OWN_PACE_AFTER = 0.1
     """Share of a stage's progress before its own pace counts: earlier, one report's timing is noise."""
     PACE_AFTER = 0.1
+    OVERRUN = 0.5
+    """A stage past its predicted time that has reported no progress is taken to need this share of
+    the time it has run so far (a long transcription batch): the estimate neither reads 0 s nor jumps
+    back to the whole prediction."""
     """Share of a task's predicted work its finished stages must make before their pace counts."""
 
     def __init__(self) -> None:
@@ -127,8 +131,10 @@ class StageCosts:
         predicted = duration * cost[task.stage] * scale
         # By the prediction: its time less the time run, or its share not yet reported, whichever is
         # longer (a stage can report all its progress before its last step, or be slower than predicted).
+        # The event stream recomputes this each second a stage reports nothing.
         in_stage = ProgressTracker(stages).fraction_of(task.stage, task.progress)
-        stage_left = max(predicted - in_stage_seconds, predicted * (1.0 - in_stage))
+        by_progress = predicted * (1.0 - in_stage) if in_stage > 0 else self.OVERRUN * in_stage_seconds
+        stage_left = max(predicted - in_stage_seconds, by_progress)
         if self.OWN_PACE_AFTER <= in_stage < 1.0 and in_stage_seconds > 0:
             own_pace_left = in_stage_seconds * (1.0 - in_stage) / in_stage
             stage_left += in_stage * (own_pace_left - stage_left)
