@@ -3,7 +3,7 @@
 // finished lines as TXT, SRT or VTT, made here: the server keeps nothing of a live session.
 
 import { apiFetch, storedKey } from "./api.js";
-import { SPEAKER_COLOURS, clock } from "./transcript.js";
+import { turnBlock } from "./transcript.js";
 
 const RATE = 24000; // the only input rate the endpoint takes (24 kHz mono 16-bit PCM)
 // Browsers cannot set headers on a WebSocket: the key travels as this subprotocol, as OpenAI's
@@ -51,25 +51,12 @@ function setState(state) {
 
 // --- the transcript --------------------------------------------------------------------------
 
-function speakerClass(speaker) {
-  const order = [...new Set(finals.map((line) => line.speaker).filter(Boolean))];
-  return speaker ? `speaker-${order.indexOf(speaker) % SPEAKER_COLOURS}` : "speaker-none";
-}
-
 function addLine(line) {
   finals.push(line);
-  const block = document.createElement("article");
-  block.className = `turn ${speakerClass(line.speaker)}`;
-  const heading = document.createElement("header");
-  const label = document.createElement("span");
-  label.className = "speaker";
-  label.textContent = line.speaker ?? "Speaker unknown";
-  const time = document.createElement("time");
-  time.textContent = `${clock(line.start)} – ${clock(line.end)}`;
-  heading.append(label, time);
-  const text = document.createElement("p");
-  text.textContent = line.text;
-  block.append(heading, text);
+  // Colours in the order the voices were first heard.
+  const speakers = [...new Set(finals.map((final) => final.speaker).filter(Boolean))];
+  const { block, paragraph } = turnBlock(line.speaker, speakers, line.start, line.end);
+  paragraph.textContent = line.text;
   lines.append(block);
 }
 

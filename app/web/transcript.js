@@ -3,7 +3,7 @@
 
 // The stylesheet defines this many speaker colours (.speaker-0 ...); more speakers reuse them,
 // still told apart by their labels.
-export const SPEAKER_COLOURS = 8;
+const SPEAKER_COLOURS = 8;
 
 // A length as people say it: 2:13, or 1:02:05 (whole seconds).
 export function length(seconds) {
@@ -68,21 +68,27 @@ function segmentWords(segment, paragraph) {
   for (const word of segment.words) paragraph.append(wordElement(word), " ");
 }
 
+// One speaker's turn: a heading with the speaker and the times, and an empty paragraph for its text.
+export function turnBlock(speaker, speakers, start, end) {
+  const block = document.createElement("article");
+  block.className = `turn ${speakerClass(speaker, speakers)}`;
+  const heading = document.createElement("header");
+  const label = document.createElement("span");
+  label.className = "speaker";
+  label.textContent = speaker ?? "Speaker unknown";
+  const time = document.createElement("time");
+  time.textContent = `${clock(start)} – ${clock(end)}`;
+  heading.append(label, time);
+  const paragraph = document.createElement("p");
+  block.append(heading, paragraph);
+  return { block, paragraph };
+}
+
 export function renderTranscript(container, result) {
   const speakers = [...new Set(result.segments.map((s) => s.speaker).filter(Boolean))].sort();
   const blocks = turns(result.segments).map((turn) => {
-    const block = document.createElement("article");
-    block.className = `turn ${speakerClass(turn.speaker, speakers)}`;
-    const heading = document.createElement("header");
-    const label = document.createElement("span");
-    label.className = "speaker";
-    label.textContent = turn.speaker ?? "Speaker unknown";
-    const time = document.createElement("time");
-    time.textContent = `${clock(turn.start)} – ${clock(turn.end)}`;
-    heading.append(label, time);
-    const paragraph = document.createElement("p");
+    const { block, paragraph } = turnBlock(turn.speaker, speakers, turn.start, turn.end);
     for (const segment of turn.segments) segmentWords(segment, paragraph);
-    block.append(heading, paragraph);
     return block;
   });
   if (!blocks.length) {
