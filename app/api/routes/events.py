@@ -61,7 +61,8 @@ async def _stream(
             running = task is not None and task.status is TaskStatus.PROCESSING
             done, _ = await asyncio.wait({next_change}, timeout=ESTIMATE_REFRESH_SECONDS if running else None)
             if not done and task is not None:
-                yield _event(task, costs)
+                if costs.eta_seconds(task) is not None:  # nothing new to say without an estimate
+                    yield _event(task, costs)
                 continue
             try:
                 task = next_change.result()
