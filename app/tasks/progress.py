@@ -80,11 +80,11 @@ class StageCosts:
     OWN_PACE_AFTER = 0.1
     """Share of a stage's progress before its own pace counts: earlier, one report's timing is noise."""
     PACE_AFTER = 0.1
+    """Share of a task's predicted work its finished stages must make before their pace counts."""
     OVERRUN = 0.5
     """A stage past its predicted time that has reported no progress is taken to need this share of
     the time it has run so far (a long transcription batch): the estimate neither reads 0 s nor jumps
     back to the whole prediction."""
-    """Share of a task's predicted work its finished stages must make before their pace counts."""
 
     def __init__(self) -> None:
         self.per_audio_second: dict[Stage, float] = {}
