@@ -26,12 +26,12 @@ from pathlib import Path
 import httpx
 from httpx_sse import connect_sse
 
+from app.media import SUPPORTED_EXTENSIONS
 from bench.diarization import BENCH_VOICES, LINES, dialogue, long_dialogue, write_wav
 from bench.end_to_end import KEY, ROOT, _free_port
 
 CHECKPOINTS = (0.2, 0.5, 0.8)
 """Shares of a task's real time at which the shown estimate is judged."""
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".mp4"})
 TOLERANCE = 0.3
 """The target: within ±30 % of the time really left."""
 
@@ -135,7 +135,11 @@ def main() -> None:
             files[f"espeak-meeting-{args.minutes:g}min"] = folder / "meeting.wav"
         if args.real:
             # Audio only: a folder such as tests/data/real also holds the references (RTTM, STM, JSON).
-            files |= {path.name: path for path in sorted(args.real.iterdir()) if path.suffix in AUDIO_SUFFIXES}
+            files |= {
+                path.name: path
+                for path in sorted(args.real.iterdir())
+                if path.suffix.lower().lstrip(".") in SUPPORTED_EXTENSIONS
+            }
         server = _serve(port, args.model, folder)
         try:
             url = f"http://127.0.0.1:{port}"

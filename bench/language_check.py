@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from app.config import Settings
+from app.media import SUPPORTED_EXTENSIONS
 from app.pipeline.base import Job
 from app.pipeline.languages import OWN_CHANCE, SLICE_SECONDS, Window
 from app.pipeline.whisperx_pipeline import WhisperXPipeline
@@ -68,7 +69,7 @@ def _recordings(folders: list[Path]) -> dict[str, Path]:
         f"{folder.name}/{path.relative_to(folder)}": path
         for folder in folders
         for path in sorted(folder.rglob("*"))
-        if path.suffix.lower() in {".wav", ".flac", ".mp3", ".ogg", ".opus"}
+        if path.suffix.lower().lstrip(".") in SUPPORTED_EXTENSIONS
     }
 
 

@@ -143,7 +143,7 @@ def test_the_last_second_of_a_stage_that_reported_all_its_progress_still_counts(
     clock.now += SECONDS[Stage.DIARIZE] - 0.5
     task = replace(task, progress=tracker.update(Stage.DIARIZE, 1.0))
     costs.task_changed(task, False)
-    # Within a quarter second: the task's pace credits the progress the stage reported.
+    # Within a quarter second: the stage counts down to its predicted end, whatever progress it reported.
     assert costs.eta_seconds(task) == pytest.approx(0.5 + SECONDS[Stage.ASSIGN], abs=0.25)
 
 

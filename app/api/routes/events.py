@@ -26,14 +26,14 @@ PING_SECONDS = 15
 ESTIMATE_REFRESH_SECONDS = 1.0
 
 
-def _event(task: Task, costs: StageCosts) -> ServerSentEvent:
+def _event(task: Task, eta_seconds: float | None) -> ServerSentEvent:
     data = TaskEvent(
         task_id=task.id,
         status=task.status,
         stage=task.stage.value if task.stage else None,
         progress=task.progress,
         message=task.message,
-        eta_seconds=costs.eta_seconds(task),
+        eta_seconds=eta_seconds,
         error=task.error,
         **remarks(task),
     )
@@ -61,14 +61,14 @@ async def _stream(
             running = task is not None and task.status is TaskStatus.PROCESSING
             done, _ = await asyncio.wait({next_change}, timeout=ESTIMATE_REFRESH_SECONDS if running else None)
             if not done and task is not None:
-                if costs.eta_seconds(task) is not None:  # nothing new to say without an estimate
-                    yield _event(task, costs)
+                if (eta := costs.eta_seconds(task)) is not None:  # nothing new to say without an estimate
+                    yield _event(task, eta)
                 continue
             try:
                 task = next_change.result()
             except StopAsyncIteration:
                 return
-            yield _event(task, costs) if task is not None else _deleted(task_id)
+            yield _event(task, costs.eta_seconds(task)) if task is not None else _deleted(task_id)
             next_change = asyncio.ensure_future(anext(changes))
     finally:
         next_change.cancel()
