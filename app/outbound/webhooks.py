@@ -54,7 +54,7 @@ from app.outbound.guard import GuardedTransport, Target, TargetRefused
 from app.tasks.async_store import AsyncTaskStore
 from app.tasks.models import TERMINAL, Task
 from app.tasks.store import OwedCallback
-from app.tasks.streams import CallbackQueue
+from app.tasks.streams import CallbackQueue, cancel_until_done
 
 logger = logging.getLogger(__name__)
 
@@ -302,9 +302,7 @@ class WebhookSender:
         """Stop pending deliveries (the store keeps them for the next run): a callback must not hold up shutdown."""
         pending = list(self._deliveries)
         stopping = [*pending, *([self._consuming] if self._consuming else [])]
-        for running in stopping:
-            running.cancel()
-        await asyncio.gather(*stopping, return_exceptions=True)
+        await cancel_until_done(stopping)
         if self._queue is not None:
             # What this process held goes to another at once, rather than after the lease lapses.
             with contextlib.suppress(Exception):

@@ -37,7 +37,7 @@ from app.tasks.limits import QueueFull, QueueUnreachable, TooManyStoredTasks, To
 from app.tasks.models import TERMINAL, Task, TaskStatus
 from app.tasks.progress import STAGE_MESSAGES
 from app.tasks.redis_store import Admission, RedisTaskStore
-from app.tasks.streams import CallbackQueue, ChangeFeed, async_client
+from app.tasks.streams import CallbackQueue, ChangeFeed, async_client, cancel_until_done
 
 logger = logging.getLogger(__name__)
 
@@ -114,9 +114,7 @@ class CeleryDispatcher:
         ]
 
     async def stop(self) -> None:
-        for loop in [*self._loops, *self._stopping]:
-            loop.cancel()
-        await asyncio.gather(*self._loops, *self._stopping, return_exceptions=True)
+        await cancel_until_done([*self._loops, *self._stopping])
         for task_id in await self._lifecycle.stop_background():  # no other process can take over a download
             await self._lifecycle.fail(task_id, "The server restarted while downloading audio_url; submit it again.")
         with contextlib.suppress(Exception):  # the others take over at once, not in API_TAKEOVER_SECONDS

@@ -19,6 +19,7 @@ Redis keeps the bookkeeping (which process holds what, since when), rather than 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any, cast
@@ -35,6 +36,19 @@ READ_BLOCK_SECONDS = 5.0
 """How long one read waits for new entries before it is made again."""
 
 GROUP = "webhooks"
+
+
+async def cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait for them to end, cancelling again those still running each second.
+
+    A cancellation that lands as a redis-py read's socket timeout expires comes out as a TimeoutError
+    (Python 3.11's asyncio.timeout), which a reconnecting loop takes for Redis being away: it carries
+    on, and one cancel() would leave shutdown waiting for ever."""
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=1.0)
+    await asyncio.gather(*tasks, return_exceptions=True)  # their errors retrieved: nothing logged at exit
 
 
 def async_client(url: str) -> redis.asyncio.Redis:
