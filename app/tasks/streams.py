@@ -41,9 +41,10 @@ GROUP = "webhooks"
 async def cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel the tasks and wait for them to end, cancelling again those still running each second.
 
-    A cancellation that lands as a redis-py read's socket timeout expires comes out as a TimeoutError
-    (Python 3.11's asyncio.timeout), which a reconnecting loop takes for Redis being away: it carries
-    on, and one cancel() would leave shutdown waiting for ever."""
+    redis-py can swallow a cancellation: the change-feed loop was seen marked as cancelling yet
+    waiting in a new read (a cancel that lands as a read's socket timeout expires can come out as a
+    TimeoutError, which the loop takes for Redis being away). One cancel() then left shutdown
+    waiting for ever."""
     while pending := [task for task in tasks if not task.done()]:
         for task in pending:
             task.cancel()
